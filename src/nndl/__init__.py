@@ -1,0 +1,13 @@
+"""nndl: train, tune and inspect small neural networks end to end.
+
+The functional core is importable directly: :func:`train`, :func:`evaluate`,
+:func:`cross_validate`, and the task entry points :func:`regress`,
+:func:`classify` and :func:`tune`.
+"""
+__version__ = "0.1.0"
+
+from .crossval import cross_validate  # noqa: E402
+from .regress import regress  # noqa: E402
+from .training import evaluate, train  # noqa: E402
+
+__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress"]

@@ -1,0 +1,394 @@
+"""Fashion-MNIST: IDX/CSV readers, source discovery, SHA-256 checks, download, splits.
+
+Everything a loader returns has been fully validated first, so a bad file fails
+with one :class:`~nndl.errors.NndlError` line instead of a half-loaded dataset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nndl.errors import NndlError
+
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+ALL_FILES = [n for pair in FILES.values() for n in pair]
+SHA256 = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+CSV_FILES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+DEFAULT_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_REFETCH = "re-download with `nndl data download`"
+
+
+def cache_dir() -> Path:
+    """Return the user cache folder: ``$XDG_CACHE_HOME/nndl/fashion-mnist`` or ``~/.cache/...``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nndl" / "fashion-mnist"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file, streamed in ``chunk``-byte pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes, gzipped or plain.
+
+    Gzip is detected by the magic bytes ``1f 8b``, not the name: decompressed copies
+    often keep the ``.gz`` suffix (and vice versa).
+
+    Returns
+    -------
+    np.ndarray
+        Writable ``uint8`` array shaped as the header says.
+
+    Raises
+    ------
+    NndlError
+        Unreadable file, corrupt gzip, bad magic, a type other than 0x08, or a payload
+        whose size differs from the header's dimensions (truncated or trailing bytes).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); check the path or {_REFETCH}") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise NndlError(f"{path}: corrupt gzip data ({e}); {_REFETCH}") from e
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00":
+        raise NndlError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'}); {_REFETCH}")
+    if raw[2] != 0x08:
+        raise NndlError(f"{path}: IDX type 0x{raw[2]:02x} unsupported (only unsigned bytes, 0x08); {_REFETCH}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise NndlError(f"{path}: IDX header truncated or has {ndim} dimensions; {_REFETCH}")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims, dtype=np.int64))
+    got = len(raw) - header
+    if got != expected:
+        what = "truncated" if got < expected else "has trailing bytes"
+        raise NndlError(f"{path}: IDX payload {what} ({got} bytes, header {dims} needs {expected}); {_REFETCH}")
+    # frombuffer views the immutable bytes; copy once so callers (and torch) get a writable array.
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _first_bad_csv_line(path: Path) -> str:
+    # Slow path, only after numpy failed: numpy's row numbers skip the header and blank
+    # lines inconsistently, so rescan to name the exact file line.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        next(f, None)
+        for lineno, line in enumerate(f, start=2):
+            fields = line.strip().split(",")
+            if fields == [""]:
+                continue
+            if len(fields) != 785:
+                return f"line {lineno}: {len(fields)} columns, expected 785 (label + 784 pixels)"
+            for col, v in enumerate(fields, start=1):
+                try:
+                    int(v)
+                except ValueError:
+                    return f"line {lineno}, column {col}: {v.strip()[:20]!r} is not an integer"
+    return "unparseable content"
+
+
+def read_csv_form(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read the Kaggle CSV form: header ``label,pixel1,...,pixel784``, one image per row.
+
+    Returns
+    -------
+    images, labels : np.ndarray
+        ``uint8`` arrays of shape ``(N, 28, 28)`` and ``(N,)``.
+
+    Raises
+    ------
+    NndlError
+        Wrong header or column count, non-integers, pixels outside 0..255 or labels
+        outside 0..9; the message names the file and the line.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: tolerate Excel's BOM
+            header = f.readline().strip().split(",")
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); check the path") from e
+    if header[0].strip().lower() != "label" or len(header) != 785:
+        raise NndlError(f"{path}: line 1: header must be `label,pixel1,...,pixel784` "
+                        f"(got {len(header)} columns starting {header[0][:20]!r}); use the Kaggle CSV form")
+    try:
+        # int32, not uint8: out-of-range values must survive parsing so we can report them.
+        data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int32, ndmin=2)
+    except (ValueError, OverflowError) as e:
+        raise NndlError(f"{path}: {_first_bad_csv_line(path)}; fix or re-export the CSV") from e
+    if data.shape[0] == 0:
+        raise NndlError(f"{path}: no data rows after the header; fix or re-export the CSV")
+    labels, pixels = data[:, 0], data[:, 1:]
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        raise NndlError(f"{path}: row {bad[0] + 1} (line {bad[0] + 2}): label {labels[bad[0]]} "
+                        "outside 0..9; fix or re-export the CSV")
+    bad_r, bad_c = np.nonzero((pixels < 0) | (pixels > 255))
+    if bad_r.size:
+        r, c = bad_r[0], bad_c[0]
+        raise NndlError(f"{path}: row {r + 1} (line {r + 2}): pixel{c + 1} = {pixels[r, c]} "
+                        "outside 0..255; fix or re-export the CSV")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
+
+
+def _idx_paths(d: Path) -> dict[str, Path] | None:
+    # Each official file may be present gzipped or with the .gz dropped; prefer the .gz
+    # because only that one can be checked against the published hashes.
+    found = {}
+    for name in ALL_FILES:
+        for cand in (d / name, d / name[:-3]):
+            if cand.is_file():
+                found[name] = cand
+                break
+        else:
+            return None
+    return found
+
+
+def _has_source(d: Path) -> bool:
+    return d.is_dir() and (_idx_paths(d) is not None or all((d / n).is_file() for n in CSV_FILES.values()))
+
+
+def find_source(data_dir: str | Path | None = None) -> Path:
+    """Locate a Fashion-MNIST folder.
+
+    Search order: ``data_dir``, then ``$NNDL_DATA``, then ``/usr/share/datasets/fashion-mnist``
+    (Debian package ``dataset-fashion-mnist``), then :func:`cache_dir`. A folder counts when it
+    holds the four IDX files (``.gz`` or not) or ``fashion-mnist_train.csv`` + ``fashion-mnist_test.csv``.
+
+    Raises
+    ------
+    NndlError
+        An explicit folder (``data_dir`` or ``$NNDL_DATA``) lacks the files; there is no
+        fallback then. Or nothing was found: the message lists every way to get the data.
+    """
+    # An explicit choice that is wrong must fail loudly, not silently fall back to another copy.
+    for given, origin in ((data_dir, "--data"), (os.environ.get("NNDL_DATA") or None, "$NNDL_DATA")):
+        if given is not None:
+            d = Path(given).expanduser()
+            if not _has_source(d):
+                raise NndlError(f"{d} (from {origin}): no Fashion-MNIST files (need the four "
+                                f"*-idx?-ubyte[.gz] files or {' + '.join(CSV_FILES.values())}); "
+                                "point it at the right folder or run `nndl data download`")
+            return d
+    for d in (SYSTEM_DIR, cache_dir()):
+        if _has_source(d):
+            return d
+    raise NndlError(f"Fashion-MNIST not found (looked in {SYSTEM_DIR} and {cache_dir()}): pass "
+                    "`--data DIR` or set $NNDL_DATA to a folder with the IDX or CSV files, "
+                    "or `sudo apt-get install dataset-fashion-mnist`, or run `nndl data download`")
+
+
+@dataclass
+class FashionData:
+    """Fashion-MNIST as CPU tensors: images ``uint8 (N, 28, 28)``, labels ``int64 (N,)``."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    source: str
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, img_path: Path, lbl_path: Path) -> None:
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise NndlError(f"{img_path}: images have shape {images.shape}, expected (N, 28, 28); {_REFETCH}")
+    if labels.ndim != 1:
+        raise NndlError(f"{lbl_path}: labels have shape {labels.shape}, expected (N,); {_REFETCH}")
+    if len(images) != len(labels):
+        raise NndlError(f"{img_path}: {len(images)} images but {lbl_path.name} has {len(labels)} labels; {_REFETCH}")
+    if labels.size and labels.max() > 9:
+        raise NndlError(f"{lbl_path}: label {labels.max()} outside 0..9; {_REFETCH}")
+
+
+def load_fashion(data_dir: str | Path | None = None, verify: bool = True) -> FashionData:
+    """Find, verify and load Fashion-MNIST.
+
+    Parameters
+    ----------
+    data_dir : str or Path, optional
+        Folder to use; see :func:`find_source` for the search order without it.
+    verify : bool
+        Check the official ``.gz`` files against :data:`SHA256` before parsing. Un-gzipped
+        IDX files and the CSV form are not hash-checked (there is no published hash to
+        compare); they still get the full structural validation.
+
+    Raises
+    ------
+    NndlError
+        Missing source, hash mismatch, or any malformed file; nothing is half-loaded.
+    """
+    src = find_source(data_dir)
+    idx = _idx_paths(src)
+    arrays = {}
+    for split in ("train", "test"):
+        if idx is None:
+            p = src / CSV_FILES[split]
+            images, labels = read_csv_form(p)
+            _check_pair(images, labels, p, p)
+        else:
+            img_p, lbl_p = (idx[n] for n in FILES[split])
+            for p in (img_p, lbl_p):
+                want = SHA256.get(p.name)
+                if verify and want:
+                    got = sha256_file(p)
+                    if got != want:
+                        raise NndlError(f"{p}: SHA-256 {got[:12]}... does not match the official "
+                                        f"{want[:12]}...; {_REFETCH}, or use --no-verify to accept it")
+            images, labels = read_idx(img_p), read_idx(lbl_p)
+            _check_pair(images, labels, img_p, lbl_p)
+        arrays[split] = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+    return FashionData(*arrays["train"], *arrays["test"], class_names=list(CLASS_NAMES), source=str(src))
+
+
+def _class_perms(labels, seed: int) -> list[torch.Tensor]:
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1:
+        raise NndlError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c in torch.unique(labels):  # sorted, so the generator is consumed in a fixed order
+        idx = torch.nonzero(labels == c).flatten()
+        out.append(idx[torch.randperm(len(idx), generator=g)])
+    return out
+
+
+def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into train/validation keeping each class's proportion.
+
+    ``labels`` is 1-D ints; each class gives ``round(val_fraction * n_class)`` samples
+    to validation, ``0 <= val_fraction < 1``; ``seed`` seeds a private ``torch.Generator``
+    (the global RNG is untouched).
+
+    Returns
+    -------
+    train_idx, val_idx : torch.Tensor
+        Sorted ``int64`` indices; disjoint, and together all of ``range(N)``.
+    """
+    if not 0 <= val_fraction < 1:
+        raise NndlError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train, val = [torch.empty(0, dtype=torch.int64)], [torch.empty(0, dtype=torch.int64)]
+    for perm in _class_perms(labels, seed):
+        n_val = int(round(val_fraction * len(perm)))
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+def stratified_kfold(labels, k: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled, stratified K-fold indices.
+
+    Each class's shuffled indices are dealt round robin into the folds, so every fold
+    has (within one sample) the same class mix; shuffling avoids the sorted-data trap.
+
+    ``labels`` is 1-D ints; ``2 <= k <=`` the smallest class count; ``seed`` seeds a
+    private ``torch.Generator``.
+
+    Returns
+    -------
+    list of (train_idx, val_idx)
+        ``k`` pairs of sorted ``int64`` tensors; the ``val_idx`` partition ``range(N)``.
+    """
+    perms = _class_perms(labels, seed)
+    smallest = min((len(p) for p in perms), default=0)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2 or k > smallest:
+        raise NndlError(f"k must be an integer >= 2 and <= the smallest class count ({smallest}), got {k}")
+    folds: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    offset = 0
+    for perm in perms:
+        for j in range(k):
+            # Rotate the starting fold so classes' leftover samples land in different folds.
+            folds[(offset + j) % k].append(perm[j::k])
+        offset += len(perm) % k
+    vals = [torch.sort(torch.cat(f)).values for f in folds]
+    return [(torch.sort(torch.cat(vals[:j] + vals[j + 1:])).values, vals[j]) for j in range(k)]
+
+
+def download(dest: str | Path | None = None, mirror: str | None = None, progress: bool = True,
+             expected: dict[str, str] | None = None) -> Path:
+    """Download the four official ``.gz`` files, verifying each SHA-256.
+
+    Each file streams to a temporary file in ``dest`` and is renamed into place only after
+    its hash matches, so an interrupted or corrupted download never leaves a file that
+    looks valid. Files already present with the right hash are skipped.
+
+    Parameters
+    ----------
+    dest : str or Path, optional
+        Target folder; defaults to :func:`cache_dir`.
+    mirror : str, optional
+        URL base holding the files; defaults to the official Zalando bucket.
+    progress : bool
+        Show a tqdm progress bar per file.
+    expected : dict, optional
+        File name -> SHA-256 hex; defaults to :data:`SHA256` (tests inject their own).
+
+    Returns
+    -------
+    Path
+        The folder holding the files.
+    """
+    from tqdm import tqdm  # only needed here; keeps `import nndl.data.fashion` light
+
+    dest = Path(dest) if dest is not None else cache_dir()
+    base = (mirror or DEFAULT_MIRROR).rstrip("/") + "/"
+    expected = SHA256 if expected is None else expected
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NndlError(f"{dest}: cannot create folder ({e.strerror}); pick another destination") from e
+    for name in ALL_FILES:
+        target, want = dest / name, expected[name]
+        if target.is_file() and sha256_file(target) == want:
+            continue
+        url = base + name
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                    while block := resp.read(1 << 16):
+                        out.write(block)
+                        h.update(block)
+                        bar.update(len(block))
+            if h.hexdigest() != want:
+                raise NndlError(f"{url}: SHA-256 {h.hexdigest()[:12]}... does not match expected "
+                                f"{want[:12]}...; the mirror is corrupt, try again or use another mirror")
+            os.replace(tmp, target)
+        except OSError as e:  # URLError and HTTPError are OSErrors
+            raise NndlError(f"{url}: download failed ({e}); check the network or pass another mirror") from e
+        finally:  # a bad hash, a network error or Ctrl-C never leaves a partial file
+            Path(tmp).unlink(missing_ok=True)
+    return dest

@@ -1,0 +1,169 @@
+"""The run folder: one writer for everything a run leaves behind.
+
+``config.json`` (resolved config), ``metrics.json`` (flat final numbers),
+``history.csv`` (one row per epoch, and per fold where relevant), ``model.pt``
+(state dict + config + class names; loads with ``weights_only=True``),
+``figures/*.png`` and ``report.html``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import NndlError
+
+CHECKPOINT_FORMAT = "nndl-model-v1"
+
+
+def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root: str | Path = "runs") -> Path:
+    """Create the run folder and return it.
+
+    ``out=None`` makes a new timestamped folder under ``root``. An existing,
+    non-empty ``out`` is an error unless ``overwrite`` (then its contents are
+    removed first): a run folder is never replaced silently.
+    """
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{task}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{task}-{stamp}-{n}"
+    else:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise NndlError(f"--out {path}: exists and is not a folder; choose another path")
+        if path.is_dir() and any(path.iterdir()):
+            if not overwrite:
+                raise NndlError(f"--out {path}: folder exists and is not empty; choose another --out, "
+                                "add --overwrite to replace it, or --resume it")
+            shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "figures").mkdir(exist_ok=True)
+    return path
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become null (strict JSON has no NaN), tensors become numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _clean(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
+    """One row per epoch (columns: the union of the rows' keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def read_history_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) and k != "fold" else v) for k, v in row.items()}
+                for row in csv.DictReader(fh)]
+
+
+def save_model(path: str | Path, task: str, config: dict, state_dicts: list[dict], **extra: Any) -> Path:
+    """Save one model (or a fold ensemble: several state dicts) with what is needed to rebuild it.
+
+    Only tensors, numbers, strings, lists and dicts are stored, so the file
+    loads with ``torch.load(..., weights_only=True)``.
+    """
+    payload = {"format": CHECKPOINT_FORMAT, "task": task, "config": config,
+               "state_dicts": [{k: v.detach().cpu() for k, v in sd.items()} for sd in state_dicts], **extra}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model_file(path: str | Path) -> dict:
+    """Load a ``model.pt`` written by :func:`save_model` without unpickling arbitrary objects.
+
+    Raises
+    ------
+    NndlError
+        When the file is missing, is not a PyTorch file, or is not an nndl checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise NndlError(f"{path}: no such checkpoint; give a run folder holding model.pt")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NndlError(f"{path}: not a loadable nndl checkpoint ({first[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise NndlError(f"{path}: not an nndl checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
+                        "give the model.pt of an nndl run")
+    return payload
+
+
+def environment() -> dict[str, Any]:
+    """Versions, device and git commit, recorded with every run."""
+    from . import __version__
+
+    env = {"nndl": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                           timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    env["argv"] = " ".join(sys.argv)
+    return env
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A two-column table of the scalar metrics."""
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    width = max(map(len, scalars), default=0)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
+    for k, v in scalars.items():
+        lines.append(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return "\n".join(lines)

@@ -1,0 +1,343 @@
+"""The training loop: one function, top to bottom.
+
+Data are whole tensors already on the device; a batch is an index slice of a
+random permutation. The loop only syncs with the host at epoch end (and every
+``LIVE_EVERY`` steps for the progress bar), checks the loss for NaN/inf there,
+evaluates, keeps the best weights, and writes a checkpoint that makes resuming
+exact.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import NndlError
+
+LIVE_EVERY = 25  # steps between progress-bar loss updates (each one is a host sync)
+
+Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C once the last completed epoch's checkpoint is on disk."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``history`` has one dict per epoch (epoch, train_loss, val_loss, [train_acc,
+    val_acc], lr, seconds). ``stop_reason`` is "completed", "early stop", or a
+    sentence explaining a NaN/inf stop (then ``diverged`` is True and the model
+    holds the last finite weights).
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float = float("nan")
+    stop_reason: str = "completed"
+    diverged: bool = False
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD(momentum, nesterov) from a config; ``weight_decay`` is the L2 strength."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_factor: float = 0.0) -> float:
+    """Multiplier on the base lr at optimiser step ``step`` (a pure function of the step).
+
+    ``onecycle`` is a linear ramp over the first 25% of steps (or the warm-up, if
+    given) then linear decay, the shape CIFAR speed runs use; ``cosine`` and
+    ``linear`` decay to ``min_factor`` after an optional linear warm-up.
+    """
+    if schedule == "onecycle" and warmup_steps == 0:
+        warmup_steps = max(1, total_steps // 4)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * progress))
+    else:  # linear, onecycle
+        decay = 1.0 - progress
+    return min_factor + (1 - min_factor) * decay
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of |w| over weight matrices/kernels (biases and norm scales excluded)."""
+    return sum(p.abs().sum() for name, p in model.named_parameters() if p.dim() > 1)
+
+
+def loss_fn(task: str, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """MSE for regression; cross-entropy on logits for classification."""
+    if task == "regression":
+        return F.mse_loss(outputs.float().reshape(targets.shape), targets)
+    return F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, *, batch_size: int = 4096,
+             transform: Transform | None = None, tta_flip: bool = False, amp: bool = False) -> dict:
+    """Loss (and accuracy for classification) of ``model`` on ``(x, y)`` in large batches.
+
+    Returns
+    -------
+    dict with ``loss``, ``outputs`` (logits or predictions, on the device) and,
+    for classification, ``accuracy`` (a fraction in [0, 1]).
+    """
+    was_training = model.training
+    model.eval()
+    outs = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        xb = transform(xb, None) if transform else xb
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(xb).float()
+            if tta_flip:  # average with the mirrored image's logits
+                out = 0.5 * (out + model(xb.flip(-1)).float())
+        outs.append(out)
+    model.train(was_training)
+    outputs = torch.cat(outs) if outs else torch.empty(0)
+    result = {"loss": loss_fn(task, outputs, y).item(), "outputs": outputs}
+    if task == "classification":
+        result["accuracy"] = (outputs.argmax(1) == y).float().mean().item()
+    return result
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _state_copy(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *, task: str,
+          x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+          transform: Transform | None = None, checkpoint_path: str | Path | None = None, resume: bool = False,
+          progress: bool = True, desc: str = "", echo: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``model`` in place and return its history.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Already on the device of ``x_train``; outputs logits (classification) or values.
+    x_train, y_train : Tensor
+        The whole training set, on the training device.
+    cfg : TrainConfig
+        Optimiser, schedule, epochs, batch size, penalties, early stopping, seed
+        (plus ``label_smoothing``, ``tta_flip``, ``amp``, ``compile`` where present).
+    task : {"regression", "classification"}
+    x_val, y_val : Tensor, optional
+        Validation data: evaluated every epoch; early stopping (``cfg.patience``)
+        and best-weights restore follow ``val_loss`` (regression) or ``val_acc``.
+    transform : callable, optional
+        ``transform(xb, generator)`` turns a raw batch into model input; the
+        generator is given for training batches (random augmentation) and is None
+        at evaluation.
+    checkpoint_path : path, optional
+        Written every epoch (model, optimiser, RNG states, history, best); with
+        ``resume=True`` training continues from it and ends exactly as an
+        uninterrupted run would (on CPU).
+    progress : bool
+        Show a progress bar with live loss, and an epoch table when epochs are long.
+
+    Returns
+    -------
+    TrainResult
+    """
+    device = x_train.device
+    n = len(x_train)
+    if n == 0:
+        raise NndlError("training set is empty")
+    classify = task == "classification"
+    amp = bool(getattr(cfg, "amp", False)) and device.type == "cuda"
+    smoothing = float(getattr(cfg, "label_smoothing", 0.0))
+    tta = bool(getattr(cfg, "tta_flip", False))
+    monitor_higher = classify
+    has_val = x_val is not None and len(x_val) > 0
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    result = TrainResult(best_metric=-math.inf if monitor_higher else math.inf)
+    best_state = _state_copy(model)
+    start_epoch, step, bad_epochs = 0, 0, 0
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+
+    if resume and checkpoint_path is not None and checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_state"]
+        start_epoch, step, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["bad_epochs"]
+        result.history, result.best_epoch, result.best_metric = ckpt["history"], ckpt["best_epoch"], ckpt["best_metric"]
+        result.train_seconds = ckpt["train_seconds"]
+        generator.set_state(ckpt["generator"].to(generator.get_state().device))
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in ckpt:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+
+    train_model = model
+    if getattr(cfg, "compile", False):
+        # Compile on a throwaway copy of the state so BN statistics are untouched, and time it apart.
+        t0 = time.perf_counter()
+        train_model = torch.compile(model)
+        saved = _state_copy(model)
+        xb = x_train[: cfg.batch_size]
+        out = train_model(transform(xb, None) if transform else xb)
+        loss_fn(task, out, y_train[: cfg.batch_size]).backward()
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+        result.compile_seconds = time.perf_counter() - t0
+
+    long_epochs = steps_per_epoch >= 20
+    epoch_bar = None
+    if progress and not long_epochs:
+        epoch_bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=desc or "epochs", leave=False, dynamic_ncols=True)
+    say = echo or (tqdm.write if progress else (lambda s: None))
+    if progress and long_epochs and start_epoch == 0:
+        say(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} {'lr':>9} {'dur':>6}")
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            last_finite = _state_copy(model)
+            model.train()
+            perm = torch.randperm(n, device=device, generator=generator)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            bar = tqdm(total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip(), leave=False,
+                       dynamic_ncols=True) if progress and long_epochs else None
+            for b in range(steps_per_epoch):
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                xb, yb = x_train[idx], y_train[idx]
+                if transform is not None:
+                    xb = transform(xb, generator)
+                lr = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = train_model(xb)
+                loss = loss_fn(task, out, yb, smoothing)
+                objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                optimizer.step()
+                step += 1
+                loss_sum += loss.detach() * len(idx)
+                if classify:
+                    correct += (out.detach().argmax(1) == yb).sum()
+                if bar is not None:
+                    bar.update(1)
+                    if b % LIVE_EVERY == 0:
+                        bar.set_postfix(loss=f"{loss.item():.4f}")
+            if bar is not None:
+                bar.close()
+            row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n}
+            if classify:
+                row["train_acc"] = correct.item() / n
+            if has_val:
+                ev = evaluate(train_model, x_val, y_val, task, batch_size=getattr(cfg, "eval_batch_size", 4096),
+                              transform=transform, tta_flip=tta, amp=amp)
+                row["val_loss"] = ev["loss"]
+                if classify:
+                    row["val_acc"] = ev["accuracy"]
+            row["lr"] = lr
+            row["seconds"] = time.perf_counter() - t0
+            result.train_seconds += row["seconds"]
+
+            bad = [k for k in ("train_loss", "val_loss") if k in row and not math.isfinite(row[k])]
+            if bad:
+                model.load_state_dict(last_finite)
+                result.diverged = True
+                result.stop_reason = (f"{bad[0]} became {row[bad[0]]} at epoch {epoch + 1}; kept the weights of epoch "
+                                      f"{epoch}. The learning rate ({cfg.lr:g}) is probably too high: try "
+                                      f"--set lr={cfg.lr / 10:g}")
+                result.history.append(row)
+                say(f"stopped: {result.stop_reason}")
+                break
+            result.history.append(row)
+
+            metric = row.get("val_acc" if classify else "val_loss", row["train_loss"]) if has_val else None
+            if metric is not None and (metric > result.best_metric if monitor_higher else metric < result.best_metric):
+                result.best_metric, result.best_epoch, bad_epochs = metric, epoch + 1, 0
+                best_state = _state_copy(model)
+            else:
+                bad_epochs += 1
+            if progress and long_epochs:
+                say(f"{epoch + 1:>5} {row['train_loss']:>10.4f} {row.get('train_acc', float('nan')):>9.4f} "
+                    f"{row.get('val_loss', float('nan')):>9.4f} {row.get('val_acc', float('nan')):>8.4f} "
+                    f"{lr:>9.2e} {row['seconds']:>6.1f}")
+            if epoch_bar is not None:
+                epoch_bar.update(1)
+                if has_val:
+                    epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+                else:
+                    epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}")
+            stop = has_val and cfg.patience > 0 and bad_epochs >= cfg.patience
+            if checkpoint_path is not None:
+                ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
+                        "epoch": epoch + 1, "step": step, "bad_epochs": bad_epochs, "history": result.history,
+                        "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                        "train_seconds": result.train_seconds, "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state()}
+                if device.type == "cuda":
+                    ckpt["cuda_rng"] = torch.cuda.get_rng_state()
+                _atomic_save(ckpt, checkpoint_path)
+            if stop:
+                result.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
+                break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; the checkpoint holds epoch {epoch}") from None
+    finally:
+        if epoch_bar is not None:
+            epoch_bar.close()
+
+    if has_val and cfg.patience > 0 and not result.diverged and result.best_epoch > 0:
+        model.load_state_dict(best_state)  # early stopping restores the best epoch's weights
+    elif not has_val and result.history:
+        result.best_epoch = len(result.history)
+        result.best_metric = result.history[-1]["train_loss"]
+    return result
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy (used for fold models and ensembles)."""
+    return copy.deepcopy(model)
