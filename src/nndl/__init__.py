@@ -7,7 +7,8 @@ The functional core is importable directly: :func:`train`, :func:`evaluate`,
 __version__ = "0.1.0"
 
 from .crossval import cross_validate  # noqa: E402
-from .regress import regress  # noqa: E402
+from .classification import classify  # noqa: E402
+from .regression import regress  # noqa: E402
 from .training import evaluate, train  # noqa: E402
 
-__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress"]
+__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress", "classify"]

@@ -1,0 +1,135 @@
+"""The classification task end to end: Fashion-MNIST -> split -> train -> test once -> run folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import config as config_mod
+from .data.augment import make_transform
+from .data.fashion import CLASS_NAMES, FashionData, load_fashion, stratified_split
+from .errors import NndlError
+from .models import build_classifier
+from .runs import (environment, format_metrics, new_run_dir, read_json, save_model, write_history_csv,
+                   write_json)
+from .training import evaluate, pick_device
+from .training import train as fit
+
+
+def prepare_data(cfg, data: FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load (or take) the data set, apply ``subset``, and split train/validation (stratified, seeded).
+
+    Returns a dict of tensors on ``device`` (uint8 images, int64 labels):
+    ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``, plus ``source``.
+    """
+    data = data or load_fashion(cfg.data or None, verify=cfg.verify)
+    images, labels = data.train_images, data.train_labels
+    if cfg.subset and cfg.subset < len(labels):
+        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
+        images, labels = images[keep], labels[keep]
+    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
+    x_test, y_test = data.test_images, data.test_labels
+    if cfg.test_subset and cfg.test_subset < len(y_test):
+        x_test, y_test = x_test[: cfg.test_subset], y_test[: cfg.test_subset]
+    move = lambda t: t.to(device)  # noqa: E731 - loaded once; batches are index slices on the device
+    return {"x_train": move(images[train_idx]), "y_train": move(labels[train_idx].long()),
+            "x_val": move(images[val_idx]), "y_val": move(labels[val_idx].long()),
+            "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source}
+
+
+def transform_for(cfg, device: torch.device):
+    channels_last = device.type == "cuda" and cfg.model != "mlp"
+    return make_transform(cfg.flip, cfg.translate, cfg.erase, channels_last)
+
+
+def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
+             out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
+             figures: bool = True, data: FashionData | None = None,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a Fashion-MNIST classifier, evaluate it once on the test set and write a run folder.
+
+    Parameters
+    ----------
+    preset : str, optional
+        ``mlp``, ``cnn``, ``resnet``, ``fast``, or a ``.toml``/``.json`` preset file.
+    overrides : dict or list of "key=value", optional
+        Config overrides (see :class:`nndl.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
+    seed : int, optional
+    out : str, optional
+        Run folder (default: a new timestamped folder under ``runs/``).
+    overwrite : bool
+        Allow ``out`` to be an existing non-empty folder.
+    resume : str, optional
+        A run folder whose training was interrupted: continue from its checkpoint
+        with its saved config (no preset/overrides allowed).
+    data : FashionData, optional
+        Already loaded data (skips finding and reading the files).
+
+    Returns
+    -------
+    dict
+        The metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``,
+        ``test_loss``, ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
+    """
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
+            raise NndlError(f"--resume {run_dir}: no config.json and checkpoint.pt there; give the folder of an "
+                            "interrupted classify run")
+        if overrides or seed is not None:
+            raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
+        cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
+    else:
+        cfg = config_mod.resolve("classify", preset, overrides, seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    tensors = prepare_data(cfg, data, device)  # input problems surface before anything is written
+    if not resume:
+        run_dir = new_run_dir(out, "classify", overwrite)
+        write_json(run_dir / "config.json", config_mod.to_dict(cfg))
+    echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({len(tensors['y_train'])} train / "
+         f"{len(tensors['y_val'])} validation / {len(tensors['y_test'])} test images)\n"
+         f"resolved config:\n{config_mod.format_config(cfg)}")
+
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg).to(device)
+    if device.type == "cuda" and cfg.model != "mlp":
+        model = model.to(memory_format=torch.channels_last)
+    transform = transform_for(cfg, device)
+    result = fit(model, tensors["x_train"], tensors["y_train"], cfg, task="classification",
+                 x_val=tensors["x_val"], y_val=tensors["y_val"], transform=transform,
+                 checkpoint_path=run_dir / "checkpoint.pt", resume=bool(resume), progress=progress, echo=echo)
+
+    test = evaluate(model, tensors["x_test"], tensors["y_test"], "classification", batch_size=cfg.eval_batch_size,
+                    transform=transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
+    pred = test["outputs"].argmax(1)
+    y_test = tensors["y_test"]
+    per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(CLASS_NAMES)
+                 if (y_test == c).any()}
+    last = result.history[-1] if result.history else {}
+    val_acc = (result.best_metric if cfg.patience > 0 and result.best_epoch else last.get("val_acc", float("nan")))
+    metrics = {"test_accuracy": test["accuracy"], "val_accuracy": val_acc, "test_loss": test["loss"],
+               "per_class_accuracy": per_class, "train_seconds": result.train_seconds, "epochs": len(result.history),
+               "best_epoch": result.best_epoch, "compile_seconds": result.compile_seconds,
+               "stop_reason": result.stop_reason, "diverged": result.diverged, "model": cfg.model,
+               "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+               "train_images": len(tensors["y_train"]), "test_images": len(y_test)}
+    write_history_csv(run_dir / "history.csv", result.history)
+    save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [model.state_dict()],
+               class_names=list(CLASS_NAMES), input_shape=[1, 28, 28])
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "environment.json", environment())
+    if figures:
+        from .figures.classification import write_classification_figures
+
+        probs = test["outputs"].softmax(1).cpu()
+        write_classification_figures(model, lambda xb: transform(xb.to(device), None), tensors["x_test"].cpu(),
+                                     y_test.cpu(), probs, result.history, list(CLASS_NAMES), run_dir / "figures")
+    if result.diverged:
+        echo(f"WARNING: {result.stop_reason}")
+    echo(format_metrics(metrics))
+    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}")
+    metrics["run_dir"] = str(run_dir)
+    return metrics

@@ -1,0 +1,32 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# Tests share 2 cores with each other's data loading; more threads than cores only thrash.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(autouse=True)
+def _repo_root_cwd(monkeypatch):
+    """Run every test from the repo root so the bundled data paths resolve."""
+    monkeypatch.chdir(ROOT)
+
+
+def run_cli(*args, check=None):
+    """Run `python -m nndl.cli ...` in a subprocess; return CompletedProcess."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "nndl.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=600)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+                                   reason="Fashion-MNIST Debian package (dataset-fashion-mnist) not installed")
