@@ -133,3 +133,51 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}")
     metrics["run_dir"] = str(run_dir)
     return metrics
+
+
+def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int = 3, progress: bool = False,
+                              on_fold: Callable[[int, float], None] | None = None) -> list[dict[str, Any]]:
+    """Stratified, shuffled K-fold cross-validation of a classifier on the training set (test set untouched).
+
+    Parameters
+    ----------
+    cfg : ClassifyConfig
+        ``subset`` limits the training images used; ``val_fraction`` is ignored
+        (each fold validates on its held-out part).
+    folds : int
+    on_fold : callable, optional
+        ``on_fold(fold_index, val_accuracy)`` after each fold, e.g. to report to a
+        pruner; it may raise to stop early.
+
+    Returns
+    -------
+    list of dict, one per fold: ``val_accuracy``, ``val_loss``, ``epochs``,
+    ``train_seconds``, ``stop_reason``, ``diverged``, ``timed_out``.
+    """
+    from .data.fashion import stratified_kfold
+
+    device = pick_device(cfg.device)
+    data = data or load_fashion(cfg.data or None, verify=cfg.verify)
+    images, labels = data.train_images, data.train_labels
+    if cfg.subset and cfg.subset < len(labels):
+        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
+        images, labels = images[keep], labels[keep]
+    images, labels = images.to(device), labels.long().to(device)
+    transform = transform_for(cfg, device)
+    out = []
+    for i, (tr, va) in enumerate(stratified_kfold(labels.cpu(), folds, seed=cfg.seed)):
+        tr, va = tr.to(device), va.to(device)
+        torch.manual_seed(cfg.seed + i)
+        model = build_classifier(cfg).to(device)
+        res = fit(model, images[tr], labels[tr], cfg, task="classification", x_val=images[va], y_val=labels[va],
+                  transform=transform, progress=progress, desc=f"fold {i + 1}/{folds}")
+        last = res.history[-1] if res.history else {}
+        acc = res.best_metric if cfg.patience > 0 and res.best_epoch else last.get("val_acc", float("nan"))
+        out.append({"val_accuracy": acc, "val_loss": last.get("val_loss", float("nan")), "epochs": len(res.history),
+                    "train_seconds": res.train_seconds, "stop_reason": res.stop_reason, "diverged": res.diverged,
+                    "timed_out": res.timed_out})
+        if on_fold is not None:
+            on_fold(i, acc)
+        if res.diverged:
+            break  # a diverged fold already decides the trial
+    return out

@@ -49,6 +49,7 @@ class TrainConfig:
     patience: int = 0  # early stopping on the validation metric; 0 disables it
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    time_limit: float = 0.0  # seconds of training after which a run stops (reason "time limit"); 0 = none
 
 
 @dataclass

@@ -115,6 +115,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     bad_epochs = torch.zeros(k, dtype=torch.long)
     alive = torch.ones(k, dtype=torch.bool)  # still training (not stopped early or diverged)
     step = 0
+    t_start = time.perf_counter()
     bar = tqdm(total=cfg.epochs, desc=f"{k} folds (batched)", leave=False, disable=not progress, dynamic_ncols=True)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
@@ -172,6 +173,12 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         bar.update(1)
         bar.set_postfix(train=f"{train_loss.mean():.4f}", val=f"{val_cpu.mean():.4f}")
         if not alive.any():
+            break
+        if cfg.time_limit and (time.perf_counter() - t_start) > cfg.time_limit and epoch + 1 < cfg.epochs:
+            for i in range(k):
+                if alive[i]:
+                    results[i].stop_reason = f"time limit: stopped after {epoch + 1} epochs"
+                    results[i].timed_out = True
             break
     bar.close()
     if cfg.patience > 0:  # early stopping restores each model's best epoch

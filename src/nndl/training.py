@@ -47,6 +47,7 @@ class TrainResult:
     best_metric: float = float("nan")
     stop_reason: str = "completed"
     diverged: bool = False
+    timed_out: bool = False
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
 
@@ -323,6 +324,10 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                 _atomic_save(ckpt, checkpoint_path)
             if stop:
                 result.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
+                break
+            if cfg.time_limit and result.train_seconds > cfg.time_limit and epoch + 1 < cfg.epochs:
+                result.stop_reason = f"time limit: stopped after {epoch + 1} epochs ({result.train_seconds:.0f} s)"
+                result.timed_out = True
                 break
     except KeyboardInterrupt:
         raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; the checkpoint holds epoch {epoch}") from None

@@ -1,0 +1,160 @@
+"""Classification figures: the confusion-matrix maths, that every figure is a real PNG, model state untouched."""
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+from nndl.figures import classification as cf
+from nndl.models import MLP, SmallCNN
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+N = 40
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() / 255 - 0.5).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (N, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.arange(N) % 10
+    probs = torch.softmax(3 * torch.randn(N, 10, generator=g), 1)
+    return images, labels, probs
+
+
+@pytest.fixture
+def cnn():
+    torch.manual_seed(0)
+    return SmallCNN()
+
+
+@pytest.fixture
+def mlp():
+    torch.manual_seed(0)
+    return MLP(784, [32], 10)
+
+
+def assert_png(path, min_kb: float = 10, min_side: int = 200):
+    assert path.exists() and path.suffix == ".png"
+    assert path.stat().st_size > min_kb * 1024, f"{path.name} is only {path.stat().st_size} bytes"
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[2] in (3, 4)
+    assert min(img.shape[:2]) >= min_side
+
+
+def test_confusion_matrix_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 10, 500), rng.integers(0, 10, 500)
+    p[:3] = 9  # a class predicted but possibly never true is still counted
+    cm = cf.confusion_matrix(t, p, 10)
+    assert cm.dtype == np.int64 and cm.shape == (10, 10)
+    np.testing.assert_array_equal(cm, metrics.confusion_matrix(t, p, labels=range(10)))
+    np.testing.assert_array_equal(cf.confusion_matrix(torch.from_numpy(t), torch.from_numpy(p), 10), cm)
+    assert cf.confusion_matrix([], [], 3).sum() == 0
+    with pytest.raises(ValueError):
+        cf.confusion_matrix([0, 10], [0, 1], 10)
+
+
+def test_confusion_and_misclassified_pngs(tmp_path, data):
+    images, labels, probs = data
+    pred = probs.argmax(1)
+    assert_png(cf.confusion_matrices(labels, pred, CLASSES, tmp_path / "cm.png"))
+    assert_png(cf.misclassified_gallery(images, labels, probs, CLASSES, tmp_path / "mis.png", n=12))
+    # probs as numpy, and a prediction set with no error at all, still give a figure
+    perfect = np.eye(10)[labels.numpy()]
+    assert_png(cf.misclassified_gallery(images, labels, perfect, CLASSES, tmp_path / "none.png"), min_kb=5)
+
+
+def test_accuracy_curves_png(tmp_path):
+    history = [dict(epoch=e, train_loss=1 / e, val_loss=1.2 / e, train_acc=0.5 + e / 20, val_acc=0.45 + e / 20)
+               for e in range(1, 6)]
+    assert_png(cf.accuracy_curves(history, tmp_path / "acc.png"))
+    no_val = [{k: v for k, v in r.items() if not k.startswith("val")} for r in history]
+    assert_png(cf.accuracy_curves(no_val, tmp_path / "acc_noval.png"))
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_first_layer_filters_png(tmp_path, kind, request):
+    model = request.getfixturevalue(kind)
+    assert_png(cf.first_layer_filters(model, tmp_path / "f.png"))
+
+
+def test_feature_maps(tmp_path, data, cnn, mlp):
+    images = data[0]
+    cnn.train()
+    assert_png(cf.feature_maps(cnn, to_input, images, tmp_path / "fm.png", n_images=2))
+    assert cnn.training and all(m.training for m in cnn.modules())  # train mode restored
+    assert all(not conv._forward_hooks for _, conv in cf._conv_layers(cnn))  # hooks removed
+    with pytest.raises(ValueError):
+        cf.feature_maps(mlp, to_input, images, tmp_path / "x.png")
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, \
+        {n: p.requires_grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("target,index", [("class", None), ("channel", (1, 3))])
+def test_activation_maximisation_leaves_model_untouched(tmp_path, cnn, target, index):
+    cnn.train()
+    cnn.head.weight.requires_grad_(False)  # a mixed frozen / trainable model must come back the same
+    before, flags = _snapshot(cnn)
+    buffers = {n: b.clone() for n, b in cnn.named_buffers()}
+    path = cf.activation_maximisation(cnn, to_input, tmp_path / "am.png", target=target, index=index, steps=15,
+                                      class_names=CLASSES)
+    assert_png(path, min_kb=5)
+    after, flags_after = _snapshot(cnn)
+    assert flags_after == flags
+    for n in before:
+        assert torch.equal(before[n], after[n]), n
+        assert cnn.get_parameter(n).grad is None
+    for n, b in cnn.named_buffers():  # eval mode: BatchNorm running stats unchanged
+        assert torch.equal(buffers[n], b), n
+    assert cnn.training
+
+
+def test_activation_maximisation_bad_targets(tmp_path, cnn, mlp):
+    with pytest.raises(ValueError):
+        cf.activation_maximisation(mlp, to_input, tmp_path / "x.png", target="channel", index=(0, 0), steps=1)
+    with pytest.raises(ValueError):
+        cf.activation_maximisation(cnn, to_input, tmp_path / "x.png", target="channel", index=(0, 999), steps=1)
+    with pytest.raises(ValueError):
+        cf.activation_maximisation(cnn, to_input, tmp_path / "x.png", target="neuron", steps=1)
+    with pytest.raises(ValueError):
+        cf.activation_maximisation(cnn, to_input, tmp_path / "x.png", target="channel", index=7, steps=1)
+    with pytest.raises(ValueError):
+        cf.activation_maximisation(cnn, to_input, tmp_path / "x.png", target="class", index=10, steps=1)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_write_classification_figures(tmp_path, data, kind, request):
+    model = request.getfixturevalue(kind)
+    images, labels, probs = data
+    history = [dict(epoch=1, train_loss=2.0, val_loss=2.1, train_acc=0.2, val_acc=0.18),
+               dict(epoch=2, train_loss=1.5, val_loss=1.7, train_acc=0.4, val_acc=0.35)]
+    paths = cf.write_classification_figures(model, to_input, images, labels, probs, history, CLASSES,
+                                            tmp_path / "figures", steps=10)
+    expected = ["losses.png", "confusion_matrix.png", "misclassified.png", "first_layer.png", "feature_maps.png",
+                "activation_max.png", "weight_histograms.png"]
+    if kind == "mlp":
+        expected.remove("feature_maps.png")
+    assert [p.name for p in paths] == expected
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(expected)
+    for p in paths:
+        assert_png(p)
+
+
+def test_predict_probs_matches_model_and_restores_mode(data, cnn):
+    images = data[0]
+    cnn.train()
+    probs = cf.predict_probs(cnn, to_input, images, batch_size=16)  # probs=None in write_classification_figures
+    assert cnn.training
+    cnn.eval()
+    with torch.no_grad():
+        want = torch.softmax(cnn(to_input(images)), 1).numpy()
+    np.testing.assert_allclose(probs, want, atol=1e-5)
