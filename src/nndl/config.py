@@ -95,7 +95,6 @@ class ClassifyConfig(TrainConfig):
     translate: int = 0  # random translation of up to N pixels (pad + crop)
     erase: float = 0.0  # probability of random erasing per image
     tta_flip: bool = False  # average logits of the image and its mirror at evaluation
-    ema: float = 0.0  # decay of an exponential moving average of weights; 0 disables it
     eval_batch_size: int = 2048
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model (start-up cost reported separately)
@@ -112,14 +111,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "regress": {
         # The reference notebook's network and training, unchanged.
         "seed": {},
-        # Found by the sweep in bench/regress_presets.py (see README): tanh, a smaller
-        # lr with cosine decay, and standardised inputs extrapolate more smoothly into the gaps.
-        "smooth": {"activation": "tanh", "hidden": [64, 64], "lr": 0.01, "schedule": "cosine",
-                   "weight_decay": 1e-4, "epochs": 1000, "standardize": True},
+        # Chosen by bench/regress_presets.py (96 configs, 5-fold CV on the training set only): the
+        # top five by validation MSE are within noise of each other; this one has the smallest
+        # fold-to-fold spread. GELU + standardised inputs/targets + stronger L2 fill the gaps smoothly.
+        "smooth": {"activation": "gelu", "lr": 0.005, "weight_decay": 1e-3, "standardize": True},
     },
     "classify": {
         "mlp": {"model": "mlp", "epochs": 20},
         "cnn": {"model": "cnn", "epochs": 15},
+        # Strongest preset that trains on 2 CPU cores in well under an hour: the reference CNN
+        # at 2x/4x width with flip + shift augmentation, label smoothing, one-cycle AdamW and flip TTA.
+        "wide": {"model": "cnn", "channels": [32, 64, 128], "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
+                 "schedule": "onecycle", "epochs": 20, "batch_size": 256, "label_smoothing": 0.1, "flip": True,
+                 "translate": 2, "tta_flip": True},
         "resnet": {"model": "resnet", "channels": [32, 64, 128], "optimizer": "sgd", "nesterov": True,
                    "lr": 0.1, "weight_decay": 5e-4, "schedule": "onecycle", "epochs": 30, "batch_size": 256,
                    "label_smoothing": 0.1, "flip": True, "translate": 2, "erase": 0.3, "tta_flip": True},
@@ -198,7 +202,7 @@ def validate(cfg) -> None:
         checks += [("val_fraction", 0 <= cfg.val_fraction < 1, "must be in [0, 1)"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
                    ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
-                   ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"), ("ema", 0 <= cfg.ema < 1, "must be in [0, 1)"),
+                   ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"),
                    ("translate", 0 <= cfg.translate <= 8, "must be in 0..8"),
                    ("subset", cfg.subset >= 0, "must be >= 0"),
                    ("channels", len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels), "needs three widths >= 1")]
