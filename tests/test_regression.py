@@ -159,3 +159,20 @@ def test_cli_help_and_bad_set():
     assert "--x-cols" in run_cli("regress", "--help", check=0).stdout
     proc = run_cli("regress", "--set", "hiden=3", "--no-progress")
     assert proc.returncode == 2 and "did you mean hidden" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_batched_diverged_fold_keeps_finite_weights_and_spares_the_others():
+    cfg = config.resolve("regress", "seed", {"epochs": 30, "optimizer": "sgd", "momentum": 0.0, "lr": 1e-3,
+                                             "activation": "relu", "hidden": [16]})
+    x = torch.linspace(-5, 5, 50)[:, None]
+    y = x[:, 0] ** 2
+    torch.manual_seed(0)
+    models = [MLP(1, [16], 1, "relu") for _ in range(5)]
+    with torch.no_grad():  # only model 0 starts with huge weights, so only it blows up
+        for p in models[0].parameters():
+            p.mul_(1e6)
+    results = train_stacked(models, x, y, kfold_indices(50, 5, 0), cfg, progress=False)
+    assert results[0].diverged
+    assert not any(r.diverged for r in results[1:])
+    for m in models:
+        assert all(torch.isfinite(p).all() for p in m.parameters())

@@ -78,115 +78,140 @@ def _inner(model: nn.Module) -> nn.Module:
     return getattr(model, "net", model)
 
 
+def _padded(index_sets: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack index tensors of (nearly) equal length into (K, M) with a 0/1 mask for the padding."""
+    m = max(len(ix) for ix in index_sets)
+    idx = torch.zeros(len(index_sets), m, dtype=torch.long)
+    mask = torch.zeros(len(index_sets), m)
+    for i, ix in enumerate(index_sets):
+        idx[i, : len(ix)], mask[i, : len(ix)] = ix, 1
+    return idx.to(device), mask.to(device)
+
+
 def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                   splits: list[tuple[torch.Tensor, torch.Tensor]], cfg, progress: bool = True) -> list[TrainResult]:
     """Train K same-shaped regression MLPs at once; copy the trained weights back into ``models``.
 
-    Every model sees the whole ``x`` but a 0/1 mask keeps its loss to its own
-    fold's training rows, so its gradient equals the one-by-one gradient; the
-    optimiser and penalties are element-wise, so each model follows its own
-    trajectory. Early stopping and best-weights restore act per model.
-    Models may be :class:`~nndl.models.MLP` or a wrapper with an ``net`` MLP
-    (e.g. standardisation), whose non-trainable buffers are shared.
+    Model k gets its own fold's rows, batch by batch, in the order the one-by-one
+    path would use (the same seeded permutation), so its gradient equals the
+    one-by-one gradient; the optimiser and penalties are element-wise, so each
+    model follows its own trajectory. When fold sizes differ by one row, the
+    shorter folds are padded and the padding is masked out of the loss.
+    Early stopping and best-weights restore act per model. Models may be
+    :class:`~nndl.models.MLP` or a wrapper with a ``net`` MLP (e.g.
+    standardisation) whose non-trainable buffers are shared.
     """
-    k, n = len(models), len(x)
+    k, dev = len(models), x.device
     wrapper = models[0] if _inner(models[0]) is not models[0] else None
-    stack = StackedMLP([_inner(m) for m in models]).to(x.device)
+    stack = StackedMLP([_inner(m) for m in models]).to(dev)
     forward = (lambda xb: wrapper.apply_to(stack, xb)) if wrapper is not None else stack
-    train_w = torch.zeros(k, n, device=x.device)
-    val_w = torch.zeros(k, n, device=x.device)
-    for i, (tr, va) in enumerate(splits):
-        train_w[i, tr.to(x.device)] = 1
-        val_w[i, va.to(x.device)] = 1
+    train_idx, train_mask = _padded([tr for tr, _ in splits], dev)
+    val_idx, val_mask = _padded([va for _, va in splits], dev)
+    x_val, y_val = x[val_idx], y[val_idx]  # (K, V, D), (K, V)
+    n = train_idx.shape[1]
 
-    def per_model_mse(out, target, w):  # (K, B, 1), (B,), (K, B) -> (K,)
-        err = (out.squeeze(-1) - target) ** 2
-        return (err * w).sum(1) / w.sum(1).clamp(min=1)
+    def per_model_mse(out, target, w):  # (K, B, 1), (K, B), (K, B) -> (K,)
+        return (((out.squeeze(-1) - target) ** 2) * w).sum(1) / w.sum(1).clamp(min=1)
 
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator(device=x.device).manual_seed(cfg.seed)
-    optimizer = make_optimizer(stack.parameters(), cfg)
+    generator = torch.Generator(device=dev).manual_seed(cfg.seed)
+    params = list(stack.parameters())
+    optimizer = make_optimizer(params, cfg)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     results = [TrainResult(best_metric=math.inf) for _ in range(k)]
-    best = [p.detach().clone() for p in stack.parameters()]
-    best_val = torch.full((k,), math.inf, device=x.device)
-    bad_epochs = torch.zeros(k, dtype=torch.long)
-    alive = torch.ones(k, dtype=torch.bool)  # still training (not stopped early or diverged)
+    best = [p.detach().clone() for p in params]
+    last_finite = [p.detach().clone() for p in params]
+    bad_epochs = [0] * k
+    alive = torch.ones(k, dtype=torch.bool, device=dev)  # still training (not stopped early or diverged)
+    alive_list = [True] * k
+    track_best = cfg.patience > 0
+    frozen: dict[int, list[torch.Tensor]] = {}  # last finite weights of diverged models
     step = 0
     t_start = time.perf_counter()
     bar = tqdm(total=cfg.epochs, desc=f"{k} folds (batched)", leave=False, disable=not progress, dynamic_ncols=True)
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        last_finite = [p.detach().clone() for p in stack.parameters()]
+        torch._foreach_copy_(last_finite, [p.detach() for p in params])
         stack.train()
-        perm = torch.randperm(n, device=x.device, generator=generator)
-        loss_sum = torch.zeros(k, device=x.device)
+        perm = torch.randperm(n, device=dev, generator=generator)
+        loss_sum = torch.zeros(k, device=dev)
         for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            cols = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx, w = train_idx[:, cols], train_mask[:, cols]
             lr = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule, cfg.min_lr_factor)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            losses = per_model_mse(forward(x[idx]), y[idx], train_w[:, idx])
-            objective = losses[alive.to(x.device)].sum()
+            losses = per_model_mse(forward(x[idx]), y[idx], w)
+            objective = torch.where(alive, losses, 0.0).sum()  # stopped models get exactly zero gradient
             if cfg.l1 > 0:
                 objective = objective + cfg.l1 * l1_penalty(stack)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
             step += 1
-            loss_sum += losses.detach() * train_w[:, idx].sum(1)
+            loss_sum += losses.detach() * w.sum(1)
         stack.eval()
         with torch.no_grad():
-            val = per_model_mse(forward(x), y, val_w)
-        train_loss = (loss_sum / train_w.sum(1)).cpu()
-        val_cpu = val.cpu()
+            val = per_model_mse(forward(x_val), y_val, val_mask)
+        train_loss = loss_sum / train_mask.sum(1)
+        values = torch.stack([train_loss, val]).tolist()  # the epoch's one host sync
         seconds = (time.perf_counter() - t0) / k
+        improved = []
         for i in range(k):
-            if not alive[i]:
+            if not alive_list[i]:
                 continue
             res = results[i]
-            row = {"epoch": epoch + 1, "train_loss": train_loss[i].item(), "val_loss": val_cpu[i].item(),
-                   "lr": lr, "seconds": seconds}
+            row = {"epoch": epoch + 1, "train_loss": values[0][i], "val_loss": values[1][i], "lr": lr,
+                   "seconds": seconds}
             res.history.append(row)
             res.train_seconds += seconds
             if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-                alive[i] = False
+                alive_list[i] = False
                 res.diverged = True
                 res.stop_reason = (f"loss became nan/inf at epoch {epoch + 1}; kept the weights of epoch {epoch}. "
                                    f"The learning rate ({cfg.lr:g}) is probably too high: try --set lr={cfg.lr / 10:g}")
-                with torch.no_grad():
-                    for p, good in zip(stack.parameters(), last_finite):
-                        p[i] = good[i]
+                frozen[i] = [good[i].clone() for good in last_finite]
                 continue
             if row["val_loss"] < res.best_metric:
                 res.best_metric, res.best_epoch, bad_epochs[i] = row["val_loss"], epoch + 1, 0
-                with torch.no_grad():
-                    for p, kept in zip(stack.parameters(), best):
-                        kept[i] = p[i]
+                improved.append(i)
             else:
                 bad_epochs[i] += 1
-                if cfg.patience > 0 and bad_epochs[i] >= cfg.patience:
-                    alive[i] = False
+                if track_best and bad_epochs[i] >= cfg.patience:
+                    alive_list[i] = False
                     res.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
-        bar.update(1)
-        bar.set_postfix(train=f"{train_loss.mean():.4f}", val=f"{val_cpu.mean():.4f}")
-        if not alive.any():
+        if track_best and improved:
+            sel = torch.zeros(k, dtype=torch.bool)
+            sel[improved] = True
+            sel = sel.to(dev)
+            with torch.no_grad():
+                for p, kept in zip(params, best):
+                    kept.copy_(torch.where(sel.view(-1, *[1] * (p.dim() - 1)), p, kept))
+        alive = torch.tensor(alive_list, device=dev)
+        if progress:
+            bar.update(1)
+            bar.set_postfix(train=f"{sum(values[0]) / k:.4f}", val=f"{sum(values[1]) / k:.4f}")
+        if not any(alive_list):
             break
         if cfg.time_limit and (time.perf_counter() - t_start) > cfg.time_limit and epoch + 1 < cfg.epochs:
             for i in range(k):
-                if alive[i]:
+                if alive_list[i]:
                     results[i].stop_reason = f"time limit: stopped after {epoch + 1} epochs"
                     results[i].timed_out = True
             break
     bar.close()
-    if cfg.patience > 0:  # early stopping restores each model's best epoch
+    if track_best:  # early stopping restores each model's best epoch
         with torch.no_grad():
-            for p, kept in zip(stack.parameters(), best):
+            for p, kept in zip(params, best):
                 for i in range(k):
                     if not results[i].diverged:
                         p[i] = kept[i]
+    with torch.no_grad():
+        for i, weights in frozen.items():
+            for p, good in zip(params, weights):
+                p[i] = good
     for model, trained in zip(models, stack.unstack(_inner(models[0]))):
         _inner(model).load_state_dict(trained.state_dict())
     return results

@@ -1,0 +1,224 @@
+"""``nndl bench``: time-to-accuracy and seconds per epoch, nndl against a typical notebook loop.
+
+All rows are measured in one process on one machine, so the ratios compare like with like:
+
+(a) ``typical``: a per-sample ``Dataset`` + ``DataLoader`` (batch 256, shuffled), Adam, the
+    ``cnn`` preset's network, evaluated with a DataLoader too -- the notebook this replaces;
+(b) nndl's ``cnn`` preset; (c) nndl's ``fast`` preset;
+(d) regression: the ``seed`` preset's 5-fold CV, folds one by one vs stacked into one model.
+
+Training time excludes evaluation. Time to X% is the training time up to the end of the
+first epoch whose test accuracy reaches X% (the test set is the per-epoch yardstick here,
+as in speed-run records; ``nndl classify`` itself never looks at it before the end).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import config as config_mod
+from .classification import transform_for
+from .crossval import cross_validate
+from .data.augment import MEAN, STD
+from .data.fashion import FashionData, load_fashion
+from .models import SmallCNN, build_classifier
+from .regression import load_data, make_model_factory
+from .runs import environment, new_run_dir, write_json
+from .training import pick_device, train
+
+THRESHOLDS = (0.91, 0.93, 0.94)
+
+
+class _PerSampleFashion(Dataset):
+    """What a typical notebook writes: one normalised image tensor per ``__getitem__``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = (self.images[i].float() / 255 - MEAN) / STD
+        return x.unsqueeze(0), int(self.labels[i])
+
+
+def typical_loop(data: FashionData, epochs: int, device: torch.device, seed: int = 0,
+                 n_train: int = 0, n_test: int = 0) -> list[dict]:
+    """Train the reference CNN the notebook way; one dict per epoch (train seconds, test accuracy)."""
+    torch.manual_seed(seed)
+    n_train = n_train or len(data.train_labels)
+    n_test = n_test or len(data.test_labels)
+    train_loader = DataLoader(_PerSampleFashion(data.train_images[:n_train], data.train_labels[:n_train]),
+                              batch_size=256, shuffle=True)
+    test_loader = DataLoader(_PerSampleFashion(data.test_images[:n_test], data.test_labels[:n_test]), batch_size=1000)
+    model = SmallCNN().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rows = []
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for xb, yb in train_loader:
+            xb, yb = xb.to(device), yb.to(device)
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for xb, yb in test_loader:
+                correct += (model(xb.to(device)).argmax(1).cpu() == yb).sum().item()
+        rows.append({"epoch": epoch + 1, "train_seconds": seconds, "test_acc": correct / n_test})
+    return rows
+
+
+def nndl_run(data: FashionData, preset: str, device: torch.device, overrides: dict[str, Any] | None = None,
+             seed: int = 0) -> dict[str, Any]:
+    """Train an nndl preset with the test set as the per-epoch yardstick; epochs + compile time."""
+    cfg = config_mod.resolve("classify", preset, {"val_fraction": 0.0, **(overrides or {})}, seed)
+    n_train = cfg.subset or len(data.train_labels)
+    n_test = cfg.test_subset or len(data.test_labels)
+    x = data.train_images[:n_train].to(device)
+    y = data.train_labels[:n_train].long().to(device)
+    xt = data.test_images[:n_test].to(device)
+    yt = data.test_labels[:n_test].long().to(device)
+    torch.manual_seed(seed)
+    model = build_classifier(cfg).to(device)
+    if device.type == "cuda" and cfg.model != "mlp":
+        model = model.to(memory_format=torch.channels_last)
+    res = train(model, x, y, cfg, task="classification", x_val=xt, y_val=yt, transform=transform_for(cfg, device),
+                progress=False)
+    rows = [{"epoch": r["epoch"], "train_seconds": r["seconds"] - r["eval_seconds"], "test_acc": r["val_acc"]}
+            for r in res.history]
+    return {"rows": rows, "compile_seconds": res.compile_seconds}
+
+
+def summarise(name: str, rows: list[dict], extra: dict | None = None) -> dict[str, Any]:
+    """Seconds per epoch (median), final accuracy, and time to each accuracy threshold."""
+    out = {"name": name, "epochs": len(rows), "sec_per_epoch": statistics.median(r["train_seconds"] for r in rows),
+           "final_test_acc": rows[-1]["test_acc"], "train_seconds": sum(r["train_seconds"] for r in rows)}
+    elapsed = 0.0
+    reached: dict[str, float | None] = {f"time_to_{int(t * 100)}": None for t in THRESHOLDS}
+    for r in rows:
+        elapsed += r["train_seconds"]
+        for t in THRESHOLDS:
+            key = f"time_to_{int(t * 100)}"
+            if reached[key] is None and r["test_acc"] >= t:
+                reached[key] = elapsed
+    return {**out, **reached, **(extra or {})}
+
+
+def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
+    """The ``seed`` preset's 5-fold CV, sequential vs batched, same seeds; seconds and val MSE of each."""
+    out = {}
+    for batched in (False, True):
+        cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "batched": batched})
+        train_data, _ = load_data(cfg)
+        x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+        t0 = time.perf_counter()
+        folds = cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=batched, progress=False)
+        out["batched" if batched else "sequential"] = {
+            "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
+    out["speedup"] = out["sequential"]["seconds"] / out["batched"]["seconds"]
+    return out
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"device": str(device), "cpu": cpu, "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    lines = [f"{'run':<10} {'epochs':>6} {'s/epoch':>8} {'vs typical':>10} {'final acc':>9} "
+             f"{'to 91%':>7} {'to 93%':>7} {'to 94%':>7}"]
+    base = next((r["sec_per_epoch"] for r in result["classification"] if r["name"] == "typical"), None)
+    for r in result["classification"]:
+        ratio = f"{base / r['sec_per_epoch']:.2f}x" if base else "-"
+        lines.append(f"{r['name']:<10} {r['epochs']:>6} {r['sec_per_epoch']:>8.2f} {ratio:>10} "
+                     f"{r['final_test_acc']:>9.4f} {fmt(r['time_to_91']):>7} {fmt(r['time_to_93']):>7} "
+                     f"{fmt(r['time_to_94']):>7}")
+    reg = result.get("regression")
+    if reg:
+        lines.append(f"\nregression 5-fold x {reg['epochs']} epochs (seed preset): sequential "
+                     f"{reg['sequential']['seconds']:.2f} s, batched {reg['batched']['seconds']:.2f} s "
+                     f"-> {reg['speedup']:.1f}x (val MSE {reg['sequential']['val_mse']:.4f} vs "
+                     f"{reg['batched']['val_mse']:.4f})")
+    hw = result["hardware"]
+    lines.append(f"machine: {hw['gpu'] or hw['cpu']} ({hw['device']}, {hw['threads']} threads), torch "
+                 f"{result['environment']['torch']}")
+    return "\n".join(lines)
+
+
+def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, subset: int = 0, test_subset: int = 0,
+              regression_epochs: int = 600, data_dir: str | None = None, out: str | None = None,
+              device: str = "auto", echo=print) -> dict[str, Any]:
+    """Run the benchmark and write ``bench.json`` to a new run folder.
+
+    Parameters
+    ----------
+    typical_epochs : int
+        Epochs of the typical loop (its time to accuracy is only known up to these).
+    cnn_epochs : int
+        Epochs of the ``cnn`` preset (0 = the preset's own).
+    fast_runs : int
+        Seeds of the ``fast`` preset (reported as mean ± std).
+    subset, test_subset : int
+        Use only that many training / test images (for quick checks; 0 = all).
+    regression_epochs : int
+        Epochs of the regression K-fold comparison (0 skips it).
+    """
+    dev = pick_device(device)
+    data = load_fashion(data_dir)
+    run_dir = new_run_dir(out, "bench")
+    sizes = {"subset": subset, "test_subset": test_subset}
+    result: dict[str, Any] = {"hardware": hardware(dev), "environment": environment(), "classification": [],
+                              "settings": {"typical_epochs": typical_epochs, "cnn_epochs": cnn_epochs,
+                                           "fast_runs": fast_runs, **sizes}}
+    echo(f"bench: {result['hardware']} -> {run_dir}")
+    if typical_epochs:
+        rows = typical_loop(data, typical_epochs, dev, n_train=subset, n_test=test_subset)
+        result["classification"].append(summarise("typical", rows))
+        echo(f"  typical: {result['classification'][-1]['sec_per_epoch']:.2f} s/epoch")
+    cnn = nndl_run(data, "cnn", dev, {**sizes, **({"epochs": cnn_epochs} if cnn_epochs else {})})
+    result["classification"].append(summarise("cnn", cnn["rows"], {"compile_seconds": cnn["compile_seconds"]}))
+    echo(f"  cnn:     {result['classification'][-1]['sec_per_epoch']:.2f} s/epoch")
+    fast = [nndl_run(data, "fast", dev, sizes, seed=s) for s in range(fast_runs)]
+    summaries = [summarise("fast", f["rows"]) for f in fast]
+    accs = [s["final_test_acc"] for s in summaries]
+    best = dict(summaries[0])
+    best.update({"runs": fast_runs, "final_test_acc": statistics.mean(accs),
+                 "final_test_acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                 "train_seconds": statistics.mean(s["train_seconds"] for s in summaries),
+                 "per_seed": summaries})
+    result["classification"].append(best)
+    echo(f"  fast:    {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {fast_runs} seed(s)")
+    if regression_epochs:
+        result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
+    table = format_table(result)
+    result["table"] = table
+    write_json(run_dir / "bench.json", result)
+    echo("\n" + table + f"\n\nwrote {run_dir / 'bench.json'}")
+    result["run_dir"] = str(run_dir)
+    return result

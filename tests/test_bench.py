@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from conftest import needs_fashion, run_cli
+
+
+@needs_fashion
+def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    out = tmp_path / "bench"
+    proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--subset", "1024",
+                   "--test-subset", "500", "--regression-epochs", "20", "--out", out, check=0)
+    assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout
+    result = json.loads((out / "bench.json").read_text())
+    names = [r["name"] for r in result["classification"]]
+    assert names == ["typical", "cnn", "fast"]
+    for row in result["classification"]:
+        assert row["sec_per_epoch"] > 0 and 0 <= row["final_test_acc"] <= 1
+        assert {"time_to_91", "time_to_93", "time_to_94"} <= set(row)
+    assert result["classification"][2]["runs"] == 2 and len(result["classification"][2]["per_seed"]) == 2
+    reg = result["regression"]
+    assert reg["speedup"] > 0 and reg["sequential"]["val_mse"] == pytest.approx(reg["batched"]["val_mse"], rel=1e-3)
+    assert result["hardware"]["device"] == "cpu" and result["environment"]["torch"]
+
+
+@needs_fashion
+def test_fast_path_and_typical_loop_agree_on_accuracy():
+    """Same network, same data and optimiser: the fast path must not change what is learned."""
+    import torch
+
+    from nndl.bench import nndl_run, typical_loop
+    from nndl.data.fashion import load_fashion
+
+    data = load_fashion()
+    typical = typical_loop(data, 2, torch.device("cpu"), n_train=4000, n_test=2000)
+    fast = nndl_run(data, "cnn", torch.device("cpu"), {"subset": 4000, "test_subset": 2000, "epochs": 2})
+    a, b = typical[-1]["test_acc"], fast["rows"][-1]["test_acc"]
+    assert a > 0.7 and b > 0.7
+    assert abs(a - b) < 0.05  # within run-to-run noise at this size
