@@ -10,5 +10,6 @@ from .crossval import cross_validate  # noqa: E402
 from .classification import classify  # noqa: E402
 from .regression import regress  # noqa: E402
 from .training import evaluate, train  # noqa: E402
+from .tune import tune  # noqa: E402
 
-__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress", "classify"]
+__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress", "classify", "tune"]

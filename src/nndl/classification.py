@@ -129,8 +129,11 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                                      y_test.cpu(), probs, result.history, list(CLASS_NAMES), run_dir / "figures")
     if result.diverged:
         echo(f"WARNING: {result.stop_reason}")
+    from .report import write_report
+
+    report_path = write_report(run_dir)
     echo(format_metrics(metrics))
-    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}")
+    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
     metrics["run_dir"] = str(run_dir)
     return metrics
 

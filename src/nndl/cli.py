@@ -65,6 +65,57 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import os
+
+    from .tune import tune
+
+    summary = tune(args.task, args.space, sampler=args.sampler, trials=args.trials, folds=args.folds,
+                   pruner=args.pruner, study=args.study, storage=args.storage or os.environ.get("NNDL_TUNE_STORAGE"),
+                   workers=args.workers, out=args.out, preset=args.preset, overrides=args.overrides, seed=args.seed,
+                   timeout_per_trial=args.timeout_per_trial, heartbeat=args.heartbeat, worker_only=args.worker_only,
+                   worker_index=args.worker_index)
+    return 0 if summary.get("ok", True) else 3  # 3: most trials failed, or none completed
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.run))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare
+
+    path = compare(args.runs, out=args.out)
+    print(f"\ncomparison: {path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    predict(args.run, args.files, json=args.json, out=args.out, top=args.top)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    print(export(args.run, fmt=args.format, out=args.out))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
+              subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
+              data_dir=args.data, out=args.out, device=args.device)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nndl", description="Train, tune and inspect small neural networks.")
     parser.add_argument("--version", action="version", version=f"nndl {__import__('nndl').__version__}")
@@ -91,12 +142,90 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "mlp")
     p.set_defaults(func=cmd_classify)
 
+    p = sub.add_parser("tune", help="search hyperparameters with Optuna and K-fold CV",
+                       description="Search a space of config values with Optuna, scoring each trial by K-fold "
+                                   "cross-validation; failed trials keep their reason. Writes trials.csv, "
+                                   "study.json, best_preset.toml, the retrained best run and figures. Exit code 3 "
+                                   "when most trials failed or none completed.")
+    p.add_argument("task", metavar="TASK", help="regress or classify")
+    p.add_argument("--space", required=True, metavar="SPACE.toml", help="search-space file (see docs/tuning.md)")
+    p.add_argument("--sampler", help="grid, random or tpe (default: grid for a [grid]-only space, else tpe)")
+    p.add_argument("--trials", type=int, help="total trials of the study, over all workers and reruns "
+                                              "(default: the grid size, or 20)")
+    p.add_argument("--folds", type=int, help="K of the K-fold CV (default: config folds for regress, 3 for classify)")
+    p.add_argument("--pruner", default="none", help="none, median, hyperband or wilcoxon (default: none)")
+    p.add_argument("--study", help="study name (default: TASK-SPACESTEM, or the one already in --out)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. postgresql://user:pw@host/db (default: "
+                                                    "$NNDL_TUNE_STORAGE, else journal.log in the study folder)")
+    p.add_argument("--workers", type=int, default=1, help="trial processes on this machine (default: 1)")
+    p.add_argument("--out", help="study folder (default: runs/tune-TASK-TIMESTAMP); reusing it resumes the study")
+    p.add_argument("--preset", help="base preset name or file (default: the space file's, else the task's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every trial (repeatable)")
+    p.add_argument("--seed", type=int, help="config seed; the sampler's seed is this plus the worker index")
+    p.add_argument("--timeout-per-trial", type=float, metavar="S", help="seconds of training before a trial FAILs")
+    p.add_argument("--heartbeat", type=int, default=10, metavar="S",
+                   help="RDB storage: heartbeat interval; a worker silent for 3 intervals loses its trial")
+    p.add_argument("--worker-only", action="store_true",
+                   help="only run trials, write no outputs (extra workers, e.g. on other machines)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("bench", help="time-to-accuracy and s/epoch: typical DataLoader loop vs nndl",
+                       description="Measure in one run: a typical per-sample DataLoader loop, the cnn preset, the "
+                                   "fast preset, and regression K-fold sequential vs batched. Prints a table and "
+                                   "writes bench.json to the run folder.")
+    p.add_argument("--typical-epochs", type=int, default=2, help="epochs of the typical loop (default 2)")
+    p.add_argument("--cnn-epochs", type=int, default=0, help="epochs of the cnn preset (default: the preset's)")
+    p.add_argument("--fast-runs", type=int, default=3, help="seeds of the fast preset (default 3)")
+    p.add_argument("--subset", type=int, default=0, help="training images to use (default all)")
+    p.add_argument("--test-subset", type=int, default=0, help="test images to use (default all)")
+    p.add_argument("--regression-epochs", type=int, default=600, help="epochs of the K-fold comparison (0 skips)")
+    p.add_argument("--data", help="Fashion-MNIST folder (default: the usual search)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--out", help="run folder (default runs/bench-<timestamp>)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("data", help="find or download the Fashion-MNIST files")
     p.add_argument("action", choices=["download", "where"], help="download into the cache, or print the source used")
     p.add_argument("--mirror", help="base URL holding the four .gz files (default: the official one)")
     p.add_argument("--dest", help="folder to download into (default: the user cache)")
     p.add_argument("--data", help="folder to check first (with 'where')")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("report", help="(re)write RUN/report.html", description="Write RUN/report.html: one "
+                       "self-contained page (figures embedded, no network) with the metrics, figures, history, "
+                       "config and environment of a run, or the trials of a tuning study. Prints its path.")
+    p.add_argument("run", metavar="RUN", help="run or study folder")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare runs: config differences, metrics, overlaid curves",
+                       description="Print a side-by-side table of the runs' config differences and metrics, and "
+                                   "write an HTML page with their training curves overlaid.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders")
+    p.add_argument("--out", default="compare.html", help="HTML file to write (default: ./compare.html)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("predict", help="predict with a trained run: images, IDX/CSV batches, or regression CSVs",
+                       description="Classification: PNG/JPEG images of any size and colour (made 28x28 grayscale, "
+                                   "light object on dark background; a light background is inverted), IDX files "
+                                   "or CSV batches; prints the top classes with probabilities. Regression: CSV "
+                                   "files of inputs; writes CSV with prediction, fold_mean and fold_std.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its model.pt)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="input files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text/CSV")
+    p.add_argument("--out", help="write the output to this file instead of stdout")
+    p.add_argument("--top", type=int, default=3, help="classes listed per image (default: 3)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run's model to ONNX or TorchScript",
+                       description="Write a model file that loads without nndl. Classifiers take float32 "
+                                   "(N, 1, 28, 28) raw pixels 0..255 (normalisation built in) and output logits; "
+                                   "regressors take (N, inputs) and output (N, 1). The batch size is dynamic.")
+    p.add_argument("run", metavar="RUN", help="run folder (or its model.pt)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
+    p.add_argument("--out", help="output file (default: RUN/model.onnx or RUN/model.torchscript.pt)")
+    p.set_defaults(func=cmd_export)
 
     return parser
 

@@ -163,7 +163,10 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         regfig.activation_profiles(profile_model, probes, fig_dir / "activations.png",
                                    "(refit model)" if cfg.final == "refit" else "(fold 1 model)", labels)
 
+    from .report import write_report
+
+    report_path = write_report(run_dir)
     echo(format_metrics(metrics))
-    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}")
+    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
     metrics["run_dir"] = str(run_dir)
     return metrics

@@ -1,0 +1,146 @@
+"""Export a run's model to ONNX or TorchScript, to be loaded without nndl.
+
+What the exported model expects (the same contract for both formats):
+
+- **Classifier**: input ``"input"``, float32 of shape ``(N, 1, 28, 28)`` holding
+  *raw pixel values in 0..255*, light object on a dark background (as in
+  Fashion-MNIST; see :func:`nndl.predict.preprocess_image` for turning photos into
+  that). Normalisation is built into the graph, and so is the mirror-image
+  averaging when the run used ``tta_flip``, so the outputs equal what nndl
+  computes. Output ``"logits"``, float32 ``(N, classes)``; apply softmax for
+  probabilities. Class names are stored as metadata (ONNX ``metadata_props``
+  key ``class_names``; TorchScript extra file ``nndl.json``).
+- **Regressor**: input ``"input"``, float32 ``(N, in_features)`` in the training
+  CSV's units; output ``"prediction"``, float32 ``(N, 1)``. Input/target
+  standardisation and the fold ensemble (``final=ensemble``) are inside the graph.
+
+The batch dimension ``N`` is dynamic in both formats.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import NndlError
+
+ONNX_OPSET = 17
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+
+
+class PixelClassifier(nn.Module):
+    """A classifier that takes raw pixels: ``(N, 1, 28, 28)`` floats in 0..255 -> logits.
+
+    Applies the training normalisation (:mod:`nndl.data.augment`) and, when
+    ``tta_flip``, averages the logits of each image and its mirror image.
+    """
+
+    def __init__(self, model: nn.Module, tta_flip: bool = False):
+        super().__init__()
+        from .data.augment import MEAN, STD
+
+        self.model = model
+        self.tta_flip = bool(tta_flip)
+        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x / 255.0 - self.mean) / self.std
+        logits = self.model(x)
+        if self.tta_flip:
+            logits = 0.5 * (logits + self.model(x.flip(-1)))
+        return logits
+
+
+def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, dict]:
+    """The module to export, an example input, the output name and metadata.
+
+    Returns
+    -------
+    module : nn.Module (eval mode)
+    example : Tensor
+        A batch of two inputs of the right shape.
+    output_name : str
+    metadata : dict of str -> str
+    """
+    from . import __version__
+    from .predict import load_run
+
+    run = load_run(run_dir)
+    meta = {"nndl_version": __version__, "task": run.task}
+    if run.task == "classify":
+        module = PixelClassifier(run.model, run.cfg.tta_flip).eval()
+        example = torch.rand(2, 1, 28, 28) * 255
+        meta.update(class_names=json.dumps(run.class_names),
+                    input="float32 (N, 1, 28, 28) raw pixels 0..255, light object on dark background",
+                    output="logits (N, classes); softmax gives probabilities")
+        return module, example, "logits", meta
+    example = torch.randn(2, run.in_features)
+    meta.update(x_names=json.dumps(run.x_names), y_name=run.y_name,
+                input=f"float32 (N, {run.in_features}) columns {', '.join(run.x_names)}",
+                output=f"prediction of {run.y_name}, float32 (N, 1)")
+    return run.model.eval(), example, "prediction", meta
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, output_name: str, meta: dict, path: Path) -> None:
+    # The TorchScript-based exporter (dynamo=False) needs only torch; the newer dynamo exporter
+    # would also need onnxscript, which is not a dependency of nndl.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice is not the user's concern
+        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["input"],
+                          output_names=[output_name], opset_version=ONNX_OPSET,
+                          dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
+    try:  # metadata is a convenience: skipped when the onnx package is absent
+        import onnx
+    except ImportError:
+        return
+    model = onnx.load(str(path))
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the format others load
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+        traced.save(str(path), _extra_files={"nndl.json": json.dumps(meta)})
+
+
+def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
+    """Export the model of a run folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder (or its ``model.pt``).
+    fmt : {"onnx", "torchscript"}
+    out : str or Path, optional
+        The file to write (default: ``model.onnx`` / ``model.torchscript.pt`` in the run folder).
+
+    Returns
+    -------
+    Path
+        The written file. See the module docstring for the input/output contract.
+
+    Raises
+    ------
+    NndlError
+        Unknown format, or ``run_dir`` holds no nndl checkpoint.
+    """
+    if fmt not in FORMATS:
+        raise NndlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    module, example, output_name, meta = export_module(run_dir)
+    base = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    path = Path(out) if out is not None else base / FORMATS[fmt]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        _export_onnx(module, example, output_name, meta, path)
+    else:
+        _export_torchscript(module, example, meta, path)
+    return path

@@ -1,0 +1,497 @@
+"""Predictions from a saved run: images or IDX/CSV batches for classifiers, CSV rows for regressors.
+
+The model is rebuilt from ``model.pt`` alone (config + state dicts, loaded with
+``weights_only=True``), so a run folder can be copied anywhere and used.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json as _json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import NndlError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+BORDER_FRACTION = 0.04  # the outer 4% of each side (at least 1 pixel) is "the border"
+TRIM_THRESHOLD = 30  # grey levels a pixel must differ from the background to count as the object
+_EVAL_BATCH = 512
+
+
+@dataclass
+class LoadedRun:
+    """A model rebuilt from a run's ``model.pt``.
+
+    Attributes
+    ----------
+    task : {"classify", "regress"}
+    cfg : ClassifyConfig or RegressConfig
+    model : nn.Module
+        The final model in eval mode (for ``final="ensemble"`` the mean of the fold models).
+    fold_models : list of nn.Module
+        The cross-validation fold models (regression; empty when not saved).
+    class_names : list of str
+    in_features : int
+        Regression inputs (0 for classifiers).
+    x_names, y_name : list of str, str
+        Regression column names from the training CSV.
+    """
+
+    task: str
+    cfg: Any
+    model: nn.Module
+    fold_models: list[nn.Module] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    in_features: int = 0
+    x_names: list[str] = field(default_factory=list)
+    y_name: str = ""
+    path: str = ""
+
+
+def _load_state(model: nn.Module, state: dict, path: Path) -> nn.Module:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise NndlError(f"{path}: weights do not fit the model its config describes ({first})") from None
+    return model.eval()
+
+
+def _regressor(cfg, in_features: int, state: dict, path: Path) -> nn.Module:
+    from .models import Standardized, build_regressor
+
+    net = build_regressor(cfg, in_features)
+    if cfg.standardize:
+        # The statistics are buffers in the state dict; build with their shapes, then load them.
+        try:
+            model = Standardized(net, *(state[k] for k in ("x_mean", "x_std", "y_mean", "y_std")))
+        except KeyError:
+            raise NndlError(f"{path}: standardize=true but the checkpoint has no input/target statistics") from None
+    else:
+        model = net
+    return _load_state(model, state, path)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Rebuild the model of a run folder (or a ``model.pt`` path).
+
+    Raises
+    ------
+    NndlError
+        Missing file, a file that is not an nndl checkpoint, or weights that do not
+        match the saved config.
+    """
+    from . import config as config_mod
+    from .models import Ensemble, build_classifier
+    from .runs import load_model_file
+
+    payload = load_model_file(run_dir)
+    path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
+    task = payload.get("task")
+    states = payload.get("state_dicts")
+    if task not in ("classify", "regress") or not isinstance(states, list) or not states:
+        raise NndlError(f"{path}: checkpoint has no task/weights nndl can use (task={task!r})")
+    if not isinstance(payload.get("config"), dict):
+        raise NndlError(f"{path}: checkpoint has no config")
+    # Keys this nndl version does not know (a checkpoint from another version) cannot change the
+    # architecture it rebuilds, so they are dropped instead of refusing the file.
+    known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS[task])}
+    cfg = config_mod.from_dict(task, {k: v for k, v in payload["config"].items() if k in known})
+    if task == "classify":
+        torch.manual_seed(0)  # construction randomness is overwritten by the weights; keep it deterministic anyway
+        model = _load_state(build_classifier(cfg), states[0], path)
+        names = [str(n) for n in payload.get("class_names") or range(10)]
+        return LoadedRun(task, cfg, model, class_names=names, path=str(path))
+    first_weight = next((v for k, v in states[0].items() if k.endswith("layers.0.weight")), None)
+    in_features = int(payload.get("in_features") or (first_weight.shape[1] if first_weight is not None else 1))
+    members = [_regressor(cfg, in_features, sd, path) for sd in states]
+    model = members[0] if len(members) == 1 else Ensemble(members).eval()
+    folds = [_regressor(cfg, in_features, sd, path) for sd in payload.get("fold_state_dicts") or []]
+    x_names = list(payload.get("x_names") or [f"x{i}" for i in range(in_features)])
+    return LoadedRun(task, cfg, model, folds, in_features=in_features, x_names=x_names,
+                     y_name=str(payload.get("y_name") or "y"), path=str(path))
+
+
+# ----------------------------------------------------------------------------- images
+def preprocess_image(image) -> np.ndarray:
+    """Turn a photo or drawing into a Fashion-MNIST-like 28x28 uint8 image.
+
+    Fashion-MNIST shows a *light object on a black background*, trimmed so the
+    object's longer side spans the frame. Steps:
+
+    1. Read with Pillow, apply the EXIF orientation, flatten transparency onto
+       white (product shots are usually on white), convert to grayscale.
+    2. **Polarity**: the border is the outer 4% of each side (at least one
+       pixel). If the mean of the border pixels is > 127 the background is
+       light, and the image is inverted (``255 - x``), so a dark shoe on white
+       paper becomes a light shoe on black. A dark-background image is kept.
+    3. **Levels**: the background grey (median of the border) maps to 0 and the
+       brightest pixel to 255, as in the dataset (a photo's grey backdrop
+       becomes black).
+    4. **Trim**: crop to the bounding box of pixels that differ from the
+       background by more than 30 grey levels (Fashion-MNIST trimmed its
+       product images the same way); an image with no such pixel is kept whole.
+    5. Pad to a square with the background colour (keeping the aspect ratio,
+       object centred) and resize to 28x28 with Lanczos filtering.
+
+    Parameters
+    ----------
+    image : str, Path or PIL.Image.Image
+        Any size, any mode (RGB, RGBA, palette, grayscale, ...).
+
+    Returns
+    -------
+    np.ndarray
+        ``uint8`` array of shape (28, 28), light object on a dark background.
+    """
+    Image, ImageOps = _pil()
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                img = im.copy()
+        except OSError as e:  # UnidentifiedImageError is an OSError
+            raise NndlError(f"{image}: not an image Pillow can read ({type(e).__name__}); give a PNG or JPEG "
+                            "file, or an IDX/CSV batch") from None
+    else:
+        img = image
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    gray = np.asarray(img.convert("L"), dtype=np.float32)
+    h, w = gray.shape
+    b = max(1, round(BORDER_FRACTION * min(h, w)))
+    border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
+    if border.mean() > 127:
+        gray, border = 255.0 - gray, 255.0 - border
+    bg = float(np.median(border))
+    span = float(gray.max()) - bg
+    if span >= 1:
+        gray = np.clip((gray - bg) * (255.0 / span), 0, 255)
+        mask = gray > TRIM_THRESHOLD * 255.0 / span  # TRIM_THRESHOLD grey levels before the stretch
+    else:  # a blank image: nothing to stretch or trim
+        gray = np.zeros_like(gray)
+        mask = np.zeros(gray.shape, bool)
+    if mask.any():
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        gray = gray[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    h, w = gray.shape
+    side = max(h, w)
+    canvas = np.zeros((side, side), np.float32)  # the background is 0 after the levels step
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    canvas[y0: y0 + h, x0: x0 + w] = gray
+    small = Image.fromarray(canvas.round().astype(np.uint8)).resize((28, 28), Image.LANCZOS)
+    return np.asarray(small, dtype=np.uint8).copy()
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise NndlError("reading images needs Pillow: pip install pillow") from None
+    return Image, ImageOps
+
+
+# ----------------------------------------------------------------------------- batches
+def _file_kind(path: Path) -> str:
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); check the path") from None
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
+        return "idx"
+    return "image"
+
+
+def read_pixel_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV batch: the Kaggle form (``label,pixel1..pixel784``) or 784 pixel columns (header optional).
+
+    Returns
+    -------
+    images : uint8 (N, 28, 28)
+    labels : int array (N,) or None
+    """
+    from .data.fashion import read_csv_form
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            first = fh.readline().strip().split(",")
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); check the path") from None
+    if first and first[0].strip().lower() == "label":
+        images, labels = read_csv_form(path)
+        return images, labels.astype(np.int64)
+    has_header = not all(_is_number(c) for c in first)
+    try:
+        data = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise NndlError(f"{path}: not a CSV of pixel values ({str(e).splitlines()[0][:100]})") from None
+    if data.shape[0] == 0 or data.shape[1] != 784:
+        raise NndlError(f"{path}: {data.shape[1] if data.size else 0} columns; a pixel CSV needs 784 columns "
+                        "(28x28 pixels, 0..255) or the Kaggle form label,pixel1,...,pixel784")
+    bad = np.argwhere((data < 0) | (data > 255) | ~np.isfinite(data))
+    if len(bad):
+        r, c = bad[0]
+        raise NndlError(f"{path}: row {r + 1}, column {c + 1}: {data[r, c]} outside 0..255")
+    return data.round().astype(np.uint8).reshape(-1, 28, 28), None
+
+
+def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an IDX (gzipped or raw) or CSV batch of 28x28 images.
+
+    Returns
+    -------
+    images : uint8 (N, 28, 28)
+    labels : int array (N,) or None (only the Kaggle CSV form carries labels)
+    """
+    from .data.fashion import read_idx
+
+    path = Path(path)
+    if _file_kind(path) == "csv":
+        return read_pixel_csv(path)
+    arr = read_idx(path)
+    if arr.ndim == 2 and arr.shape == (28, 28):
+        arr = arr[None]
+    if arr.ndim == 1:
+        raise NndlError(f"{path}: an IDX labels file; give the images file (…-images-idx3-ubyte[.gz])")
+    if arr.ndim != 3 or arr.shape[1:] != (28, 28):
+        raise NndlError(f"{path}: IDX images of shape {arr.shape}; expected (N, 28, 28)")
+    return arr, None
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- classification
+def class_probabilities(run: LoadedRun, images) -> np.ndarray:
+    """Softmax probabilities (N, classes) for raw uint8 images (N, 28, 28), exactly as nndl evaluates.
+
+    Normalisation is :func:`nndl.data.augment.make_transform` without
+    augmentation; with ``tta_flip`` the logits of each image and its mirror are averaged.
+    """
+    from .data.augment import make_transform
+
+    transform = make_transform()
+    images = torch.as_tensor(np.asarray(images, dtype=np.uint8))
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), _EVAL_BATCH):
+            x = transform(images[i: i + _EVAL_BATCH], None)
+            logits = run.model(x).float()
+            if getattr(run.cfg, "tta_flip", False):
+                logits = 0.5 * (logits + run.model(x.flip(-1)).float())
+            out.append(logits.softmax(1))
+    return torch.cat(out).numpy() if out else np.empty((0, len(run.class_names)), np.float32)
+
+
+def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> list[dict]:
+    results = []
+    for f in files:
+        path = Path(f)
+        if not path.exists():
+            raise NndlError(f"{path}: no such file")
+        if _file_kind(path) == "image":
+            images, labels, single = preprocess_image(path)[None], None, True
+        else:
+            (images, labels), single = read_batch(path), False
+        probs = class_probabilities(run, images)
+        k = min(top, probs.shape[1])
+        for i, p in enumerate(probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            item: dict[str, Any] = {"file": str(path), "index": 0 if single else i,
+                                    "top3" if top == 3 else f"top{top}":
+                                        [{"class": run.class_names[j], "probability": round(float(p[j]), 6)}
+                                         for j in order]}
+            if labels is not None:
+                item["label"] = run.class_names[int(labels[i])]
+            results.append(item)
+    return results
+
+
+def _format_classes(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        key = next(k for k in r if k.startswith("top"))
+        name = r["file"] if r["index"] == 0 and not _is_batch(r["file"]) else f"{r['file']}[{r['index']}]"
+        label = f"  (label: {r['label']})" if "label" in r else ""
+        lines.append(f"{name}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r[key]) + label)
+    return "\n".join(lines)
+
+
+def _is_batch(file: str) -> bool:
+    return _file_kind(Path(file)) != "image"
+
+
+# ----------------------------------------------------------------------------- regression
+def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read regression inputs from a CSV, optionally with the target column too.
+
+    A first row with any non-numeric cell is a header (as in training). With a
+    header, columns are taken by the training names (the target is optional);
+    otherwise, or when the names differ, by position: ``len(x_names)`` columns
+    are inputs only, one more is inputs then the target (the training layout).
+
+    Returns
+    -------
+    x : float32 (N, D)
+    y : float32 (N,) or None
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise NndlError(f"{path}: not a text CSV file ({e})") from None
+    if not rows:
+        raise NndlError(f"{path}: file is empty; give one row of inputs per line")
+    d = len(x_names)
+    has_header = not all(_is_number(c) for c in rows[0])
+    header = [c.strip() for c in rows[0]] if has_header else []
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise NndlError(f"{path}: has a header but no data rows")
+    if has_header and all(n in header for n in x_names):
+        x_idx = [header.index(n) for n in x_names]
+        y_idx = header.index(y_name) if y_name in header else None
+    elif len(rows[0]) in (d, d + 1):
+        x_idx, y_idx = list(range(d)), (d if len(rows[0]) == d + 1 else None)
+    else:
+        raise NndlError(f"{path}: expected the input columns {', '.join(x_names)} (by header name, or {d} columns "
+                        f"by position, optionally followed by {y_name}); got {len(rows[0])} columns")
+    width = len(rows[0])
+    values = np.empty((len(body), width), np.float64)
+    first_line = 2 if has_header else 1
+    for i, row in enumerate(body):
+        if len(row) != width:
+            raise NndlError(f"{path}: row {i + first_line} has {len(row)} columns, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                col = header[j] if header else str(j + 1)
+                raise NndlError(f"{path}: row {i + first_line}, column '{col}': '{cell.strip()}' "
+                                "is not a number") from None
+            if not math.isfinite(v):
+                raise NndlError(f"{path}: row {i + first_line}: value {cell.strip()} is not finite")
+            values[i, j] = v
+    y = values[:, y_idx].astype(np.float32) if y_idx is not None else None
+    return values[:, x_idx].astype(np.float32), y
+
+
+def regression_predictions(run: LoadedRun, x: np.ndarray) -> dict[str, np.ndarray]:
+    """``prediction`` of the final model, and ``fold_mean``/``fold_std`` of the fold models when saved."""
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    with torch.no_grad():
+        out = {"prediction": run.model(xt).reshape(-1).numpy()}
+        if run.fold_models:
+            folds = torch.stack([m(xt).reshape(-1) for m in run.fold_models]).numpy()
+            out["fold_mean"], out["fold_std"] = folds.mean(0), folds.std(0)
+    return out
+
+
+def _regress_files(run: LoadedRun, files: Sequence[str | Path]) -> tuple[list[str], list[dict]]:
+    rows: list[dict] = []
+    any_y = False
+    parts = []
+    for f in files:
+        x, y = read_inputs(f, run.x_names, run.y_name)
+        parts.append((str(f), x, y, regression_predictions(run, x)))
+        any_y |= y is not None
+    columns = (["file"] if len(files) > 1 else []) + run.x_names + ([run.y_name] if any_y else []) + ["prediction"]
+    if run.fold_models:
+        columns += ["fold_mean", "fold_std"]
+    for name, x, y, pred in parts:
+        for i in range(len(x)):
+            row: dict[str, Any] = {"file": name} if len(files) > 1 else {}
+            row.update({n: float(x[i, j]) for j, n in enumerate(run.x_names)})
+            if any_y:
+                row[run.y_name] = float(y[i]) if y is not None else None
+            row.update({k: float(v[i]) for k, v in pred.items()})
+            rows.append(row)
+    return columns, rows
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow(["" if r.get(c) is None else (f"{r[c]:.7g}" if isinstance(r[c], float) else r[c])
+                         for c in columns])
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- entry point
+def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False, out: str | Path | None = None,
+            top: int = 3, echo: Callable[[str], None] | None = print) -> list[dict]:
+    """Predict with the model of a run folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder (or its ``model.pt``).
+    files : list of str or Path
+        Classification: PNG/JPEG images (any size and colour; see
+        :func:`preprocess_image` for how they become 28x28), IDX image files
+        (gzipped or raw) and CSV batches (Kaggle form with labels, or 784 pixel
+        columns). Regression: CSV files of input rows (see :func:`read_inputs`).
+    json : bool
+        Emit JSON instead of text (classification) or CSV (regression).
+    out : str or Path, optional
+        Write the output to this file instead of ``echo``.
+    top : int
+        How many classes to list per image.
+    echo : callable or None
+        Where the output goes when ``out`` is not given.
+
+    Returns
+    -------
+    list of dict
+        Classification: ``{"file", "index", "top3": [{"class", "probability"}, ...]}``
+        (plus ``"label"`` when the batch has labels), classes sorted by probability.
+        Regression: one dict per input row with the input columns, ``prediction``
+        and, when the fold models were saved, ``fold_mean`` and ``fold_std``.
+
+    Raises
+    ------
+    NndlError
+        Not an nndl run / checkpoint, or an unreadable input file.
+    """
+    if not files:
+        raise NndlError("give at least one input file")
+    run = load_run(run_dir)
+    if run.task == "classify":
+        results = _classify_files(run, files, top)
+        text = _json.dumps(results, indent=2) if json else _format_classes(results)
+    else:
+        columns, results = _regress_files(run, files)
+        text = _json.dumps(results, indent=2) if json else _csv_text(columns, results).rstrip("\n")
+    if out is not None:
+        Path(out).write_text(text + "\n")
+        if echo is not None:
+            echo(f"wrote {len(results)} predictions to {out}")
+    elif echo is not None:
+        echo(text)
+    return results
