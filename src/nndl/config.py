@@ -118,7 +118,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "classify": {
         "mlp": {"model": "mlp", "epochs": 20},
-        "cnn": {"model": "cnn", "epochs": 15},
+        # The reference network and optimiser (Adam 1e-3, batch 256); cosine decay and random
+        # flips curb the overfitting that a constant lr shows after epoch ~7 (90.3% -> see README).
+        "cnn": {"model": "cnn", "epochs": 15, "schedule": "cosine", "flip": True},
         # Strongest preset that trains on 2 CPU cores in well under an hour: the reference CNN
         # at 2x/4x width with flip + shift augmentation, label smoothing, one-cycle AdamW and flip TTA.
         "wide": {"model": "cnn", "channels": [32, 64, 128], "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
@@ -127,10 +129,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "resnet": {"model": "resnet", "channels": [32, 64, 128], "optimizer": "sgd", "nesterov": True,
                    "lr": 0.1, "weight_decay": 5e-4, "schedule": "onecycle", "epochs": 30, "batch_size": 256,
                    "label_smoothing": 0.1, "flip": True, "translate": 2, "erase": 0.3, "tta_flip": True},
-        "fast": {"model": "fast", "channels": [32, 64, 128], "optimizer": "sgd", "nesterov": True,
-                 "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "onecycle", "warmup_epochs": 0.5,
-                 "epochs": 8, "batch_size": 512, "label_smoothing": 0.2, "flip": True, "translate": 2,
-                 "tta_flip": True, "val_fraction": 0.0},
+        # Time-to-accuracy on CPU: the reference CNN with a 4-epoch one-cycle AdamW schedule,
+        # label smoothing and flip test-time augmentation (ideas from CIFAR-10 speed runs), no
+        # validation split (all 60k images train).
+        "fast": {"model": "cnn", "optimizer": "adamw", "lr": 4e-3, "weight_decay": 5e-2, "schedule": "onecycle",
+                 "epochs": 4, "batch_size": 256, "label_smoothing": 0.1, "flip": True, "tta_flip": True,
+                 "val_fraction": 0.0},
     },
 }
 
