@@ -22,10 +22,6 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> Non
     p.add_argument("--no-figures", action="store_true", help="skip writing figures")
 
 
-def _split_cols(text: str | None) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()] if text else []
-
-
 def cmd_regress(args) -> int:
     from .regression import regress
 

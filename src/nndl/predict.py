@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import io
 import json as _json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.regression import read_table
 from .errors import NndlError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -357,45 +357,16 @@ def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.n
     y : float32 (N,) or None
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{path}: not a text CSV file ({e})") from None
-    if not rows:
-        raise NndlError(f"{path}: file is empty; give one row of inputs per line")
+    values, header, has_header = read_table(path)
     d = len(x_names)
-    has_header = not all(_is_number(c) for c in rows[0])
-    header = [c.strip() for c in rows[0]] if has_header else []
-    body = rows[1:] if has_header else rows
-    if not body:
-        raise NndlError(f"{path}: has a header but no data rows")
     if has_header and all(n in header for n in x_names):
         x_idx = [header.index(n) for n in x_names]
         y_idx = header.index(y_name) if y_name in header else None
-    elif len(rows[0]) in (d, d + 1):
-        x_idx, y_idx = list(range(d)), (d if len(rows[0]) == d + 1 else None)
+    elif len(header) in (d, d + 1):
+        x_idx, y_idx = list(range(d)), (d if len(header) == d + 1 else None)
     else:
         raise NndlError(f"{path}: expected the input columns {', '.join(x_names)} (by header name, or {d} columns "
-                        f"by position, optionally followed by {y_name}); got {len(rows[0])} columns")
-    width = len(rows[0])
-    values = np.empty((len(body), width), np.float64)
-    first_line = 2 if has_header else 1
-    for i, row in enumerate(body):
-        if len(row) != width:
-            raise NndlError(f"{path}: row {i + first_line} has {len(row)} columns, expected {width}")
-        for j, cell in enumerate(row):
-            try:
-                v = float(cell)
-            except ValueError:
-                col = header[j] if header else str(j + 1)
-                raise NndlError(f"{path}: row {i + first_line}, column '{col}': '{cell.strip()}' "
-                                "is not a number") from None
-            if not math.isfinite(v):
-                raise NndlError(f"{path}: row {i + first_line}: value {cell.strip()} is not finite")
-            values[i, j] = v
+                        f"by position, optionally followed by {y_name}); got {len(header)} columns")
     y = values[:, y_idx].astype(np.float32) if y_idx is not None else None
     return values[:, x_idx].astype(np.float32), y
 

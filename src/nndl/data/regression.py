@@ -31,6 +31,47 @@ def _is_number(cell: str) -> bool:
         return False
 
 
+def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
+    """Read a CSV of numbers strictly: ``(values (N, C) float64, column names, has_header)``.
+
+    A first row with any non-numeric cell is a header (otherwise columns are
+    named ``col0, col1, ...``). Raises :class:`NndlError` naming the file and
+    row/column for an unreadable or empty file, a ragged row, or a non-numeric
+    or non-finite cell.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise NndlError(f"{path}: not a text CSV file ({e})") from None
+    if not rows:
+        raise NndlError(f"{path}: file is empty; it needs rows of numbers, e.g. 'x,y' then '0.5,1.2'")
+    has_header = not all(_is_number(c) for c in rows[0])
+    header = [c.strip() for c in rows[0]] if has_header else [f"col{i}" for i in range(len(rows[0]))]
+    first_data_line = 2 if has_header else 1
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise NndlError(f"{path}: has a header but no data rows")
+    values = np.empty((len(body), len(header)), dtype=np.float64)
+    for i, row in enumerate(body):
+        line = i + first_data_line
+        if len(row) != len(header):
+            raise NndlError(f"{path}: row {line} has {len(row)} columns, expected {len(header)}; fix or remove that row")
+        for j, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                raise NndlError(f"{path}: row {line}, column '{header[j]}': '{cell.strip()}' is not a number") from None
+            if not math.isfinite(v):
+                raise NndlError(f"{path}: row {line}, column '{header[j]}': value {cell.strip()} is not finite; "
+                                "remove or impute it")
+            values[i, j] = v
+    return values, header, has_header
+
+
 def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "") -> RegressionData:
     """Read a CSV of numeric columns into inputs and a target.
 
@@ -57,37 +98,9 @@ def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "")
         file, a ragged row, a non-numeric or non-finite cell, or an unknown column.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{path}: not a text CSV file ({e})") from None
-    if not rows:
-        raise NndlError(f"{path}: file is empty; it needs rows of numbers, e.g. 'x,y' then '0.5,1.2'")
-    has_header = not all(_is_number(c) for c in rows[0])
-    header = [c.strip() for c in rows[0]] if has_header else [f"col{i}" for i in range(len(rows[0]))]
-    first_data_line = 2 if has_header else 1
-    body = rows[1:] if has_header else rows
-    if not body:
-        raise NndlError(f"{path}: has a header but no data rows")
+    values, header, has_header = read_table(path)
     if len(header) < 2:
         raise NndlError(f"{path}: needs at least two columns (inputs, then the target)")
-    values = np.empty((len(body), len(header)), dtype=np.float64)
-    for i, row in enumerate(body):
-        line = i + first_data_line
-        if len(row) != len(header):
-            raise NndlError(f"{path}: row {line} has {len(row)} columns, expected {len(header)}; fix or remove that row")
-        for j, cell in enumerate(row):
-            try:
-                v = float(cell)
-            except ValueError:
-                raise NndlError(f"{path}: row {line}, column '{header[j]}': '{cell.strip()}' is not a number") from None
-            if not math.isfinite(v):
-                raise NndlError(f"{path}: row {line}, column '{header[j]}': value {cell.strip()} is not finite; "
-                                "remove or impute it")
-            values[i, j] = v
 
     def index_of(name: str) -> int:
         if not has_header:
