@@ -45,7 +45,7 @@ def transform_for(cfg, device: torch.device):
 
 def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
              out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
-             figures: bool = True, data: FashionData | None = None,
+             figures: bool = True, tensorboard: bool = False, data: FashionData | None = None,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a Fashion-MNIST classifier, evaluate it once on the test set and write a run folder.
 
@@ -65,6 +65,9 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         with its saved config (no preset/overrides allowed).
     data : FashionData, optional
         Already loaded data (skips finding and reading the files).
+
+    tensorboard : bool
+        Also log scalars, weight histograms and figures to ``RUN/tensorboard``.
 
     Returns
     -------
@@ -132,6 +135,10 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     from .report import write_report
 
     report_path = write_report(run_dir)
+    if tensorboard:
+        from .tensorboard import log_run
+
+        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
     echo(format_metrics(metrics))
     echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
     metrics["run_dir"] = str(run_dir)

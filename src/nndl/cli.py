@@ -20,6 +20,8 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> Non
     p.add_argument("--seed", type=int, help="random seed (overrides the config's seed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip writing figures")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log scalars, weight histograms and figures to RUN/tensorboard (needs tensorboard)")
 
 
 def cmd_regress(args) -> int:
@@ -31,7 +33,8 @@ def cmd_regress(args) -> int:
     if args.y_col:
         overrides.append(f"y_col={args.y_col}")
     regress(train=args.train, test=args.test, preset=args.preset, overrides=overrides, seed=args.seed, out=args.out,
-            overwrite=args.overwrite, progress=not args.no_progress, figures=not args.no_figures)
+            overwrite=args.overwrite, progress=not args.no_progress, figures=not args.no_figures,
+            tensorboard=args.tensorboard)
     return 0
 
 
@@ -46,7 +49,8 @@ def cmd_classify(args) -> int:
     if args.no_verify:
         overrides.append("verify=false")
     classify(preset=args.preset, overrides=overrides, seed=args.seed, out=args.out, overwrite=args.overwrite,
-             resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
+             resume=args.resume, progress=not args.no_progress, figures=not args.no_figures,
+             tensorboard=args.tensorboard)
     return 0
 
 

@@ -50,7 +50,7 @@ def make_model_factory(cfg, x: torch.Tensor, y: torch.Tensor) -> Callable[[int],
 
 def regress(train: str | None = None, test: str | None = None, preset: str | None = "seed",
             overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None, out: str | None = None,
-            overwrite: bool = False, progress: bool = True, figures: bool = True,
+            overwrite: bool = False, progress: bool = True, figures: bool = True, tensorboard: bool = False,
             echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit a regression MLP with shuffled K-fold cross-validation and evaluate it once on the test set.
 
@@ -69,6 +69,9 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         Allow ``out`` to be an existing non-empty folder (its contents are replaced).
     progress, figures : bool
         Show progress bars; write the PNG figures.
+
+    tensorboard : bool
+        Also log scalars, weight histograms and figures to ``RUN/tensorboard``.
 
     Returns
     -------
@@ -166,6 +169,10 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     from .report import write_report
 
     report_path = write_report(run_dir)
+    if tensorboard:
+        from .tensorboard import log_run
+
+        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
     echo(format_metrics(metrics))
     echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
     metrics["run_dir"] = str(run_dir)
