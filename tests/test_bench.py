@@ -32,8 +32,13 @@ def test_fast_path_and_typical_loop_agree_on_accuracy():
     from nndl.data.fashion import load_fashion
 
     data = load_fashion()
-    typical = typical_loop(data, 2, torch.device("cpu"), n_train=4000, n_test=2000)
-    fast = nndl_run(data, "cnn", torch.device("cpu"), {"subset": 4000, "test_subset": 2000, "epochs": 2})
-    a, b = typical[-1]["test_acc"], fast["rows"][-1]["test_acc"]
+    typical, fast = [], []
+    for seed in (0, 1):
+        typical.append(typical_loop(data, 2, torch.device("cpu"), seed=seed, n_train=4000, n_test=2000)[-1]["test_acc"])
+        # the cnn preset with the typical loop's recipe (constant lr, no flips): only the data path differs
+        fast.append(nndl_run(data, "cnn", torch.device("cpu"), {"subset": 4000, "test_subset": 2000, "epochs": 2,
+                                                                "schedule": "constant", "flip": False},
+                             seed=seed)["rows"][-1]["test_acc"])
+    a, b = sum(typical) / 2, sum(fast) / 2
     assert a > 0.7 and b > 0.7
-    assert abs(a - b) < 0.05  # within run-to-run noise at this size
+    assert abs(a - b) < 0.04  # seed-to-seed spread at this size is about +-0.01
