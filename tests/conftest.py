@@ -30,3 +30,14 @@ def run_cli(*args, check=None):
 
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                                    reason="Fashion-MNIST Debian package (dataset-fashion-mnist) not installed")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: on 2 shared cores, two spinning OpenMP threads are several times slower."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

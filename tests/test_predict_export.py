@@ -27,13 +27,7 @@ needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Fashion-MNIST Debia
 quiet = lambda s: None  # noqa: E731
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on 2 shared cores, two spinning OpenMP threads are several times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

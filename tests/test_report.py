@@ -24,15 +24,7 @@ TRAIN, TEST = str(ROOT / "data/regression/train.csv"), str(ROOT / "data/regressi
 quiet = lambda s: None  # noqa: E731
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on 2 shared cores, two spinning OpenMP threads are several times slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

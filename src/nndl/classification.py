@@ -11,7 +11,7 @@ from .data.augment import make_transform
 from .data.fashion import CLASS_NAMES, FashionData, load_fashion, stratified_split
 from .errors import NndlError
 from .models import build_classifier
-from .runs import (environment, format_metrics, new_run_dir, read_json, save_model, write_history_csv,
+from .runs import (environment, new_run_dir, read_json, save_model, write_history_csv,
                    write_json)
 from .training import evaluate, pick_device
 from .training import train as fit
@@ -132,17 +132,9 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                                      y_test.cpu(), probs, result.history, list(CLASS_NAMES), run_dir / "figures")
     if result.diverged:
         echo(f"WARNING: {result.stop_reason}")
-    from .report import write_report
+    from .report import finish_run
 
-    report_path = write_report(run_dir)
-    if tensorboard:
-        from .tensorboard import log_run
-
-        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
-    echo(format_metrics(metrics))
-    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
-    metrics["run_dir"] = str(run_dir)
-    return metrics
+    return finish_run(run_dir, metrics, tensorboard, echo)
 
 
 def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int = 3, progress: bool = False,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.regression import read_table
+from .data.regression import _is_number, read_table
 from .errors import NndlError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -272,14 +272,6 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if arr.ndim != 3 or arr.shape[1:] != (28, 28):
         raise NndlError(f"{path}: IDX images of shape {arr.shape}; expected (N, 28, 28)")
     return arr, None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------- classification

@@ -14,7 +14,7 @@ from .data.regression import RegressionData, read_csv
 from .errors import NndlError
 from .figures import common, regression as regfig
 from .models import Ensemble, Standardized, build_regressor
-from .runs import environment, format_metrics, new_run_dir, save_model, write_history_csv, write_json
+from .runs import environment, new_run_dir, save_model, write_history_csv, write_json
 from .training import evaluate, pick_device
 from .training import train as fit
 
@@ -166,14 +166,6 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         regfig.activation_profiles(profile_model, probes, fig_dir / "activations.png",
                                    "(refit model)" if cfg.final == "refit" else "(fold 1 model)", labels)
 
-    from .report import write_report
+    from .report import finish_run
 
-    report_path = write_report(run_dir)
-    if tensorboard:
-        from .tensorboard import log_run
-
-        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
-    echo(format_metrics(metrics))
-    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
-    metrics["run_dir"] = str(run_dir)
-    return metrics
+    return finish_run(run_dir, metrics, tensorboard, echo)

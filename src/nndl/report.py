@@ -730,3 +730,19 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
+
+
+def finish_run(run_dir: Path, metrics: dict, tensorboard: bool = False, echo=print) -> dict:
+    """Close a regress/classify run: write report.html (and TensorBoard events), print the
+    metrics table and where everything is; return ``metrics`` with ``run_dir`` added."""
+    from .runs import format_metrics
+
+    report_path = write_report(run_dir)
+    if tensorboard:
+        from .tensorboard import log_run
+
+        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
+    echo(format_metrics(metrics))
+    echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
+    metrics["run_dir"] = str(run_dir)
+    return metrics
