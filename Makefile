@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.nndl-installed
 # that a user put in .venv first is left alone.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo test bench gpu-data clean-runs
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 
 bench: setup
 	$(BIN)/nndl bench
+
+# The Fashion-MNIST files for bench/gpu_check.sh, which runs on a machine without the Debian package.
+gpu-data: setup
+	mkdir -p .gpu-data && cp /usr/share/datasets/fashion-mnist/*.gz .gpu-data/
 
 clean-runs:
 	rm -rf runs/demo-*

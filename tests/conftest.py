@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# $NNDL_DATA first, as nndl itself searches (the GPU check carries the files in .gpu-data/).
+FASHION_DIR = Path(os.environ.get("NNDL_DATA") or "/usr/share/datasets/fashion-mnist")
 
 # Tests share 2 cores with each other's data loading; more threads than cores only thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

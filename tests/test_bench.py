@@ -10,7 +10,7 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "bench"
     proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--subset", "1024",
                    "--test-subset", "500", "--regression-epochs", "20", "--out", out, check=0)
-    assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout
+    assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout and "all trials stacked" in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["classification"]]
     assert names == ["typical", "cnn", "fast"]
@@ -20,6 +20,10 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert result["classification"][2]["runs"] == 2 and len(result["classification"][2]["per_seed"]) == 2
     reg = result["regression"]
     assert reg["speedup"] > 0 and reg["sequential"]["val_mse"] == pytest.approx(reg["batched"]["val_mse"], rel=1e-3)
+    search = result["regression_search"]
+    assert search["trials"] == 8 and search["speedup_vs_sequential"] > 0
+    for way in ("folds_stacked", "trials_stacked"):  # same seeds: every way scores every trial alike
+        assert search[way]["val_mse"] == pytest.approx(search["sequential"]["val_mse"], rel=1e-3)
     assert result["hardware"]["device"] == "cpu" and result["environment"]["torch"]
 
 

@@ -310,3 +310,79 @@ def test_postgres_sigkilled_worker_trial_is_failed_by_heartbeat_and_retried(tmp_
     assert len(retry) == 1 and retry[0].params == victim.params and retry[0].state.name == "COMPLETE"
     summary = json.loads((tmp_path / "s/study.json").read_text())
     assert summary["counts"] == {"COMPLETE": 2} and summary["lost_and_retried"] == 1
+
+
+# ----------------------------------------------------------------------------------------------- batched trials
+BATCH_GRID = """
+[fixed]
+epochs = 60
+[grid]
+lr = [0.003, 0.03]
+weight_decay = [0.0, 0.001]
+hidden = ["16", "32,32"]
+"""
+
+
+def test_batched_trials_score_as_one_by_one(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(BATCH_GRID)
+    common = dict(folds=3, retrain=False, figures=False, **QUIET)
+    alone = nndl.tune("regress", path, out=tmp_path / "alone", **common)
+    stacked = nndl.tune("regress", path, out=tmp_path / "stacked", batch_trials=8, **common)
+    assert alone["counts"] == stacked["counts"] == {"COMPLETE": 8} and stacked["batch_trials"] == 8
+
+    def by_params(folder):
+        study = load("regress-grid", folder / "journal.log")
+        return {tuple(sorted(t.params.items())): (t.value, t.user_attrs["fold_values"]) for t in study.trials}
+
+    a, b = by_params(tmp_path / "alone"), by_params(tmp_path / "stacked")
+    assert set(a) == set(b) and len(a) == 8  # the whole grid, once each
+    for key in a:
+        assert b[key][0] == pytest.approx(a[key][0], rel=1e-4), key
+        assert b[key][1] == pytest.approx(a[key][1], rel=1e-4), key
+    workers = {t.user_attrs["worker"] for t in load("regress-grid", tmp_path / "stacked/journal.log").trials}
+    assert len(workers) == 1
+
+
+def test_batched_trial_that_diverges_fails_alone(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('[fixed]\noptimizer = "sgd"\nepochs = 20\n[grid]\nlr = [0.01, 1e7]\n')
+    s = nndl.tune("regress", path, folds=3, out=tmp_path / "s", batch_trials=2, retrain=False, figures=False, **QUIET)
+    rows = {float(r["params_lr"]): r for r in read_trials(tmp_path / "s")}
+    assert rows[0.01]["state"] == "COMPLETE" and float(rows[0.01]["value"]) > 0
+    assert rows[1e7]["state"] == "FAIL" and "learning rate" in rows[1e7]["fail_reason"]
+    assert s["best"]["params"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("task, extra, message", [
+    ("regress", ["--batch-trials", "0"], "--batch-trials must be >= 1"),
+    ("classify", ["--batch-trials", "4"], "--batch-trials stacks regression MLPs"),
+])
+def test_bad_batch_trials_exits_2(tmp_path, capsys, task, extra, message):
+    path = tmp_path / "s.toml"
+    path.write_text("[grid]\nlr = [0.1]\n")
+    code = cli.main(["tune", task, "--space", str(path), "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@needs_pg
+@pytest.mark.postgres
+def test_postgres_sigkilled_batch_worker_loses_its_trials_by_heartbeat(tmp_path, space):
+    name = f"pgbatch-{uuid.uuid4().hex[:8]}"
+    common = ["--trials", 3, "--storage", PG_URL, "--study", name, "--heartbeat", 1, "--batch-trials", 3]
+    worker = popen_cli("tune", "regress", "--space", space, "--sampler", "random", "--folds", 3, *common,
+                       "--worker-only", "--set", SLOW)
+    wait_running(name, PG_URL, worker)
+    worker.kill()  # SIGKILL mid-batch: three RUNNING trials, no final states written
+    worker.wait()
+    lost = load(name, PG_URL).trials
+    assert [t.state.name for t in lost] == ["RUNNING"] * 3
+
+    tune_cli(space, tmp_path / "s", *common, "--set", "epochs=50", check=0)
+    study = load(name, PG_URL)
+    assert [study.trials[t.number].state.name for t in lost] == ["FAIL"] * 3
+    assert counted_states(study) == ["COMPLETE"] * 3
+    retried = sorted(t.system_attrs.get("retry_history", [None])[0] for t in study.trials[3:])
+    assert retried == [0, 1, 2]

@@ -10,6 +10,16 @@ from .crossval import cross_validate  # noqa: E402
 from .classification import classify  # noqa: E402
 from .regression import regress  # noqa: E402
 from .training import evaluate, train  # noqa: E402
-from .tune import tune  # noqa: E402
+
+
+def __getattr__(name: str):
+    # Optuna loads only when a search is asked for: training, the bench and the GPU check need none of it.
+    if name == "tune":
+        from .tune import tune
+
+        globals()["tune"] = tune  # replaces the submodule that the import just bound to this name
+        return tune
+    raise AttributeError(f"module 'nndl' has no attribute {name!r}")
+
 
 __all__ = ["__version__", "train", "evaluate", "cross_validate", "regress", "classify", "tune"]

@@ -24,11 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import config as config_mod
-from .classification import transform_for
-from .crossval import cross_validate
+from .classification import classifier_on, transform_for
+from .crossval import cross_validate, cross_validate_many
 from .data.augment import MEAN, STD
 from .data.fashion import FashionData, load_fashion
-from .models import SmallCNN, build_classifier
+from .models import SmallCNN
 from .regression import load_data, make_model_factory
 from .runs import environment, new_run_dir, write_json
 from .training import pick_device, train
@@ -94,9 +94,7 @@ def nndl_run(data: FashionData, preset: str, device: torch.device, overrides: di
     xt = data.test_images[:n_test].to(device)
     yt = data.test_labels[:n_test].long().to(device)
     torch.manual_seed(seed)
-    model = build_classifier(cfg).to(device)
-    if device.type == "cuda" and cfg.model != "mlp":
-        model = model.to(memory_format=torch.channels_last)
+    model = classifier_on(cfg, device)
     res = train(model, x, y, cfg, task="classification", x_val=xt, y_val=yt, transform=transform_for(cfg, device),
                 progress=False)
     rows = [{"epoch": r["epoch"], "train_seconds": r["seconds"] - r["eval_seconds"], "test_acc": r["val_acc"]}
@@ -134,6 +132,34 @@ def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
     return out
 
 
+def regression_search(device: torch.device, trials: int = 8, epochs: int = 600) -> dict[str, Any]:
+    """A search's trials (the ``seed`` network, 5-fold CV, lr x weight decay varying) trained three ways.
+
+    ``sequential``: every fold model of every trial one by one (the notebook way);
+    ``folds_stacked``: one stack of K folds per trial (``nndl tune`` by default);
+    ``trials_stacked``: all trials' folds in one stack (``nndl tune --batch-trials``). Same seeds, so the scores must agree.
+    """
+    lrs = [0.02 * 0.5 ** (i // 2) for i in range(trials)]
+    cfgs = [config_mod.resolve("regress", "seed", {"epochs": epochs, "lr": lr, "weight_decay": 1e-5 * 10 ** (i % 2)})
+            for i, lr in enumerate(lrs)]
+    train_data, _ = load_data(cfgs[0])
+    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+    factories = [make_model_factory(c, x, y) for c in cfgs]
+    runs = {"sequential": lambda: [cross_validate(f, x, y, c, batched=False, progress=False)
+                                   for f, c in zip(factories, cfgs)],
+            "folds_stacked": lambda: [cross_validate(f, x, y, c, batched=True, progress=False)
+                                      for f, c in zip(factories, cfgs)],
+            "trials_stacked": lambda: cross_validate_many(factories, x, y, cfgs)}
+    out: dict[str, Any] = {"trials": trials, "epochs": epochs}
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        scores = [statistics.mean(f.val_mse for f in folds) for folds in run()]
+        out[name] = {"seconds": time.perf_counter() - t0, "val_mse": scores}
+    out["speedup_vs_sequential"] = out["sequential"]["seconds"] / out["trials_stacked"]["seconds"]
+    out["speedup_vs_folds_stacked"] = out["folds_stacked"]["seconds"] / out["trials_stacked"]["seconds"]
+    return out
+
+
 def hardware(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -165,6 +191,13 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{reg['sequential']['seconds']:.2f} s, batched {reg['batched']['seconds']:.2f} s "
                      f"-> {reg['speedup']:.1f}x (val MSE {reg['sequential']['val_mse']:.4f} vs "
                      f"{reg['batched']['val_mse']:.4f})")
+    search = result.get("regression_search")
+    if search:
+        lines.append(f"regression search, {search['trials']} trials x 5 folds x {search['epochs']} epochs: one model "
+                     f"at a time {search['sequential']['seconds']:.2f} s, folds stacked per trial "
+                     f"{search['folds_stacked']['seconds']:.2f} s, all trials stacked "
+                     f"{search['trials_stacked']['seconds']:.2f} s -> {search['speedup_vs_sequential']:.1f}x vs one "
+                     f"at a time, {search['speedup_vs_folds_stacked']:.1f}x vs folds stacked")
     hw = result["hardware"]
     lines.append(f"machine: {hw['gpu'] or hw['cpu']} ({hw['device']}, {hw['threads']} threads), torch "
                  f"{result['environment']['torch']}")
@@ -172,7 +205,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, subset: int = 0, test_subset: int = 0,
-              regression_epochs: int = 600, data_dir: str | None = None, out: str | None = None,
+              regression_epochs: int = 600, search_trials: int = 8, extra_presets: tuple[str, ...] = (), data_dir: str | None = None, out: str | None = None,
               device: str = "auto", echo=print) -> dict[str, Any]:
     """Run the benchmark and write ``bench.json`` to a new run folder.
 
@@ -187,7 +220,11 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     subset, test_subset : int
         Use only that many training / test images (for quick checks; 0 = all).
     regression_epochs : int
-        Epochs of the regression K-fold comparison (0 skips it).
+        Epochs of the regression K-fold and search comparisons (0 skips them).
+    search_trials : int
+        Trials of the regression search comparison (0 skips it).
+    extra_presets : tuple of str
+        More classify presets to time after ``fast`` (e.g. ``wide``, ``resnet`` for the 93%/94% rows).
     """
     dev = pick_device(device)
     data = load_fashion(data_dir)
@@ -214,8 +251,14 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
                  "per_seed": summaries})
     result["classification"].append(best)
     echo(f"  fast:    {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {fast_runs} seed(s)")
+    for preset in extra_presets:
+        run = nndl_run(data, preset, dev, sizes)
+        result["classification"].append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
+        echo(f"  {preset}: {result['classification'][-1]['final_test_acc']:.4f}")
     if regression_epochs:
         result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
+        if search_trials:
+            result["regression_search"] = regression_search(dev, search_trials, regression_epochs)
     table = format_table(result)
     result["table"] = table
     write_json(run_dir / "bench.json", result)

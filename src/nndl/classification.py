@@ -38,9 +38,21 @@ def prepare_data(cfg, data: FashionData | None = None, device: torch.device | st
             "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source}
 
 
+def _channels_last(cfg, device: torch.device) -> bool:
+    # oneDNN (CPU) and cuDNN (CUDA) convolutions run in NHWC without layout reorders: the
+    # reference CNN's training step is ~1.45x faster on 2 CPU cores (bench/cpu_layout.py).
+    return cfg.model != "mlp" and device.type in ("cpu", "cuda")
+
+
 def transform_for(cfg, device: torch.device):
-    channels_last = device.type == "cuda" and cfg.model != "mlp"
-    return make_transform(cfg.flip, cfg.translate, cfg.erase, channels_last)
+    """The batch transform (uint8 -> normalised, augmented in training) in the layout the model expects."""
+    return make_transform(cfg.flip, cfg.translate, cfg.erase, _channels_last(cfg, device))
+
+
+def classifier_on(cfg, device: torch.device) -> torch.nn.Module:
+    """A freshly initialised classifier for ``cfg`` on ``device``, in its fastest memory layout."""
+    model = build_classifier(cfg).to(device)
+    return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
 
 
 def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
@@ -97,9 +109,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
          f"resolved config:\n{config_mod.format_config(cfg)}")
 
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg).to(device)
-    if device.type == "cuda" and cfg.model != "mlp":
-        model = model.to(memory_format=torch.channels_last)
+    model = classifier_on(cfg, device)
     transform = transform_for(cfg, device)
     result = fit(model, tensors["x_train"], tensors["y_train"], cfg, task="classification",
                  x_val=tensors["x_val"], y_val=tensors["y_val"], transform=transform,
@@ -170,7 +180,7 @@ def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int =
     for i, (tr, va) in enumerate(stratified_kfold(labels.cpu(), folds, seed=cfg.seed)):
         tr, va = tr.to(device), va.to(device)
         torch.manual_seed(cfg.seed + i)
-        model = build_classifier(cfg).to(device)
+        model = classifier_on(cfg, device)
         res = fit(model, images[tr], labels[tr], cfg, task="classification", x_val=images[va], y_val=labels[va],
                   transform=transform, progress=progress, desc=f"fold {i + 1}/{folds}")
         last = res.history[-1] if res.history else {}

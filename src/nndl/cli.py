@@ -74,7 +74,7 @@ def cmd_tune(args) -> int:
                    pruner=args.pruner, study=args.study, storage=args.storage or os.environ.get("NNDL_TUNE_STORAGE"),
                    workers=args.workers, out=args.out, preset=args.preset, overrides=args.overrides, seed=args.seed,
                    timeout_per_trial=args.timeout_per_trial, heartbeat=args.heartbeat, worker_only=args.worker_only,
-                   worker_index=args.worker_index)
+                   worker_index=args.worker_index, batch_trials=args.batch_trials)
     return 0 if summary.get("ok", True) else 3  # 3: most trials failed, or none completed
 
 
@@ -112,7 +112,7 @@ def cmd_bench(args) -> int:
 
     run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
               subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
-              data_dir=args.data, out=args.out, device=args.device)
+              search_trials=args.search_trials, extra_presets=tuple(args.presets), data_dir=args.data, out=args.out, device=args.device)
     return 0
 
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. postgresql://user:pw@host/db (default: "
                                                     "$NNDL_TUNE_STORAGE, else journal.log in the study folder)")
     p.add_argument("--workers", type=int, default=1, help="trial processes on this machine (default: 1)")
+    p.add_argument("--batch-trials", type=int, default=1, metavar="N",
+                   help="regress: claim N trials at a time and train those sharing a network as one stacked "
+                        "model of all their folds (default: 1, one trial at a time)")
     p.add_argument("--out", help="study folder (default: runs/tune-TASK-TIMESTAMP); reusing it resumes the study")
     p.add_argument("--preset", help="base preset name or file (default: the space file's, else the task's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -180,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast-runs", type=int, default=3, help="seeds of the fast preset (default 3)")
     p.add_argument("--subset", type=int, default=0, help="training images to use (default all)")
     p.add_argument("--test-subset", type=int, default=0, help="test images to use (default all)")
-    p.add_argument("--regression-epochs", type=int, default=600, help="epochs of the K-fold comparison (0 skips)")
+    p.add_argument("--regression-epochs", type=int, default=600,
+                   help="epochs of the regression K-fold and search comparisons (0 skips them)")
+    p.add_argument("--presets", nargs="*", default=[], metavar="PRESET",
+                   help="more classify presets to time after fast (e.g. wide resnet)")
+    p.add_argument("--search-trials", type=int, default=8,
+                   help="trials of the regression search comparison (default 8; 0 skips it)")
     p.add_argument("--data", help="Fashion-MNIST folder (default: the usual search)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--out", help="run folder (default runs/bench-<timestamp>)")

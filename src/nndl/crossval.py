@@ -1,6 +1,7 @@
 """K-fold cross-validation: shuffled splits, and K fold models trained one by one or stacked."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .errors import NndlError
 from .models import MLP, StackedMLP
-from .training import TrainResult, evaluate, l1_penalty, lr_factor, make_optimizer, train
+from .training import TrainResult, evaluate, lr_factor, make_optimizer, train
 
 
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -58,20 +59,20 @@ def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, batched
     -------
     list of FoldResult, one per fold, each model with its best weights restored.
     """
+    if batched:
+        return cross_validate_many([make_model], x, y, [cfg], progress=progress)[0]
     splits = kfold_indices(len(x), cfg.folds, cfg.seed)
     models = [make_model(i) for i in range(cfg.folds)]
-    if batched:
-        results = train_stacked(models, x, y, splits, cfg, progress=progress)
-    else:
-        results = []
-        for i, (model, (tr, va)) in enumerate(zip(models, splits)):
-            results.append(train(model, x[tr], y[tr], cfg, task="regression", x_val=x[va], y_val=y[va],
-                                 progress=progress, desc=f"fold {i + 1}/{cfg.folds}"))
-    folds = []
-    for model, res, (tr, va) in zip(models, results, splits):
-        folds.append(FoldResult(model, res, evaluate(model, x[tr], y[tr], "regression")["loss"],
-                                evaluate(model, x[va], y[va], "regression")["loss"]))
-    return folds
+    results = [train(model, x[tr], y[tr], cfg, task="regression", x_val=x[va], y_val=y[va], progress=progress,
+                     desc=f"fold {i + 1}/{cfg.folds}") for i, (model, (tr, va)) in enumerate(zip(models, splits))]
+    return _scored(models, results, splits, x, y)
+
+
+def _scored(models, results, splits, x, y) -> list[FoldResult]:
+    """Each trained fold model with its final train and held-out MSE."""
+    return [FoldResult(model, res, evaluate(model, x[tr], y[tr], "regression")["loss"],
+                       evaluate(model, x[va], y[va], "regression")["loss"])
+            for model, res, (tr, va) in zip(models, results, splits)]
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -88,20 +89,121 @@ def _padded(index_sets: list[torch.Tensor], device) -> tuple[torch.Tensor, torch
     return idx.to(device), mask.to(device)
 
 
+# Config fields that may differ between the models of one stack: they enter only the optimiser
+# step, the L1 term, the per-model lr schedule and the per-model stopping. Everything else
+# (architecture, data, batch size, optimiser kind, seed) must be equal, because one batched
+# forward pass and one batch order serve every model.
+PER_MODEL_FIELDS = frozenset({"lr", "weight_decay", "l1", "epochs", "schedule", "warmup_epochs", "min_lr_factor",
+                              "patience"})
+
+
+def stack_key(cfg) -> tuple:
+    """Configs with equal keys can train as one stack (they differ at most in ``PER_MODEL_FIELDS``)."""
+    return tuple((f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg)
+                 if f.name not in PER_MODEL_FIELDS)
+
+
+class PerModelOptimizer:
+    """Adam / AdamW / SGD over stacked parameters (dimension 0 = model) with an lr and a weight decay per model.
+
+    torch's optimisers take one lr per parameter tensor, and a stack holds every model in
+    one tensor. The update rules are torch's (bias correction and eps as in ``Adam``,
+    decoupled decay as in ``AdamW``, coupled L2 and Nesterov as in ``SGD``), written with
+    broadcasting; a model with lr 0 does not move.
+    """
+
+    def __init__(self, params: list[torch.Tensor], cfg, weight_decay: torch.Tensor):
+        self.params, self.kind, self.weight_decay = params, cfg.optimizer, weight_decay
+        self.momentum, self.nesterov = cfg.momentum, cfg.nesterov and cfg.momentum > 0
+        self.betas, self.eps, self.steps = (0.9, 0.999), 1e-8, 0
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        """One update; ``lr`` has one entry per model."""
+        self.steps += 1
+        beta1, beta2 = self.betas
+        for p, state in zip(self.params, self.state):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr_k, decay_k = lr.view(shape), self.weight_decay.view(shape)
+            grad = p.grad
+            if self.kind == "adamw":
+                p.mul_(1 - lr_k * decay_k)
+            else:
+                grad = grad + decay_k * p
+            if self.kind == "sgd":
+                if self.momentum:
+                    if "buf" not in state:
+                        state["buf"] = grad.clone()
+                    else:
+                        state["buf"].mul_(self.momentum).add_(grad)
+                    grad = grad + self.momentum * state["buf"] if self.nesterov else state["buf"]
+                p.sub_(lr_k * grad)
+                continue
+            if not state:
+                state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            m, v = state["m"], state["v"]
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / math.sqrt(1 - beta2 ** self.steps)).add_(self.eps)
+            p.sub_(lr_k / (1 - beta1 ** self.steps) * m / denom)
+
+
+def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfgs: list, *,
+                        progress: bool = False) -> list[list[FoldResult]]:
+    """Cross-validate several configs at once: all their fold models train as one stack.
+
+    Parameters
+    ----------
+    make_models : list of callable
+        One ``make_model(fold) -> nn.Module`` per config.
+    x, y : Tensor
+        Training inputs and regression targets on the training device.
+    cfgs : list of RegressConfig
+        Configs with one :func:`stack_key`: they share the network, the data, the batch
+        size, the optimiser and the seed, and may differ in ``PER_MODEL_FIELDS`` (lr,
+        weight decay, L1, epochs, schedule, patience) -- e.g. the trials of a search.
+
+    Returns
+    -------
+    One list of :class:`FoldResult` per config, equal (up to float rounding) to what
+    ``cross_validate(make_model, x, y, cfg, batched=False)`` gives for that config.
+    """
+    if len({stack_key(c) for c in cfgs}) > 1:
+        raise NndlError("configs trained as one stack must differ only in " + ", ".join(sorted(PER_MODEL_FIELDS)))
+    splits = kfold_indices(len(x), cfgs[0].folds, cfgs[0].seed)
+    k = len(splits)
+    models = [make(i) for make in make_models for i in range(k)]
+    results = train_stacked(models, x, y, splits * len(cfgs), [c for c in cfgs for _ in range(k)],
+                            progress=progress)
+    folds = _scored(models, results, splits * len(cfgs), x, y)
+    return [folds[i * k:(i + 1) * k] for i in range(len(cfgs))]
+
+
 def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                   splits: list[tuple[torch.Tensor, torch.Tensor]], cfg, progress: bool = True) -> list[TrainResult]:
-    """Train K same-shaped regression MLPs at once; copy the trained weights back into ``models``.
+    """Train same-shaped regression MLPs at once; copy the trained weights back into ``models``.
 
-    Model k gets its own fold's rows, batch by batch, in the order the one-by-one
+    Model k gets its own split's rows, batch by batch, in the order the one-by-one
     path would use (the same seeded permutation), so its gradient equals the
     one-by-one gradient; the optimiser and penalties are element-wise, so each
-    model follows its own trajectory. When fold sizes differ by one row, the
-    shorter folds are padded and the padding is masked out of the loss.
-    Early stopping and best-weights restore act per model. Models may be
-    :class:`~nndl.models.MLP` or a wrapper with a ``net`` MLP (e.g.
-    standardisation) whose non-trainable buffers are shared.
+    model follows its own trajectory. When split sizes differ by one row, the
+    shorter ones are padded and the padding is masked out of the loss.
+    ``cfg`` is one config for all models, or a list of one per model that may differ
+    in ``PER_MODEL_FIELDS``: each model then follows its own lr schedule and stops
+    after its own epochs (its lr is 0 from then on). Early stopping and best-weights
+    restore act per model. Models may be :class:`~nndl.models.MLP` or a wrapper with
+    a ``net`` MLP (e.g. standardisation) whose non-trainable buffers are shared.
     """
     k, dev = len(models), x.device
+    cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg] * k
+    base = cfgs[0]
+    # One config for all: torch's fused optimiser with one lr. Otherwise lr/decay per model.
+    uniform = all(c == base for c in cfgs)
     wrapper = models[0] if _inner(models[0]) is not models[0] else None
     stack = StackedMLP([_inner(m) for m in models]).to(dev)
     forward = (lambda xb: wrapper.apply_to(stack, xb)) if wrapper is not None else stack
@@ -113,43 +215,56 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     def per_model_mse(out, target, w):  # (K, B, 1), (K, B), (K, B) -> (K,)
         return (((out.squeeze(-1) - target) ** 2) * w).sum(1) / w.sum(1).clamp(min=1)
 
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator(device=dev).manual_seed(cfg.seed)
+    torch.manual_seed(base.seed)
+    generator = torch.Generator(device=dev).manual_seed(base.seed)
     params = list(stack.parameters())
-    optimizer = make_optimizer(params, cfg)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    steps_per_epoch = math.ceil(n / base.batch_size)
+    # Each distinct schedule is computed once per step, then spread over its models.
+    schedules = [(c.lr, c.epochs * steps_per_epoch, int(c.warmup_epochs * steps_per_epoch), c.schedule,
+                  c.min_lr_factor) for c in cfgs]
+    distinct = list(dict.fromkeys(schedules))
+    owner = [distinct.index(s) for s in schedules]
+    owner_t = torch.tensor(owner, device=dev)
+    if uniform:
+        optimizer = make_optimizer(params, base)
+    else:
+        optimizer = PerModelOptimizer(params, base, torch.tensor([c.weight_decay for c in cfgs], device=dev))
+    l1 = torch.tensor([c.l1 for c in cfgs], device=dev) if any(c.l1 > 0 for c in cfgs) else None
     results = [TrainResult(best_metric=math.inf) for _ in range(k)]
     best = [p.detach().clone() for p in params]
     last_finite = [p.detach().clone() for p in params]
     bad_epochs = [0] * k
-    alive = torch.ones(k, dtype=torch.bool, device=dev)  # still training (not stopped early or diverged)
+    alive = torch.ones(k, dtype=torch.bool, device=dev)  # still training (not stopped, diverged or done)
     alive_list = [True] * k
-    track_best = cfg.patience > 0
+    tracked = [c.patience > 0 for c in cfgs]
     frozen: dict[int, list[torch.Tensor]] = {}  # last finite weights of diverged models
     step = 0
     t_start = time.perf_counter()
-    bar = tqdm(total=cfg.epochs, desc=f"{k} folds (batched)", leave=False, disable=not progress, dynamic_ncols=True)
-    for epoch in range(cfg.epochs):
+    max_epochs = max(c.epochs for c in cfgs)
+    bar = tqdm(total=max_epochs, desc=f"{k} models (batched)", leave=False, disable=not progress, dynamic_ncols=True)
+    for epoch in range(max_epochs):
         t0 = time.perf_counter()
         torch._foreach_copy_(last_finite, [p.detach() for p in params])
         stack.train()
         perm = torch.randperm(n, device=dev, generator=generator)
         loss_sum = torch.zeros(k, device=dev)
         for b in range(steps_per_epoch):
-            cols = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            cols = perm[b * base.batch_size:(b + 1) * base.batch_size]
             idx, w = train_idx[:, cols], train_mask[:, cols]
-            lr = cfg.lr * lr_factor(step, total_steps, warmup, cfg.schedule, cfg.min_lr_factor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lrs = [lr * lr_factor(step, total, warmup, kind, floor) for lr, total, warmup, kind, floor in distinct]
+            if uniform:
+                for group in optimizer.param_groups:
+                    group["lr"] = lrs[0]
             losses = per_model_mse(forward(x[idx]), y[idx], w)
             objective = torch.where(alive, losses, 0.0).sum()  # stopped models get exactly zero gradient
-            if cfg.l1 > 0:
-                objective = objective + cfg.l1 * l1_penalty(stack)
+            if l1 is not None:  # per-model L1 on the weight matrices, as l1_penalty does for one model
+                objective = objective + sum((l1.view(-1, 1, 1) * weight.abs()).sum() for weight in stack.weights)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
-            optimizer.step()
+            if uniform:
+                optimizer.step()
+            else:
+                optimizer.step(torch.tensor(lrs, device=dev)[owner_t] * alive)
             step += 1
             loss_sum += losses.detach() * w.sum(1)
         stack.eval()
@@ -163,15 +278,16 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
             if not alive_list[i]:
                 continue
             res = results[i]
-            row = {"epoch": epoch + 1, "train_loss": values[0][i], "val_loss": values[1][i], "lr": lr,
+            row = {"epoch": epoch + 1, "train_loss": values[0][i], "val_loss": values[1][i], "lr": lrs[owner[i]],
                    "seconds": seconds}
             res.history.append(row)
             res.train_seconds += seconds
             if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
                 alive_list[i] = False
                 res.diverged = True
+                lr = cfgs[i].lr
                 res.stop_reason = (f"loss became nan/inf at epoch {epoch + 1}; kept the weights of epoch {epoch}. "
-                                   f"The learning rate ({cfg.lr:g}) is probably too high: try --set lr={cfg.lr / 10:g}")
+                                   f"The learning rate ({lr:g}) is probably too high: try --set lr={lr / 10:g}")
                 frozen[i] = [good[i].clone() for good in last_finite]
                 continue
             if row["val_loss"] < res.best_metric:
@@ -179,10 +295,13 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                 improved.append(i)
             else:
                 bad_epochs[i] += 1
-                if track_best and bad_epochs[i] >= cfg.patience:
+                if tracked[i] and bad_epochs[i] >= cfgs[i].patience:
                     alive_list[i] = False
-                    res.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
-        if track_best and improved:
+                    res.stop_reason = f"early stop: no improvement for {cfgs[i].patience} epochs"
+            if epoch + 1 == cfgs[i].epochs:
+                alive_list[i] = False  # done: "completed" unless stopped above
+        improved = [i for i in improved if tracked[i]]
+        if improved:
             sel = torch.zeros(k, dtype=torch.bool)
             sel[improved] = True
             sel = sel.to(dev)
@@ -195,20 +314,18 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
             bar.set_postfix(train=f"{sum(values[0]) / k:.4f}", val=f"{sum(values[1]) / k:.4f}")
         if not any(alive_list):
             break
-        if cfg.time_limit and (time.perf_counter() - t_start) > cfg.time_limit and epoch + 1 < cfg.epochs:
+        if base.time_limit and (time.perf_counter() - t_start) > base.time_limit and epoch + 1 < max_epochs:
             for i in range(k):
                 if alive_list[i]:
                     results[i].stop_reason = f"time limit: stopped after {epoch + 1} epochs"
                     results[i].timed_out = True
             break
     bar.close()
-    if track_best:  # early stopping restores each model's best epoch
-        with torch.no_grad():
-            for p, kept in zip(params, best):
-                for i in range(k):
-                    if not results[i].diverged:
-                        p[i] = kept[i]
     with torch.no_grad():
+        for i in range(k):  # early stopping restores each model's best epoch
+            if tracked[i] and not results[i].diverged:
+                for p, kept in zip(params, best):
+                    p[i] = kept[i]
         for i, weights in frozen.items():
             for p, good in zip(params, weights):
                 p[i] = good

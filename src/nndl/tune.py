@@ -13,6 +13,7 @@ local journal -- and retried once; the lost attempt does not count.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import fcntl
@@ -62,6 +63,11 @@ def _quiet(fn):
         finally:
             optuna.logging.set_verbosity(verbosity)
     return wrapper
+
+
+def crash_reason(e: Exception) -> str:
+    """``Type: first line of the message`` (at most 300 characters of it)."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
 class TrialFailed(Exception):
@@ -178,23 +184,86 @@ class Objective:
             values["time_limit"] = self.timeout
         return config_mod.resolve(self.task, self.preset, values, self.seed)
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        if self.slot is not None:
-            self.slot.release()  # the trial exists now; another worker may claim the next one
+    def start(self, trial) -> None:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if trial.user_attrs.get("fail_reason"):  # a retry inherits its lost attempt's attributes
             trial.set_user_attr("fail_reason", None)
+
+    def guarded(self, trial, fn: Callable[[], Any]) -> Any:
+        """``fn()``; a crash becomes this trial's FAIL with its message, not a dead study."""
         try:
-            cfg = self.config(suggest(trial, self.space))
-            return self._regress(trial, cfg) if self.task == "regress" else self._classify(trial, cfg)
+            return fn()
         except (optuna.TrialPruned, TrialFailed):
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             raise
-        except Exception as e:  # any crash is a failed trial with its message, not a dead study
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.fail(trial, f"{type(e).__name__}: {first[:300]}")
+        except Exception as e:
+            self.fail(trial, crash_reason(e))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.slot is not None:
+            self.slot.release()  # the trial exists now; another worker may claim the next one
+        self.start(trial)
+
+        def run():
+            cfg = self.config(suggest(trial, self.space))
+            return self._regress(trial, cfg) if self.task == "regress" else self._classify(trial, cfg)
+        return self.guarded(trial, run)
+
+    def run_batch(self, study, trials: list, on_trial) -> None:
+        """Run asked regression trials together: those whose configs share a network (``stack_key``)
+        train as one stacked model of all their folds; every trial is then scored, reported and told."""
+        from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize uses per trial
+
+        from .crossval import stack_key
+
+        told: set[int] = set()
+
+        def tell(trial, value=None, state=None):
+            told.add(trial.number)
+            try:
+                frozen = study.tell(trial, value, state=state)
+            except RuntimeError as e:  # GridSampler stops the study after its last point; outside optimize()
+                if "Study.stop" not in str(e):  # that raises, after the state is stored (Optuna documents it)
+                    raise
+                frozen = study._storage.get_trial(trial._trial_id)
+            on_trial(study, frozen)
+
+        with contextlib.ExitStack() as heartbeats:
+            for trial in trials:  # RDB storage: a worker killed mid-batch loses its trials by heartbeat
+                heartbeats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+            try:
+                groups: dict[Any, list] = {}
+                for trial in trials:
+                    self.start(trial)
+                    try:
+                        cfg = self.guarded(trial, lambda: self.config(suggest(trial, self.space)))
+                    except TrialFailed:
+                        tell(trial, state=TrialState.FAIL)
+                        continue
+                    groups.setdefault(stack_key(cfg) if cfg.batched else trial.number, []).append((trial, cfg))
+                for members in groups.values():
+                    try:
+                        results = self._cross_validate([cfg for _, cfg in members])
+                    except Exception as e:  # the whole stack failed: so did each of its trials
+                        for trial, _ in members:
+                            trial.set_user_attr("fail_reason", crash_reason(e))
+                            tell(trial, state=TrialState.FAIL)
+                        continue
+                    for (trial, _), folds in zip(members, results):
+                        try:
+                            tell(trial, self.guarded(trial, lambda: self._score_regress(trial, folds)))
+                        except TrialFailed:
+                            tell(trial, state=TrialState.FAIL)
+                        except optuna.TrialPruned:
+                            tell(trial, state=TrialState.PRUNED)
+            except KeyboardInterrupt:  # as study.optimize does: the trials end FAIL and are retried on resume
+                for trial in trials:
+                    if trial.number not in told:
+                        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+                        study.tell(trial, state=TrialState.FAIL)
+                raise
 
     def fail(self, trial, reason: str):
         trial.set_user_attr("fail_reason", reason)
@@ -220,25 +289,35 @@ class Objective:
         trial.set_user_attr("fold_values", values)
         return sum(values) / len(values)
 
-    def _regress(self, trial, cfg) -> float:
+    def _cross_validate(self, cfgs: list) -> list[list]:
+        """K-fold results of regression configs: one stack for all when ``len(cfgs) > 1`` (they share a
+        ``stack_key``), otherwise the config's own ``batched`` choice."""
         import torch
 
-        from .crossval import cross_validate
+        from .crossval import cross_validate, cross_validate_many
         from .regression import load_data, make_model_factory
         from .training import pick_device
 
-        cfg = dataclasses.replace(cfg, test_path="")  # trials never read the test set
-        data, _ = load_data(cfg)
-        device = pick_device(cfg.device)
+        cfgs = [dataclasses.replace(c, test_path="") for c in cfgs]  # trials never read the test set
+        data, _ = load_data(cfgs[0])
+        device = pick_device(cfgs[0].device)
         x, y = torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device)
+        factories = [make_model_factory(c, x, y) for c in cfgs]
+        if len(cfgs) > 1:
+            return cross_validate_many(factories, x, y, cfgs)
+        return [cross_validate(factories[0], x, y, cfgs[0], batched=cfgs[0].batched, progress=False)]
+
+    def _score_regress(self, trial, folds) -> float:
         # The folds train together (stacked), so pruning can only mark a trial, not shorten it.
-        folds = cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=cfg.batched, progress=False)
         self.check(trial, [(f.result.diverged, f.result.timed_out, f.result.stop_reason) for f in folds])
         values = [f.val_mse for f in folds]
         for i in range(len(values)):
             if math.isfinite(values[i]):
                 self.report(trial, i, values[i], values[: i + 1])
         return self.score(trial, values)
+
+    def _regress(self, trial, cfg) -> float:
+        return self._score_regress(trial, self._cross_validate([cfg])[0])
 
     def _classify(self, trial, cfg) -> float:
         from .classification import cross_validate_classifier
@@ -356,20 +435,32 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def work(study, objective, n_total: int, slot: Slot, journal, wait: bool, on_trial) -> None:
-    """Claim and run trials until the study has ``n_total``; with ``wait``, also outlast other workers."""
+def work(study, objective, n_total: int, slot: Slot, journal, wait: bool, on_trial, batch: int = 1) -> None:
+    """Claim and run trials until the study has ``n_total``; with ``wait``, also outlast other workers.
+
+    With ``batch > 1`` up to ``batch`` trials are claimed at once and trained together
+    (:meth:`Objective.run_batch`).
+    """
     while True:
         slot.acquire()
         try:
             recover(study, journal)
             trials = study.get_trials(deepcopy=False)
-            if len(counted(trials)) >= n_total and not any(t.state == TrialState.WAITING for t in trials):
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            if len(counted(trials)) >= n_total and not waiting:
                 if not (wait and any(t.state == TrialState.RUNNING for t in trials)):
                     return
                 slot.release()
                 time.sleep(1.0)
                 continue
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[on_trial])
+            if batch > 1:  # queued retries first (ask() pops them), then new trials up to the total
+                with warnings.catch_warnings():  # "heartbeat is meant for optimize()": run_batch beats itself
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    claimed = [study.ask() for _ in range(min(batch, waiting + max(0, n_total - len(counted(trials)))))]
+                slot.release()
+                objective.run_batch(study, claimed, on_trial)
+            else:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[on_trial])
         finally:
             slot.release()
 
@@ -461,7 +552,7 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
          workers: int = 1, out: str | Path | None = None, preset: str | None = None,
          overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
          timeout_per_trial: float | None = None, heartbeat: int = 10, worker_only: bool = False,
-         worker_index: int | None = None, figures: bool = True, retrain: bool = True,
+         worker_index: int | None = None, batch_trials: int = 1, figures: bool = True, retrain: bool = True,
          echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Search hyperparameters with Optuna, scoring each trial by K-fold cross-validation.
 
@@ -494,6 +585,11 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         RDB storage: heartbeat interval; a trial is lost after 3 silent intervals.
     worker_only : bool
         Only run trials (no outputs): for extra processes, here or on other machines.
+    batch_trials : int
+        Regression: each worker claims this many trials at a time; the claimed trials whose
+        configs share a network (they differ only in lr, weight decay, L1, epochs, schedule or
+        patience) train as one stacked model of all their folds, each with its own
+        hyperparameters -- the same results as one by one, in fewer, larger steps.
     figures, retrain : bool
         Write the study figures; retrain the best config on all training data and test it once.
 
@@ -509,8 +605,10 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         raise NndlError(f"--sampler {sampler}: choose one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise NndlError(f"--pruner {pruner}: choose one of {', '.join(PRUNERS)}")
-    if (trials is not None and trials < 1) or workers < 1 or (folds is not None and folds < 2):
-        raise NndlError("--trials and --workers must be >= 1, --folds >= 2")
+    if (trials is not None and trials < 1) or workers < 1 or batch_trials < 1 or (folds is not None and folds < 2):
+        raise NndlError("--trials, --workers and --batch-trials must be >= 1, --folds >= 2")
+    if batch_trials > 1 and task != "regress":
+        raise NndlError("--batch-trials stacks regression MLPs; for classify leave it at 1 (use --workers)")
     sp = load_space(space, task)
     sampler = sampler or ("grid" if sp.grid and not sp.params else "tpe")
     if sampler == "grid" and (sp.params or not sp.grid):
@@ -555,22 +653,25 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         echo(f"trial {t.number:>3} {t.state.name:<8} {value}  {t.params}")
 
     where = mask_url(storage) if storage and "://" in storage else str(journal)
-    echo(f"study '{name}' ({task}, {sampler} sampler, {pruner} pruner, {k} folds, {n_total} trials) in {where}")
+    batching = f", {batch_trials} trials per stacked batch" if batch_trials > 1 else ""
+    echo(f"study '{name}' ({task}, {sampler} sampler, {pruner} pruner, {k} folds, {n_total} trials{batching}) "
+         f"in {where}")
     if worker_only:
-        work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial)
+        work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial, batch=batch_trials)
         return {"worker": index, "study": name}
 
     t0 = time.perf_counter()
     procs = [_spawn(task, sp, i, dict(sampler=sampler, trials=n_total, folds=folds, pruner=pruner, study=name,
                                       out=folder, preset=preset, seed=seed, timeout_per_trial=timeout_per_trial,
-                                      heartbeat=heartbeat, workers=workers), overrides, storage, folder)
+                                      heartbeat=heartbeat, workers=workers, batch_trials=batch_trials),
+                    overrides, storage, folder)
              for i in range(1, workers)]
     try:
-        work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial)
+        work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial, batch=batch_trials)
         for i, p in enumerate(procs, 1):
             if p.wait():
                 echo(f"warning: worker {i} exited with code {p.returncode}; see {folder / f'worker-{i}.log'}")
-        work(st, objective, n_total, slot, journal, wait=True, on_trial=on_trial)  # lost trials, other hosts
+        work(st, objective, n_total, slot, journal, wait=True, on_trial=on_trial, batch=batch_trials)  # lost trials
     except KeyboardInterrupt:
         echo(f"interrupted: rerun with --out {folder} to resume; the interrupted trial is retried")
         raise
@@ -578,7 +679,7 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         for p in procs:
             if p.poll() is None:
                 p.terminate()
-    return _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k,
+    return _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k, batch_trials,
                    time.perf_counter() - t0, figures, retrain, echo)
 
 
@@ -625,7 +726,8 @@ def _spawn(task, sp, index, opts, overrides, storage, folder) -> subprocess.Pope
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k, seconds, figures, retrain, echo):
+def _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k, batch_trials, seconds, figures,
+            retrain, echo):
     direction, metric, test_metric = TASKS[task]
     trials = st.get_trials()
     retried_as = {_retry_history(t)[-1]: t.number for t in trials if _retry_history(t)}
@@ -639,7 +741,8 @@ def _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k,
     echo("\n" + format_table(rows, metric))
     summary: dict[str, Any] = {
         "study": st.study_name, "task": task, "direction": direction, "metric": metric, "storage": where,
-        "sampler": sampler, "pruner": pruner, "folds": k, "trials_requested": n_total, "trials": len(done),
+        "sampler": sampler, "pruner": pruner, "folds": k, "batch_trials": batch_trials,
+        "trials_requested": n_total, "trials": len(done),
         "counts": counts, "lost_and_retried": len(trials) - len(done), "wall_seconds": seconds,
         "best": {"number": best.number, "value": best.value, "params": best.params} if best else None}
     problems = []
