@@ -206,6 +206,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     uniform = all(c == base for c in cfgs)
     wrapper = models[0] if _inner(models[0]) is not models[0] else None
     stack = StackedMLP([_inner(m) for m in models]).to(dev)
+    dropout = any(rate > 0 for rate in stack.drop_rates)  # else train/eval mode changes nothing: skip the toggles
     forward = (lambda xb: wrapper.apply_to(stack, xb)) if wrapper is not None else stack
     train_idx, train_mask = _padded([tr for tr, _ in splits], dev)
     val_idx, val_mask = _padded([va for _, va in splits], dev)
@@ -245,7 +246,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     for epoch in range(max_epochs):
         t0 = time.perf_counter()
         torch._foreach_copy_(last_finite, [p.detach() for p in params])
-        stack.train()
+        if dropout:
+            stack.train()
         perm = torch.randperm(n, device=dev, generator=generator)
         loss_sum = torch.zeros(k, device=dev)
         for b in range(steps_per_epoch):
@@ -267,7 +269,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                 optimizer.step(torch.tensor(lrs, device=dev)[owner_t] * alive)
             step += 1
             loss_sum += losses.detach() * w.sum(1)
-        stack.eval()
+        if dropout:
+            stack.eval()
         with torch.no_grad():
             val = per_model_mse(forward(x_val), y_val, val_mask)
         train_loss = loss_sum / train_mask.sum(1)

@@ -92,7 +92,8 @@ class StackedMLP(nn.Module):
             if i < len(self.weights) - 1:
                 x = self.act(x)
                 hidden.append(x)
-                x = nn.functional.dropout(x, self.drop_rates[i], self.training)
+                if self.drop_rates[i] > 0:  # p = 0 would still cost a kernel per layer and step
+                    x = nn.functional.dropout(x, self.drop_rates[i], self.training)
         return (x, hidden) if return_hidden else x
 
     def unstack(self, template: MLP) -> list[MLP]:
