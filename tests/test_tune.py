@@ -20,7 +20,7 @@ import pytest
 import nndl
 from nndl import cli, config
 from nndl.errors import NndlError
-from nndl.tune import driver_url, load_space, mask_url, to_toml
+from nndl.search import driver_url, load_space, mask_url, to_toml
 
 from conftest import ROOT, needs_fashion, run_cli
 
@@ -386,3 +386,11 @@ def test_postgres_sigkilled_batch_worker_loses_its_trials_by_heartbeat(tmp_path,
     assert counted_states(study) == ["COMPLETE"] * 3
     retried = sorted(t.system_attrs.get("retry_history", [None])[0] for t in study.trials[3:])
     assert retried == [0, 1, 2]
+
+
+def test_optuna_loads_only_for_a_search():
+    code = ("import sys, nndl, nndl.bench, nndl.cli; assert 'optuna' not in sys.modules; "
+            "import nndl.search; assert callable(nndl.tune) and nndl.tune is nndl.search.tune")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

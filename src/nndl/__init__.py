@@ -15,9 +15,9 @@ from .training import evaluate, train  # noqa: E402
 def __getattr__(name: str):
     # Optuna loads only when a search is asked for: training, the bench and the GPU check need none of it.
     if name == "tune":
-        from .tune import tune
+        from .search import tune
 
-        globals()["tune"] = tune  # replaces the submodule that the import just bound to this name
+        globals()["tune"] = tune  # look it up once
         return tune
     raise AttributeError(f"module 'nndl' has no attribute {name!r}")
 

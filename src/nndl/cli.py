@@ -68,7 +68,7 @@ def cmd_data(args) -> int:
 def cmd_tune(args) -> int:
     import os
 
-    from .tune import tune
+    from .search import tune
 
     summary = tune(args.task, args.space, sampler=args.sampler, trials=args.trials, folds=args.folds,
                    pruner=args.pruner, study=args.study, storage=args.storage or os.environ.get("NNDL_TUNE_STORAGE"),
