@@ -242,7 +242,10 @@ class Objective:
                     except TrialFailed:
                         tell(trial, state=TrialState.FAIL)
                         continue
-                    groups.setdefault(stack_key(cfg) if cfg.batched else trial.number, []).append((trial, cfg))
+                    # Equal epochs too: a stack computes every member until its longest one ends, and
+                    # on CPU the arithmetic of finished members would cost more than stacking saves.
+                    key = (stack_key(cfg), cfg.epochs) if cfg.batched else trial.number
+                    groups.setdefault(key, []).append((trial, cfg))
                 for members in groups.values():
                     try:
                         results = self._cross_validate([cfg for _, cfg in members])
