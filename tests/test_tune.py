@@ -104,6 +104,8 @@ def test_space_files_parse_and_validate(tmp_path):
     assert grid.preset == "mlp" and not grid.params
     reg = load_space(ROOT / "examples/spaces/regress.toml", "regress")
     assert {"lr", "hidden", "activation", "weight_decay", "epochs"} <= set(reg.params)
+    rates = load_space(ROOT / "examples/spaces/regress_rates.toml", "regress")
+    assert set(rates.params) == {"lr", "weight_decay", "epochs", "schedule"} and rates.preset == "seed"
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[params.lr]\ntype = "float"\nlow = 0.1\nhigh = 1.0\n[params.learning_rat]\ntype = "float"\n'
