@@ -1,6 +1,8 @@
 """Classification figures: the confusion-matrix maths, that every figure is a real PNG, model state untouched."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -158,3 +160,78 @@ def test_predict_probs_matches_model_and_restores_mode(data, cnn):
     with torch.no_grad():
         want = torch.softmax(cnn(to_input(images)), 1).numpy()
     np.testing.assert_allclose(probs, want, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- what the figures say
+class Captured:
+    """Stands in for ``save``: keeps each figure open (drawn) so a test can read its axes and labels."""
+
+    def __init__(self):
+        self.figures = {}
+
+    def __call__(self, fig, path, tight=True):
+        fig.canvas.draw()
+        self.figures[Path(path).name] = fig
+        return Path(path)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    cap = Captured()
+    monkeypatch.setattr(cf, "save", cap)
+    yield cap
+    import matplotlib.pyplot as plt
+
+    for fig in cap.figures.values():
+        plt.close(fig)
+
+
+def tick_texts(ax, axis="x", minor=True):
+    getter = ax.get_xticklabels if axis == "x" else ax.get_yticklabels
+    labels = list(getter()) + (list(getter(minor=True)) if minor else [])
+    return [t.get_text() for t in labels if t.get_text()]
+
+
+def test_feature_maps_show_one_image_per_class(tmp_path, data, cnn, captured):
+    images, labels, probs = data
+    history = [dict(epoch=1, train_loss=2.0, val_loss=2.1, train_acc=0.2, val_acc=0.18)]
+    cf.write_classification_figures(cnn, to_input, images, labels, probs, history, CLASSES, tmp_path, steps=2)
+    fig = captured.figures["feature_maps.png"]
+    # the input column: one labelled image per class, in class order
+    inputs = [ax for ax in fig.axes if ax.get_ylabel()]
+    assert [ax.get_ylabel() for ax in inputs] == CLASSES
+    n_layers = len(cf._conv_layers(cnn))
+    assert len(fig.axes) == len(CLASSES) * (1 + n_layers)  # every row: the image + one panel per conv layer
+    headers = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert headers[0] == "input" and all(" ch, " in h for h in headers[1:]) and len(headers) == 1 + n_layers
+
+
+def test_feature_maps_of_a_deep_net_pick_a_few_main_path_layers(tmp_path, data, captured):
+    from nndl.models import ResNet
+
+    torch.manual_seed(0)
+    net = ResNet([8, 16, 32])
+    convs = cf._conv_layers(net)
+    assert len(convs) > 4
+    cf.feature_maps(net, to_input, data[0][:3], tmp_path / "fm.png", titles=CLASSES[:3])
+    headers = [ax.get_title() for ax in captured.figures["fm.png"].axes if " ch, " in ax.get_title()]
+    assert len(headers) == 4 and headers[0].startswith(convs[0][0] + ":")
+    assert not any("shortcut" in h for h in headers)  # 1x1 residual shortcuts are not what a reader wants
+
+
+def test_one_epoch_curves_have_a_whole_epoch_axis(tmp_path, captured):
+    history = [dict(epoch=1, train_loss=1.8, val_loss=1.5, train_acc=0.5, val_acc=0.73)]
+    cf.accuracy_curves(history, tmp_path / "losses.png")
+    for ax in captured.figures["losses.png"].axes:
+        assert tick_texts(ax, "x") == ["1"]
+
+
+def test_accuracy_curves_log_loss_ticks_are_plain_numbers(tmp_path, captured):
+    history = [dict(epoch=e, train_loss=30 / e ** 1.5, val_loss=32 / e ** 1.4, train_acc=0.5, val_acc=0.5)
+               for e in range(1, 41)]
+    cf.accuracy_curves(history, tmp_path / "losses.png")
+    loss_ax = captured.figures["losses.png"].axes[0]
+    assert loss_ax.get_yscale() == "log"
+    texts = tick_texts(loss_ax, "y")
+    assert texts and not any("10^" in t or "times" in t or "$" in t or "×" in t for t in texts), texts
+    assert all(float(t) > 0 for t in texts)  # each one reads as a plain number

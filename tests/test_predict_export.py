@@ -2,6 +2,7 @@
 import csv
 import gzip
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import nndl
 from nndl.data.augment import make_transform
 from nndl.data.fashion import CLASS_NAMES, read_idx
 from nndl.errors import NndlError
+from nndl.data.regression import bundled_path
 from nndl.export import export
 from nndl.predict import class_probabilities, load_run, predict, preprocess_image, read_inputs
 from nndl.training import evaluate
 
 from conftest import FASHION_DIR, ROOT, run_cli
 
-TRAIN, TEST = str(ROOT / "data/regression/train.csv"), str(ROOT / "data/regression/test.csv")
+TRAIN, TEST = str(bundled_path("regression_train.csv")), str(bundled_path("regression_test.csv"))
 HAVE_FASHION = (FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists()
 needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Fashion-MNIST Debian package (dataset-fashion-mnist) "
                                                             "not installed at /usr/share/datasets/fashion-mnist")
@@ -144,7 +146,7 @@ def test_predict_images_top3(cls_run, tmp_path):
         assert all(t["class"] in CLASS_NAMES for t in r["top3"])
     # the same numbers as running the preprocessed array through the model directly
     direct = class_probabilities(load_run(cls_run), preprocess_image(files[0])[None])[0]
-    assert results[0]["top3"][0]["probability"] == pytest.approx(direct.max(), abs=1e-6)
+    assert results[0]["top3"][0]["probability"] == pytest.approx(direct.max(), abs=5e-5)  # 4 decimals
 
 
 @needs_fashion
@@ -237,7 +239,7 @@ def test_regression_standardized_ensemble(reg_ens_run, tmp_path):
     assert mse == pytest.approx(metrics["test_mse"], rel=1e-4)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(NndlError, match="expected the input columns x"):
+    with pytest.raises(NndlError, match="bad.csv: no column 'x'; the model was trained on the input columns x"):
         predict(reg_ens_run, [bad], echo=None)
 
 
@@ -314,3 +316,168 @@ def test_bad_checkpoints(tmp_path):
     proc = run_cli("export", junk, "--format", "onnx", check=2)
     assert proc.stderr.startswith("nndl: error:") and "not a loadable nndl checkpoint" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- hardening: inputs that used to mislead
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width x height`` grey pixels but holds almost no data (a decompression bomb's header)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def one_line_error(proc, *needles):
+    """A CLI failure the way users should see it: exit 2, one stderr line naming the problem, no traceback."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nndl: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert proc.stdout == ""
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_fashion
+@pytest.mark.parametrize("size, needle", [((20000, 20000), "decompression bomb"),  # Pillow refuses it at open
+                                          ((10000, 10000), "more than predict's limit"),  # Pillow only warns
+                                          ((6400, 6400), "more than predict's limit")])  # Pillow is silent
+def test_predict_refuses_huge_images_in_one_line(cls_run, tmp_path, size, needle):
+    img = png_header(tmp_path / "huge.png", *size)
+    before = folder_state(tmp_path)
+    one_line_error(run_cli("predict", cls_run, img), str(img), needle)
+    assert folder_state(tmp_path) == before  # nothing written
+
+
+@needs_fashion
+def test_predict_blank_image_is_not_classified(cls_run, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 90), (255, 255, 255)).save(blank)
+    faint = tmp_path / "faint.png"  # an 'object' 10 grey levels off the background is no object
+    im = Image.new("L", (60, 60), 200)
+    ImageDraw.Draw(im).rectangle([20, 20, 40, 40], fill=190)
+    im.save(faint)
+    shoe = trouser_png(tmp_path / "t.png", (50, 37), (250, 250, 250), (20, 20, 20))
+    lines = []
+    res = predict(cls_run, [blank, faint, shoe], echo=lines.append)
+    out = lines[0].splitlines()
+    for r, line in zip(res[:2], out[:2]):
+        assert r["top3"] == [] and "no object" in r["warning"]
+        assert "no object" in line and "%" not in line and not any(c in line for c in CLASS_NAMES)
+    assert "warning" not in res[2] and len(res[2]["top3"]) == 3 and out[2].count("%") == 3
+    # a blank image inside a batch (an all-black IDX image) is flagged the same way
+    batch = np.zeros((2, 28, 28), np.uint8)
+    batch[1, 5:20, 8:18] = 200
+    res = predict(cls_run, [write_idx(tmp_path / "b-idx3-ubyte", batch, gz=False)], echo=None)
+    assert res[0]["top3"] == [] and "warning" in res[0] and len(res[1]["top3"]) == 3
+
+
+@needs_fashion
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_predict_top_must_be_positive(cls_run, tmp_path, top):
+    img = trouser_png(tmp_path / "t.png", (50, 37), (250, 250, 250), (20, 20, 20))
+    one_line_error(run_cli("predict", cls_run, img, "--top", top), f"--top {top}")
+    with pytest.raises(NndlError, match="at least 1"):
+        predict(cls_run, [img], top=int(top), echo=None)
+
+
+@needs_fashion
+def test_predict_json_probabilities_are_rounded(cls_run, tmp_path):
+    img = trouser_png(tmp_path / "t.png", (50, 37), (250, 250, 250), (20, 20, 20))
+    proc = run_cli("predict", cls_run, img, "--json", "--top", "10", check=0)
+    probs = [t["probability"] for t in json.loads(proc.stdout)[0]["top10"]]
+    assert len(probs) == 10 and sum(probs) == pytest.approx(1, abs=1e-3)
+    assert all(round(p, 4) == p for p in probs)
+    assert not re.search(r"\d\.\d{5,}", proc.stdout)  # no float32 noise in the text
+
+
+def test_regression_json_round_trips_the_users_values(reg_run, tmp_path):
+    values = ["0.1", "-2.25", "0.123456789", "3"]
+    inputs = tmp_path / "x.csv"
+    inputs.write_text("x\n" + "\n".join(values) + "\n")
+    proc = run_cli("predict", reg_run, inputs, "--json", check=0)
+    rows = json.loads(proc.stdout)
+    assert [r["x"] for r in rows] == [float(v) for v in values]
+    assert "0.10000000149" not in proc.stdout and '"x": 0.1,' in proc.stdout
+    run = load_run(reg_run)
+    with torch.no_grad():
+        want = run.model(torch.tensor([[float(v)] for v in values])).ravel().numpy()
+    # predictions are the float32 outputs, written as the shortest decimals that read back as them
+    assert [np.float32(r["prediction"]) for r in rows] == list(want)
+    assert all(len(repr(r["prediction"]).lstrip("-").replace(".", "").lstrip("0")) <= 9 for r in rows)
+    csv_text = run_cli("predict", reg_run, inputs, check=0).stdout
+    assert csv_text.splitlines()[1].startswith("0.1,") and csv_text.splitlines()[3].startswith("0.123456789,")
+
+
+@pytest.fixture(scope="module")
+def two_input_runs(tmp_path_factory):
+    """Two tiny regression runs on a 2-input function: one trained from a CSV with a header, one without."""
+    root = tmp_path_factory.mktemp("two-inputs")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (60, 2))
+    y = x[:, 0] - 2 * x[:, 1]
+    rows = [f"{a:.4f},{b:.4f},{c:.4f}\n" for (a, b), c in zip(x, y)]
+    runs = {}
+    for name, header in (("named", "temp,pressure,load\n"), ("bare", "")):
+        (root / f"{name}-train.csv").write_text(header + "".join(rows[:40]))
+        (root / f"{name}-test.csv").write_text(header + "".join(rows[40:]))
+        nndl.regress(str(root / f"{name}-train.csv"), str(root / f"{name}-test.csv"),
+                     overrides={"epochs": 5, "folds": 2, "hidden": [8]}, out=str(root / name), progress=False,
+                     figures=False, echo=quiet)
+        runs[name] = root / name
+    return runs
+
+
+def test_regression_predict_reads_columns_by_name(two_input_runs, tmp_path):
+    named = two_input_runs["named"]
+    assert load_run(named).x_names == ["temp", "pressure"]
+    swapped = tmp_path / "swapped.csv"  # the same rows with the columns in another order: read by name
+    swapped.write_text("pressure,temp\n0.5,0.25\n-1,1\n")
+    straight = tmp_path / "straight.csv"
+    straight.write_text("temp,pressure\n0.25,0.5\n1,-1\n")
+    a = predict(named, [swapped], echo=None)
+    b = predict(named, [straight], echo=None)
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    assert [(r["temp"], r["pressure"]) for r in a] == [(0.25, 0.5), (1.0, -1.0)]
+    wrong = tmp_path / "wrong.csv"  # other names, same count: this used to be read by position, silently
+    wrong.write_text("t,p\n0.25,0.5\n")
+    with pytest.raises(NndlError, match=r"wrong.csv: no column 'temp'; the model was trained on the input columns "
+                                        r"temp, pressure \(found t, p\)"):
+        predict(named, [wrong], echo=None)
+    one_line_error(run_cli("predict", named, wrong), str(wrong), "'temp'")
+    bare = tmp_path / "bare.csv"  # several inputs and no names: refused, a swap could not be noticed
+    bare.write_text("0.25,0.5\n")
+    with pytest.raises(NndlError, match="bare.csv: no header row; the model has 2 inputs"):
+        predict(named, [bare], echo=None)
+
+
+def test_regression_predict_headerless_training_uses_positions(two_input_runs, tmp_path):
+    run = two_input_runs["bare"]
+    assert load_run(run).x_names == ["col0", "col1"]
+    bare = tmp_path / "bare.csv"
+    bare.write_text("0.25,0.5\n1,-1\n")
+    with_target = tmp_path / "with-target.csv"
+    with_target.write_text("0.25,0.5,-0.75\n1,-1,3\n")
+    a = predict(run, [bare], echo=None)
+    b = predict(run, [with_target], echo=None)
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b] and [r["col2"] for r in b] == [-0.75, 3.0]
+    three = tmp_path / "three.csv"
+    three.write_text("1,2,3,4\n")
+    with pytest.raises(NndlError, match="three.csv: 4 columns; expected the input columns col0, col1"):
+        predict(run, [three], echo=None)
+
+
+@needs_fashion
+def test_predict_library_warnings_do_not_precede_the_error(cls_run, tmp_path):
+    header_only = tmp_path / "header-only.csv"  # numpy warns "input contained no data" while reading it
+    header_only.write_text("a,b\n")
+    one_line_error(run_cli("predict", cls_run, header_only), str(header_only), "784 columns")

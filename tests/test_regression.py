@@ -7,6 +7,7 @@ import torch
 
 import nndl
 from nndl import config
+from nndl.data.regression import bundled_path
 from nndl.crossval import cross_validate, kfold_indices, train_stacked
 from nndl.models import MLP, StackedMLP
 from nndl.runs import load_model_file, read_history_csv
@@ -74,7 +75,7 @@ def test_batched_folds_equal_sequential(overrides):
 
 def test_learns_bundled_data_and_is_reproducible(tmp_path):
     m1 = nndl.regress(out=tmp_path / "a", **QUIET)
-    y_test = np.loadtxt(ROOT / "data/regression/test.csv", delimiter=",", skiprows=1)[:, 1]
+    y_test = np.loadtxt(bundled_path("regression_test.csv"), delimiter=",", skiprows=1)[:, 1]
     assert m1["test_mse"] < 0.3 * y_test.var()  # far better than predicting the mean
     assert m1["val_mse"] < 0.6 and m1["train_mse"] < m1["val_mse"] + 0.1
     m2 = nndl.regress(out=tmp_path / "b", **QUIET)

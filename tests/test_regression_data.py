@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nndl.data.regression import GAPS, make_synthetic, read_csv
+from nndl.data.regression import GAPS, bundled_path, make_synthetic, read_csv
 from nndl.errors import NndlError
 
 from conftest import ROOT, run_cli
@@ -35,8 +35,8 @@ def test_no_header_multicolumn(tmp_path):
 
 
 def test_matches_numpy_reader_on_bundled_data():
-    d = read_csv(ROOT / "data/regression/train.csv")
-    ref = np.loadtxt(ROOT / "data/regression/train.csv", delimiter=",", skiprows=1)
+    d = read_csv(bundled_path("regression_train.csv"))
+    ref = np.loadtxt(bundled_path("regression_train.csv"), delimiter=",", skiprows=1)
     np.testing.assert_allclose(d.x[:, 0], ref[:, 0], rtol=1e-6)
     np.testing.assert_allclose(d.y, ref[:, 1], rtol=1e-6)
 
@@ -67,8 +67,8 @@ def test_unknown_column_lists_columns(tmp_path):
 
 def test_bundled_data_is_the_documented_generator_output():
     x_train, y_train, x_test, y_test = make_synthetic(seed=2024)
-    d = read_csv(ROOT / "data/regression/train.csv")
-    t = read_csv(ROOT / "data/regression/test.csv")
+    d = read_csv(bundled_path("regression_train.csv"))
+    t = read_csv(bundled_path("regression_test.csv"))
     np.testing.assert_allclose(d.x[:, 0], x_train, atol=1e-5)
     np.testing.assert_allclose(t.y, y_test, atol=1e-5)
     assert len(d.y) == 100 and len(t.y) == 100

@@ -13,6 +13,7 @@ from PIL import Image
 
 import nndl
 from nndl.errors import NndlError
+from nndl.data.regression import bundled_path
 from nndl.report import compare, compare_table, condense, write_report
 
 from conftest import FASHION_DIR, ROOT, needs_fashion, run_cli
@@ -20,7 +21,7 @@ from conftest import FASHION_DIR, ROOT, needs_fashion, run_cli
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 ARTIFACTS = ROOT / "test-artifacts"
 EVIL = "<script>alert(1)</script>"
-TRAIN, TEST = str(ROOT / "data/regression/train.csv"), str(ROOT / "data/regression/test.csv")
+TRAIN, TEST = str(bundled_path("regression_train.csv")), str(bundled_path("regression_test.csv"))
 quiet = lambda s: None  # noqa: E731
 
 

@@ -3,23 +3,45 @@
 The functional core is importable directly: :func:`train`, :func:`evaluate`,
 :func:`cross_validate`, and the task entry points :func:`regress`,
 :func:`classify` and :func:`tune`.
+
+Every public name is loaded on first use (PEP 562), so ``import nndl``,
+``nndl --version`` and every ``--help`` start without importing torch,
+matplotlib or Optuna.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .crossval import cross_validate  # noqa: E402
-from .classification import classify  # noqa: E402
-from .regression import regress  # noqa: E402
-from .training import evaluate, train  # noqa: E402
+# public name -> (module, attribute). Add a line here to export a new name.
+_LAZY = {
+    "train": (".training", "train"),
+    "evaluate": (".training", "evaluate"),
+    "cross_validate": (".crossval", "cross_validate"),
+    "regress": (".regression", "regress"),
+    "classify": (".classification", "classify"),
+    # Optuna loads only when a search is asked for: training, the bench and the GPU check need none of it.
+    "tune": (".search", "tune"),
+    "load_run": (".results", "load_run"),
+    "Run": (".results", "Run"),
+    "Study": (".results", "Study"),
+    # not nndl/lr_find.py: importing a submodule of that name would replace this function on the package
+    "lr_find": (".lrfinder", "lr_find"),
+}
 
 
 def __getattr__(name: str):
-    # Optuna loads only when a search is asked for: training, the bench and the GPU check need none of it.
-    if name == "tune":
-        from .search import tune
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nndl' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value  # look it up once
+    return value
 
-        globals()["tune"] = tune  # look it up once
-        return tune
-    raise AttributeError(f"module 'nndl' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["__version__", "train", "evaluate", "cross_validate", "regress", "classify", "tune"]
+__all__ = ["__version__", *_LAZY]

@@ -28,6 +28,7 @@ from .classification import classifier_on, transform_for
 from .crossval import cross_validate, cross_validate_many
 from .data.augment import MEAN, STD
 from .data.fashion import FashionData, load_fashion
+from .errors import NndlError
 from .models import SmallCNN
 from .regression import load_data, make_model_factory
 from .runs import environment, new_run_dir, write_json
@@ -117,9 +118,57 @@ def summarise(name: str, rows: list[dict], extra: dict | None = None) -> dict[st
     return {**out, **reached, **(extra or {})}
 
 
+def regression_typical(x: torch.Tensor, y: torch.Tensor, epochs: int = 600, folds: int = 5, seed: int = 0
+                       ) -> dict[str, Any]:
+    """The plain student loop for the ``seed`` preset's CV: scikit-learn ``KFold(shuffle=True)``, one torch
+    model per fold (1-128-256-1 sigmoid), Adam (lr 0.02, L2 1e-5), full-batch epochs, the train and
+    validation loss recorded each epoch for the loss curves; torch's default thread count."""
+    try:
+        from sklearn.model_selection import KFold
+    except ImportError:
+        raise NndlError("the typical regression row needs scikit-learn: pip install scikit-learn") from None
+    t0 = time.perf_counter()
+    vals = []
+    for tr, va in KFold(folds, shuffle=True, random_state=seed).split(x.cpu().numpy()):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.Sigmoid(), torch.nn.Linear(128, 256),
+                                    torch.nn.Sigmoid(), torch.nn.Linear(256, 1)).to(x.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02, weight_decay=1e-5)
+        x_tr, y_tr, x_va, y_va = x[tr], y[tr], x[va], y[va]
+        history = []
+        for _ in range(epochs):
+            loss = torch.nn.functional.mse_loss(model(x_tr).squeeze(-1), y_tr)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                history.append((loss.item(), torch.nn.functional.mse_loss(model(x_va).squeeze(-1), y_va).item()))
+        vals.append(history[-1][1])
+    return {"seconds": time.perf_counter() - t0, "val_mse": statistics.mean(vals), "threads": torch.get_num_threads()}
+
+
+def regression_auto(device: torch.device) -> dict[str, Any]:
+    """The ``auto`` preset's search and ensemble on the bundled training set: seconds and the val score."""
+    from .regression import fit_arrays
+
+    cfg = config_mod.resolve("regress", "auto", {"test_path": ""})
+    train_data, _ = load_data(cfg)
+    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+    t0 = time.perf_counter()
+    fit = fit_arrays(cfg, x, y)
+    return {"seconds": time.perf_counter() - t0, "candidates": fit.extra["search_candidates"],
+            "members": fit.extra["ensemble_members"], "val_mse": statistics.mean(f.val_mse for f in fit.folds),
+            "splitter": cfg.splitter}
+
+
 def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
-    """The ``seed`` preset's 5-fold CV, sequential vs batched, same seeds; seconds and val MSE of each."""
+    """The ``seed`` preset's 5-fold CV: the plain student loop (:func:`regression_typical`), nndl one by one
+    and nndl batched, same data; seconds and val MSE of each."""
     out = {}
+    cfg = config_mod.resolve("regress", "seed", {"epochs": epochs})
+    train_data, _ = load_data(cfg)
+    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+    out["typical"] = regression_typical(x, y, epochs, cfg.folds, cfg.seed)
     for batched in (False, True):
         cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "batched": batched})
         train_data, _ = load_data(cfg)
@@ -129,6 +178,7 @@ def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
         out["batched" if batched else "sequential"] = {
             "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
     out["speedup"] = out["sequential"]["seconds"] / out["batched"]["seconds"]
+    out["speedup_vs_typical"] = out["typical"]["seconds"] / out["batched"]["seconds"]
     return out
 
 
@@ -188,10 +238,16 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{fmt(r['time_to_94']):>7}{seeds}")
     reg = result.get("regression")
     if reg:
-        lines.append(f"\nregression 5-fold x {reg['epochs']} epochs (seed preset): sequential "
-                     f"{reg['sequential']['seconds']:.2f} s, batched {reg['batched']['seconds']:.2f} s "
-                     f"-> {reg['speedup']:.1f}x (val MSE {reg['sequential']['val_mse']:.4f} vs "
+        lines.append(f"\nregression 5-fold x {reg['epochs']} epochs (seed preset): typical loop "
+                     f"{reg['typical']['seconds']:.2f} s ({reg['typical']['threads']} threads), nndl one by one "
+                     f"{reg['sequential']['seconds']:.2f} s, nndl batched {reg['batched']['seconds']:.2f} s "
+                     f"-> {reg['speedup_vs_typical']:.1f}x vs typical, {reg['speedup']:.1f}x vs one by one "
+                     f"(val MSE {reg['typical']['val_mse']:.4f} / {reg['sequential']['val_mse']:.4f} / "
                      f"{reg['batched']['val_mse']:.4f})")
+        if reg.get("auto"):
+            auto = reg["auto"]
+            lines.append(f"regression --preset auto: {auto['candidates']} candidates x 5 {auto['splitter']} folds + "
+                         f"{auto['members']}-member ensemble in {auto['seconds']:.2f} s")
     search = result.get("regression_search")
     if search:
         lines.append(f"regression search, {search['trials']} trials x 5 folds x {search['epochs']} epochs: one model "
@@ -262,6 +318,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         echo(f"  {preset}: {result['classification'][-1]['final_test_acc']:.4f}")
     if regression_epochs:
         result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
+        if regression_epochs >= 600:  # the auto preset's own budget; tiny smoke runs skip it
+            result["regression"]["auto"] = regression_auto(dev)
         if search_trials:
             result["regression_search"] = regression_search(dev, search_trials, regression_epochs)
     table = format_table(result)

@@ -1,6 +1,7 @@
 """The classification task end to end: Fashion-MNIST -> split -> train -> test once -> run folder."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from .errors import NndlError
 from .models import build_classifier
 from .runs import (environment, new_run_dir, read_json, save_model, write_history_csv,
                    write_json)
-from .training import evaluate, pick_device
+from .training import evaluate, load_checkpoint, pick_device
 from .training import train as fit
 
 
@@ -25,10 +26,12 @@ def prepare_data(cfg, data: FashionData | None = None, device: torch.device | st
     """
     data = data or load_fashion(cfg.data or None, verify=cfg.verify)
     images, labels = data.train_images, data.train_labels
+    _check_subset_sizes(cfg, len(labels), len(data.test_labels))
     if cfg.subset and cfg.subset < len(labels):
         _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
         images, labels = images[keep], labels[keep]
     train_idx, val_idx = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
+    _check_split(cfg, labels, train_idx, val_idx, int(data.train_labels.max()) + 1)
     x_test, y_test = data.test_images, data.test_labels
     if cfg.test_subset and cfg.test_subset < len(y_test):
         x_test, y_test = x_test[: cfg.test_subset], y_test[: cfg.test_subset]
@@ -36,6 +39,27 @@ def prepare_data(cfg, data: FashionData | None = None, device: torch.device | st
     return {"x_train": move(images[train_idx]), "y_train": move(labels[train_idx].long()),
             "x_val": move(images[val_idx]), "y_val": move(labels[val_idx].long()),
             "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source}
+
+
+def _check_subset_sizes(cfg, n_train: int, n_test: int) -> None:
+    """``subset``/``test_subset`` larger than the data would silently mean "all": say so instead."""
+    for key, n, what in (("subset", n_train, "training"), ("test_subset", n_test, "test")):
+        if getattr(cfg, key) > n:
+            raise NndlError(f"config key '{key}' = {getattr(cfg, key)}: the {what} set has only {n} images; "
+                            f"use at most {n}, or 0 for all")
+
+
+def _check_split(cfg, labels: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor, n_classes: int) -> None:
+    """Every class needs training images, and a validation split that was asked for must not be empty."""
+    present = set(labels[train_idx].tolist())
+    missing = [c for c in range(n_classes) if c not in present]
+    if missing:
+        raise NndlError(f"config key 'subset' = {cfg.subset}: leaves {len(missing)} of {n_classes} classes without "
+                        f"training images (with val_fraction = {cfg.val_fraction}); use subset >= "
+                        f"{math.ceil(n_classes / (1 - cfg.val_fraction)) * 2} or 0 for all")
+    if cfg.val_fraction > 0 and len(val_idx) == 0:
+        raise NndlError(f"config key 'subset' = {cfg.subset}: val_fraction = {cfg.val_fraction} of so few images "
+                        "per class rounds to an empty validation split; use a larger subset or val_fraction=0")
 
 
 def _channels_last(cfg, device: torch.device) -> bool:
@@ -58,7 +82,7 @@ def classifier_on(cfg, device: torch.device) -> torch.nn.Module:
 def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
              out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
              figures: bool = True, tensorboard: bool = False, data: FashionData | None = None,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
     """Train a Fashion-MNIST classifier, evaluate it once on the test set and write a run folder.
 
     Parameters
@@ -79,14 +103,25 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         Already loaded data (skips finding and reading the files).
 
     tensorboard : bool
-        Also log scalars, weight histograms and figures to ``RUN/tensorboard``.
+        Log scalars and weight histograms to ``RUN/tensorboard`` live, epoch by epoch, and the
+        figures at the end (the :class:`nndl.callbacks.TensorBoard` callback).
+    callbacks : list, optional
+        :mod:`nndl.callbacks` called on the training events (e.g. ``EarlyStopping``, ``CSVLogger``).
+    verbose : bool, optional
+        Print the resolved config and the metrics table (default: yes, except inside Jupyter).
 
     Returns
     -------
-    dict
-        The metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``,
-        ``test_loss``, ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
+    nndl.results.Run
+        The run (``.metrics``, ``.config``, ``.history``, ``.figure(name)``); as a mapping it is
+        the metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``, ``test_loss``,
+        ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
     """
+    from .callbacks import RunInfo, for_run
+    from .results import finish, is_verbose
+
+    cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
+    verbose = is_verbose(verbose)
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
@@ -94,7 +129,19 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                             "interrupted classify run")
         if overrides or seed is not None:
             raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
+        try:  # metrics.json is written once, after the test evaluation: its presence marks a finished run
+            done = read_json(run_dir / "metrics.json")
+        except (OSError, ValueError):
+            done = None
+        if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
+            acc = done.get("test_accuracy")
+            n = done.get("epochs", "?")
+            echo(f"{run_dir}: this run is already complete ({n} epoch{'' if n == 1 else 's'}"
+                 + (f", test accuracy {100 * acc:.2f}%" if isinstance(acc, float) else "")
+                 + "); nothing to resume and nothing changed. Train longer in a new run (--out NEW --set epochs=N).")
+            return {**done, "run_dir": str(run_dir)}
         cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
+        load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)
     if cfg.threads:
@@ -102,18 +149,20 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     device = pick_device(cfg.device)
     tensors = prepare_data(cfg, data, device)  # input problems surface before anything is written
     if not resume:
-        run_dir = new_run_dir(out, "classify", overwrite)
+        run_dir = new_run_dir(out, "classify", overwrite, inputs=[cfg.data])
         write_json(run_dir / "config.json", config_mod.to_dict(cfg))
     echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({len(tensors['y_train'])} train / "
-         f"{len(tensors['y_val'])} validation / {len(tensors['y_test'])} test images)\n"
-         f"resolved config:\n{config_mod.format_config(cfg)}")
+         f"{len(tensors['y_val'])} validation / {len(tensors['y_test'])} test images)"
+         + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
+    cbs.run_begin(RunInfo(run_dir, "classify", config_mod.to_dict(cfg)))
 
     torch.manual_seed(cfg.seed)
     model = classifier_on(cfg, device)
     transform = transform_for(cfg, device)
     result = fit(model, tensors["x_train"], tensors["y_train"], cfg, task="classification",
                  x_val=tensors["x_val"], y_val=tensors["y_val"], transform=transform,
-                 checkpoint_path=run_dir / "checkpoint.pt", resume=bool(resume), progress=progress, echo=echo)
+                 checkpoint_path=run_dir / "checkpoint.pt", resume=bool(resume), progress=progress, echo=echo,
+                 callbacks=cbs)
 
     test = evaluate(model, tensors["x_test"], tensors["y_test"], "classification", batch_size=cfg.eval_batch_size,
                     transform=transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
@@ -142,9 +191,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                                      y_test.cpu(), probs, result.history, list(CLASS_NAMES), run_dir / "figures")
     if result.diverged:
         echo(f"WARNING: {result.stop_reason}")
-    from .report import finish_run
-
-    return finish_run(run_dir, metrics, tensorboard, echo)
+    return finish(run_dir, "classify", metrics, cbs, echo, verbose)
 
 
 def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int = 3, progress: bool = False,

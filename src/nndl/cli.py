@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from .errors import NndlError
+from .errors import NndlError, TrainingInterrupted
+from .masking import mask_secrets
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
@@ -74,8 +76,23 @@ def cmd_tune(args) -> int:
                    pruner=args.pruner, study=args.study, storage=args.storage or os.environ.get("NNDL_TUNE_STORAGE"),
                    workers=args.workers, out=args.out, preset=args.preset, overrides=args.overrides, seed=args.seed,
                    timeout_per_trial=args.timeout_per_trial, heartbeat=args.heartbeat, worker_only=args.worker_only,
-                   worker_index=args.worker_index, batch_trials=args.batch_trials)
+                   worker_index=args.worker_index, batch_trials=args.batch_trials, allow_changes=args.allow_changes)
     return 0 if summary.get("ok", True) else 3  # 3: most trials failed, or none completed
+
+
+def cmd_presets(args) -> int:
+    from .config import PRESETS, describe_presets
+
+    for task in [args.task] if args.task else list(PRESETS):
+        print(describe_presets(task))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .config import describe_config
+
+    print(describe_config(args.task, args.preset))
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -107,6 +124,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_lr_find(args) -> int:
+    from .lrfinder import lr_find
+
+    overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+    if args.train:
+        overrides.append(f"train_path={args.train}")
+    lr_find(args.task, preset=args.preset, overrides=overrides, seed=args.seed, lr_min=args.lr_min,
+            lr_max=args.lr_max, fraction=args.fraction, min_steps=args.min_steps, out=args.out,
+            overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -124,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("regress", help="fit an MLP to a CSV of numeric columns with K-fold CV",
                        description="Fit a regression MLP with shuffled K-fold cross-validation, evaluate once on "
                                    "the test set and write a run folder with figures.")
-    p.add_argument("--train", help="training CSV (default: bundled data/regression/train.csv)")
-    p.add_argument("--test", help="test CSV (default: bundled data/regression/test.csv; '' for none)")
+    p.add_argument("--train", help="training CSV (default: the data set bundled with nndl)")
+    p.add_argument("--test", help="test CSV (default: the bundled test set; '' for none)")
     p.add_argument("--x-cols", help="input columns by header name, comma-separated (default: all but the last)")
     p.add_argument("--y-col", help="target column by header name (default: the last)")
     _add_run_args(p, "seed")
@@ -148,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "study.json, best_preset.toml, the retrained best run and figures. Exit code 3 "
                                    "when most trials failed or none completed.")
     p.add_argument("task", metavar="TASK", help="regress or classify")
-    p.add_argument("--space", required=True, metavar="SPACE.toml", help="search-space file (see docs/tuning.md)")
+    p.add_argument("--space", metavar="SPACE.toml", help="search-space file (see docs/tuning.md); regress "
+                   "defaults to the built-in nndl/spaces/regress_default.toml")
     p.add_argument("--sampler", help="grid, random or tpe (default: grid for a [grid]-only space, else tpe)")
     p.add_argument("--trials", type=int, help="total trials of the study, over all workers and reruns "
                                               "(default: the grid size, or 20)")
@@ -171,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RDB storage: heartbeat interval; a worker silent for 3 intervals loses its trial")
     p.add_argument("--worker-only", action="store_true",
                    help="only run trials, write no outputs (extra workers, e.g. on other machines)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="resume a study in --out although its space, preset, --set, --seed or --folds changed "
+                        "(its earlier trials were scored with the old settings)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tune)
 
@@ -193,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--out", help="run folder (default runs/bench-<timestamp>)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("presets", help="list the named presets of each task and what they set",
+                       description="List the presets of regress and classify with the config values each sets "
+                                   "on top of the task's defaults.")
+    p.add_argument("task", nargs="?", choices=["regress", "classify"], help="only this task's presets")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("config", help="list a task's config keys with defaults, choices and help",
+                       description="List every config key of a task (what --set KEY=VALUE accepts), with its "
+                                   "type, its value (the defaults, or a preset's) and help.")
+    p.add_argument("task", choices=["regress", "classify"], help="regress or classify")
+    p.add_argument("--preset", help="show the values of this preset (name or file) instead of the defaults")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("data", help="find or download the Fashion-MNIST files")
     p.add_argument("action", choices=["download", "where"], help="download into the cache, or print the source used")
@@ -235,25 +281,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: RUN/model.onnx or RUN/model.torchscript.pt)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("lr-find", help="sweep the learning rate exponentially and suggest one",
+                       description="Train a fresh model of the preset for a fraction of an epoch while the lr grows "
+                                   "geometrically from --lr-min to --lr-max; plot the loss against the lr "
+                                   "(lr_find.png) and print the lr where the loss falls fastest.")
+    p.add_argument("task", choices=["regress", "classify"], help="regress or classify")
+    p.add_argument("--preset", help="preset name or file (default: seed for regress, mlp for classify)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable); lr, epochs and schedule are ignored")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--lr-min", type=float, default=1e-6, help="first lr of the sweep (default 1e-6)")
+    p.add_argument("--lr-max", type=float, default=1.0, help="last lr of the sweep (default 1)")
+    p.add_argument("--fraction", type=float, default=0.5,
+                   help="part of an epoch to sweep over (default 0.5), at least --min-steps batches")
+    p.add_argument("--min-steps", type=int, help="fewest batches in the sweep (default: 300 regress, 100 classify)")
+    p.add_argument("--train", help="regress: training CSV (default: the bundled set)")
+    p.add_argument("--data", help="classify: Fashion-MNIST folder (default: the usual search)")
+    p.add_argument("--out", help="folder for lr_find.png and lr_find.json (default: runs/lr-find-TASK-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to be an existing non-empty folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_lr_find)
+
     return parser
 
 
+def _os_error_line(e: OSError) -> str:
+    """A failed read or write (missing, read-only, disk full, file too large) as one line naming the file."""
+    where = f"{e.filename}: " if e.filename else ""
+    hint = {28: "; free some disk space", 27: "; the file-size limit (ulimit -f) was reached",
+            13: "; choose a folder you can write to", 30: "; choose a folder you can write to"}.get(e.errno, "")
+    return f"nndl: error: {where}{e.strerror or e}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``nndl`` command; return its exit code (2: the user's input or environment, 130: Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training import TrainingInterrupted
-
-    try:
-        return args.func(args) or 0
-    except NndlError as e:
-        print(f"nndl: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as e:
-        print(f"nndl: {e}; continue with --resume", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("nndl: interrupted", file=sys.stderr)
-        return 130
+    # Library warnings (numpy, torch, PIL) are held back and printed as one line each after a
+    # successful command; before a one-line error they would only be noise.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            code = args.func(args) or 0
+        except NndlError as e:
+            print(mask_secrets(f"nndl: error: {e}"), file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # `nndl config regress | head`: the reader left; nothing to report
+            sys.stdout = None
+            return 1
+        except OSError as e:
+            print(mask_secrets(_os_error_line(e)), file=sys.stderr)
+            return 2
+        except TrainingInterrupted as e:
+            print(f"nndl: {e}; continue with --resume", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print("nndl: interrupted", file=sys.stderr)
+            return 130
+    for line in dict.fromkeys(f"nndl: warning: {w.category.__name__}: {w.message}" for w in caught):
+        print(mask_secrets(line), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -27,48 +29,71 @@ def _choice(default, choices, help=""):
     return field(default=default, metadata={"choices": tuple(choices), "help": help})
 
 
+def _doc(default, help):
+    return field(default=default, metadata={"help": help})
+
+
 def _list(default, help=""):
     return field(default_factory=lambda: list(default), metadata={"help": help})
 
 
+class _Checked:
+    """Every config is type-checked and validated when it is built, in Python as from the CLI:
+    ``RegressConfig(epochs=-1)`` is the same one-line error as ``--set epochs=-1``."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, coerce(type(self), f.name, getattr(self, f.name)))
+        validate(self)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     """Training fields shared by every task (optimiser, schedule, stopping)."""
 
     optimizer: str = _choice("adam", ["adam", "adamw", "sgd"], "sgd uses `momentum`/`nesterov`")
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0  # L2 penalty: coupled for adam/sgd, decoupled for adamw
-    l1: float = 0.0  # L1 penalty on weight matrices (not biases)
-    epochs: int = 10
-    batch_size: int = 256
+    lr: float = _doc(1e-3, "learning rate (the peak of a schedule)")
+    momentum: float = _doc(0.9, "SGD momentum (optimizer=sgd only)")
+    nesterov: bool = _doc(False, "Nesterov momentum (optimizer=sgd only)")
+    weight_decay: float = _doc(0.0, "L2 penalty: coupled for adam/sgd, decoupled for adamw")
+    l1: float = _doc(0.0, "L1 penalty on weight matrices (not biases)")
+    epochs: int = _doc(10, "passes over the training data")
+    batch_size: int = _doc(256, "examples per optimiser step")
     schedule: str = _choice("constant", ["constant", "cosine", "onecycle", "linear"])
-    warmup_epochs: float = 0.0  # linear warm-up, in (fractional) epochs
-    min_lr_factor: float = 0.0  # lr at the end of a decaying schedule, as a fraction of lr
-    patience: int = 0  # early stopping on the validation metric; 0 disables it
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    time_limit: float = 0.0  # seconds of training after which a run stops (reason "time limit"); 0 = none
+    warmup_epochs: float = _doc(0.0, "linear warm-up, in (fractional) epochs")
+    min_lr_factor: float = _doc(0.0, "lr at the end of a decaying schedule, as a fraction of lr")
+    patience: int = _doc(0, "early stopping on the validation metric; 0 disables it")
+    seed: int = _doc(0, "seeds weights, batches, splits and augmentation")
+    device: str = _doc("auto", "auto | cpu | cuda | cuda:N | mps")
+    time_limit: float = _doc(0.0, "seconds of training after which a run stops (reason \"time limit\"); 0 = none")
 
 
 @dataclass
 class RegressConfig(TrainConfig):
     """Regression of a target column on numeric input columns with K-fold CV."""
 
-    train_path: str = "data/regression/train.csv"
-    test_path: str = "data/regression/test.csv"
+    # "bundled:NAME" is a file shipped inside nndl (found wherever nndl is installed); test_path "" = no test set
+    train_path: str = "bundled:regression_train.csv"
+    test_path: str = "bundled:regression_test.csv"
     x_cols: list[str] = _list([], "input columns by name (default: all but the last)")
-    y_col: str = ""  # target column by name (default: the last)
-    hidden: list[int] = _list([128, 256])
+    y_col: str = _doc("", "target column by name (default: the last)")
+    hidden: list[int] = _list([128, 256], "hidden layer widths, any depth")
     activation: str = _choice("sigmoid", ["sigmoid", "tanh", "relu", "gelu"])
     init: str = _choice("default", ["default", "xavier", "kaiming"])
-    dropout: float = 0.0
-    folds: int = 5
+    dropout: float = _doc(0.0, "dropout after each hidden layer")
+    folds: int = _doc(5, "K of the K-fold cross-validation")
     final: str = _choice("refit", ["refit", "ensemble"], "refit on all data, or average the fold models")
-    batched: bool = True  # train the K fold models as one stacked model (same maths, fewer kernel launches)
-    standardize: bool = False  # scale inputs/targets with training-set mean/std
+    batched: bool = _doc(True, "train the K fold models as one stacked model (same maths, fewer kernel launches)")
+    standardize: bool = _doc(False, "scale inputs/targets with training-set mean/std")
     probe_inputs: list[float] = _list([-4.0, -2.0, 0.1, 2.5, 4.0], "inputs for activation profiles")
+    splitter: str = _choice("kfold", ["kfold", "blocked", "cluster"],
+                            "CV folds: shuffled, contiguous blocks of sorted x (first column), or leave one "
+                            "cluster out (clusters split at gaps in x, or given by group_col)")
+    group_col: str = _doc("", "column of group labels for splitter=cluster (not an input); empty = find clusters in x")
+    search: str = _choice("none", ["none", "auto"], "auto: built-in search scored by the splitter's CV, "
+                                                     "then an ensemble of the best configs (preset auto)")
+    ensemble_top: int = _doc(4, "search=auto: configs in the final ensemble (each with its fold models)")
+    threads: int = _doc(0, "torch intra-op threads while training; 0 = 1 for tiny nets, else torch's default")
     lr: float = 0.02
     weight_decay: float = 1e-5
     epochs: int = 600
@@ -79,26 +104,26 @@ class RegressConfig(TrainConfig):
 class ClassifyConfig(TrainConfig):
     """Fashion-MNIST classification."""
 
-    model: str = _choice("mlp", ["mlp", "cnn", "resnet", "fast"])
-    data: str = ""  # dataset folder; empty = search $NNDL_DATA, the Debian package, the cache
-    verify: bool = True  # check the official files' SHA-256
-    subset: int = 0  # use only the first N training images (stratified); 0 = all
-    test_subset: int = 0  # evaluate on the first N test images; 0 = all
-    val_fraction: float = 0.1
-    hidden: list[int] = _list([256, 128, 64])
+    model: str = _choice("mlp", ["mlp", "cnn", "resnet", "fast"], "network architecture")
+    data: str = _doc("", "dataset folder; empty = search $NNDL_DATA, the Debian package, the cache")
+    verify: bool = _doc(True, "check the official files' SHA-256")
+    subset: int = _doc(0, "use only the first N training images (stratified); 0 = all")
+    test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
+    val_fraction: float = _doc(0.1, "stratified share of the training images held out for validation")
+    hidden: list[int] = _list([256, 128, 64], "MLP hidden layer widths")
     dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer")
     channels: list[int] = _list([16, 32, 64], "conv widths")
     activation: str = _choice("relu", ["sigmoid", "tanh", "relu", "gelu"])
     init: str = _choice("default", ["default", "xavier", "kaiming"])
-    label_smoothing: float = 0.0
-    flip: bool = False  # random horizontal flip
-    translate: int = 0  # random translation of up to N pixels (pad + crop)
-    erase: float = 0.0  # probability of random erasing per image
-    tta_flip: bool = False  # average logits of the image and its mirror at evaluation
-    eval_batch_size: int = 2048
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    compile: bool = False  # torch.compile the model (start-up cost reported separately)
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    label_smoothing: float = _doc(0.0, "cross-entropy label smoothing")
+    flip: bool = _doc(False, "random horizontal flip")
+    translate: int = _doc(0, "random translation of up to N pixels (pad + crop)")
+    erase: float = _doc(0.0, "probability of random erasing per image")
+    tta_flip: bool = _doc(False, "average logits of the image and its mirror at evaluation")
+    eval_batch_size: int = _doc(2048, "images per batch at evaluation")
+    amp: bool = _doc(True, "bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = _doc(False, "torch.compile the model (start-up cost reported separately)")
+    threads: int = _doc(0, "torch intra-op threads on CPU; 0 = torch's default")
     lr: float = 1e-3
     epochs: int = 20
     batch_size: int = 256
@@ -115,6 +140,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # top five by validation MSE are within noise of each other; this one has the smallest
         # fold-to-fold spread. GELU + standardised inputs/targets + stronger L2 fill the gaps smoothly.
         "smooth": {"activation": "gelu", "lr": 0.005, "weight_decay": 1e-3, "standardize": True},
+        # A built-in search (nndl.regression.AUTO_SPACE: smooth activations x widths/depths x L2 x lr, on
+        # standardised x/y) scored by blocked CV, whose held-out blocks are gaps in miniature; the final
+        # model is the ensemble of the best configs' fold models, with a calibrated 90% interval.
+        # Chosen by bench/regression_suite.py (generated gap problems), not on one test set.
+        "auto": {"search": "auto", "splitter": "blocked", "final": "ensemble", "standardize": True},
     },
     "classify": {
         "mlp": {"model": "mlp", "epochs": 20},
@@ -187,13 +217,42 @@ def coerce(cls, key: str, value: Any) -> Any:
     return [_coerce_scalar(item, v, key) for v in value]
 
 
+def check_device(name: str) -> None:
+    """Reject a ``device`` this machine does not have (torch is imported only for a GPU name)."""
+    if name in ("auto", "cpu"):
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?|mps", name)
+    if not match:
+        raise NndlError(f"config key 'device' = {name!r}: choose auto, cpu, cuda, cuda:N or mps")
+    import torch
+
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise NndlError("config key 'device' = 'mps': this machine has no Apple GPU; use auto or cpu")
+        return
+    if not torch.cuda.is_available():
+        raise NndlError(f"config key 'device' = {name!r}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                        "use auto or cpu")
+    index, count = int(match.group(1) or 0), torch.cuda.device_count()
+    if index >= count:
+        raise NndlError(f"config key 'device' = {name!r}: this machine has {count} CUDA device(s), "
+                        f"cuda:0..cuda:{count - 1}; use one of those, or auto")
+
+
 def validate(cfg) -> None:
     """Check choices and ranges; raise NndlError naming the field and the fix."""
     for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
         choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
-            raise NndlError(f"config key '{f.name}' = {getattr(cfg, f.name)!r}: choose one of {', '.join(choices)}")
+        if choices and value not in choices:
+            raise NndlError(f"config key '{f.name}' = {value!r}: choose one of {', '.join(choices)}")
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise NndlError(f"config key '{f.name}' = {value!r}: must be a finite number")
     checks = [("lr", cfg.lr > 0, "must be > 0"), ("epochs", cfg.epochs >= 1, "must be >= 1"),
+              ("momentum", 0 <= cfg.momentum < 1, "must be in [0, 1)"),
+              ("time_limit", cfg.time_limit >= 0, "must be >= 0 seconds (0 = no limit)"),
+              ("threads", getattr(cfg, "threads", 0) >= 0, "must be >= 0 (0 = the default)"),
               ("batch_size", cfg.batch_size >= 1, "must be >= 1"),
               ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"), ("l1", cfg.l1 >= 0, "must be >= 0"),
               ("patience", cfg.patience >= 0, "must be >= 0"),
@@ -208,11 +267,15 @@ def validate(cfg) -> None:
                    ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
                    ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"),
                    ("translate", 0 <= cfg.translate <= 8, "must be in 0..8"),
-                   ("subset", cfg.subset >= 0, "must be >= 0"),
+                   ("subset", cfg.subset >= 0, "must be >= 0 (0 = all images)"),
+                   ("test_subset", cfg.test_subset >= 0, "must be >= 0 (0 = all test images)"),
+                   ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
+                   ("hidden", bool(cfg.hidden) and all(h >= 1 for h in cfg.hidden), "needs sizes >= 1"),
                    ("channels", len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels), "needs three widths >= 1")]
     for key, ok, why in checks:
         if not ok:
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r}: {why}")
+    check_device(cfg.device)
 
 
 def read_preset_file(path: str | Path) -> dict[str, Any]:
@@ -299,3 +362,33 @@ def format_config(cfg) -> str:
     d = to_dict(cfg)
     width = max(map(len, d))
     return "\n".join(f"  {k:<{width}} = {v}" for k, v in d.items())
+
+
+def describe_presets(task: str) -> str:
+    """The named presets of ``task``, one line each with the values it sets over the defaults."""
+    lines = [f"{task} presets (nndl {task} --preset NAME; files: --preset my.toml):"]
+    for name, values in PRESETS[task].items():
+        shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in values.items())
+        lines.append(f"  {name:<8} {shown or '(the defaults)'}")
+    return "\n".join(lines)
+
+
+def describe_config(task: str, preset: str | None = None) -> str:
+    """Every config key of ``task`` with its type, value (defaults, or ``preset``'s), choices and help."""
+    cfg = resolve(task, preset)
+    types = _field_types(TASK_CONFIGS[task])
+    rows = []
+    for f in dataclasses.fields(cfg):
+        kind = types[f.name]
+        kind_name = (f"list[{typing.get_args(kind)[0].__name__}]" if typing.get_origin(kind) is list
+                     else kind.__name__)
+        value = getattr(cfg, f.name)
+        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        choices = f.metadata.get("choices")
+        notes = [f"one of {'|'.join(choices)}"] if choices else []
+        notes += [f.metadata["help"]] if f.metadata.get("help") else []
+        rows.append((f.name, kind_name, shown or '""', "; ".join(notes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    title = f"{task} config ({'preset ' + preset if preset else 'defaults'}); set with --set KEY=VALUE"
+    return "\n".join([title] + [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip()
+                                for a, b, c, d in rows])

@@ -1,6 +1,8 @@
-"""K-fold cross-validation: shuffled splits, and K fold models trained one by one or stacked."""
+"""Cross-validation: splitters (shuffled, blocked, leave-one-cluster-out), and the fold models trained
+one by one or stacked, under a thread policy sized to the work."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -21,14 +23,137 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[torch.Tensor, tor
     Shuffling matters: on data sorted by x an unshuffled split validates by
     extrapolation. Fold sizes differ by at most one.
     """
-    if k < 2:
-        raise NndlError(f"folds = {k}: cross-validation needs at least 2 folds")
-    if n < k:
-        raise NndlError(f"only {n} rows for {k} folds: use fewer folds (--set folds=N) or more data")
+    _check_sizes(n, k)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     chunks = torch.tensor_split(perm, k)
     return [(torch.cat([c for j, c in enumerate(chunks) if j != i]).sort().values, chunks[i].sort().values)
             for i in range(k)]
+
+
+def _sorted_order(x: torch.Tensor) -> torch.Tensor:
+    """Row order along the first input column (stable, so ties keep file order)."""
+    return torch.sort(x.reshape(len(x), -1)[:, 0].detach().cpu(), stable=True).indices
+
+
+def _from_val_sets(n: int, val_sets: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    everything = torch.arange(n)
+    out = []
+    for va in val_sets:
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[va] = False
+        out.append((everything[keep], va.sort().values))
+    return out
+
+
+def blocked_indices(x: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Blocked K-fold: each validation fold is a contiguous block of rows along the sorted input.
+
+    For 1-D ``x`` the blocks are intervals of x, so a fold model must fill a hole in the
+    data the way the final model must fill a gap (the first and last blocks test
+    extrapolation). For several input columns the rows are sorted by the **first column**
+    only. Fold sizes differ by at most one.
+    """
+    n = len(x)
+    _check_sizes(n, k)
+    return _from_val_sets(n, list(torch.tensor_split(_sorted_order(x), k)))
+
+
+def find_clusters(x: torch.Tensor, groups=None, k: int = 5, factor: float = 6.0) -> torch.Tensor:
+    """A cluster label (0, 1, ...) per row.
+
+    With ``groups`` (one value per row, e.g. a group column) each distinct value is a
+    cluster. Otherwise rows are sorted by the first input column and cut at every gap
+    wider than ``factor`` times the median spacing and 5% of the range (the same rule
+    the fit figure uses to shade gaps); when no such gap exists, at the ``k - 1``
+    widest gaps, so there are always at least two clusters for ``n >= 2``.
+    """
+    n = len(x)
+    if groups is not None:
+        values = torch.as_tensor(groups).reshape(-1)
+        if len(values) != n:
+            raise NndlError(f"group column has {len(values)} values for {n} rows; give one group per row")
+        return torch.unique(values, return_inverse=True)[1]
+    order = _sorted_order(x)
+    xs = x.reshape(n, -1)[:, 0].detach().cpu().double()[order]
+    spacing = xs.diff()
+    if len(spacing) == 0:
+        return torch.zeros(n, dtype=torch.long)
+    threshold = max(factor * spacing.median().item(), 0.05 * (xs[-1] - xs[0]).item())
+    cuts = torch.nonzero(spacing > threshold).flatten() if threshold > 0 else torch.empty(0, dtype=torch.long)
+    if len(cuts) == 0:
+        cuts = torch.topk(spacing, min(max(1, k - 1), len(spacing))).indices.sort().values
+    step = torch.zeros(n, dtype=torch.long)
+    step[cuts + 1] = 1
+    labels = torch.empty(n, dtype=torch.long)
+    labels[order] = step.cumsum(0)
+    return labels
+
+
+def cluster_indices(x: torch.Tensor, groups=None, k: int = 5) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Leave-one-cluster-out: one fold per cluster of :func:`find_clusters` (``k`` only matters
+    when no clear gap exists). The number of folds is the number of clusters."""
+    labels = find_clusters(x, groups, k)
+    n_clusters = int(labels.max()) + 1
+    if n_clusters < 2:
+        raise NndlError("splitter = cluster found only one cluster (one group value); give a group column with "
+                        "at least two values, or use --set splitter=blocked")
+    return _from_val_sets(len(x), [torch.nonzero(labels == c).flatten() for c in range(n_clusters)])
+
+
+SPLITTERS = ("kfold", "blocked", "cluster")
+
+
+def make_splits(x: torch.Tensor, cfg, groups=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The folds ``cfg.splitter`` asks for: ``kfold`` (shuffled, seeded by ``cfg.seed``),
+    ``blocked`` (contiguous blocks of sorted x) or ``cluster`` (leave one cluster out)."""
+    kind = getattr(cfg, "splitter", "kfold")
+    if kind == "kfold":
+        return kfold_indices(len(x), cfg.folds, cfg.seed)
+    if kind == "blocked":
+        return blocked_indices(x, cfg.folds)
+    if kind == "cluster":
+        return cluster_indices(x, groups, cfg.folds)
+    raise NndlError(f"splitter = {kind!r}: choose one of {', '.join(SPLITTERS)}")
+
+
+def _check_sizes(n: int, k: int) -> None:
+    if k < 2:
+        raise NndlError(f"folds = {k}: cross-validation needs at least 2 folds")
+    if n < k:
+        raise NndlError(f"only {n} rows for {k} folds: use fewer folds (--set folds=N) or more data")
+
+
+# Below this many multiply-adds per optimiser step (models x rows x weights) a second OpenMP
+# thread costs more in wake-ups than it saves, and on a busy machine it is ruinous: the seed
+# preset's 5-fold CV took 4.0 s on 1 thread and 44 s on 2 with one other busy process on the
+# 2 cores (measured back to back, see README "Speed").
+ONE_THREAD_BELOW = 2e8
+
+
+def step_work(n_models: int, rows: int, model: nn.Module) -> float:
+    """Multiply-adds of one forward pass of ``n_models`` copies of ``model`` over ``rows`` rows."""
+    weights = sum(p.numel() for p in model.parameters() if p.dim() > 1)
+    return float(n_models) * rows * weights
+
+
+@contextlib.contextmanager
+def thread_policy(work: float, threads: int = 0):
+    """Run a block with a torch intra-op thread count chosen for ``work`` (see :func:`step_work`).
+
+    ``threads > 0`` is used as given; ``0`` means one thread for tiny work (below
+    :data:`ONE_THREAD_BELOW`) and the caller's count otherwise. The caller's count is
+    restored on exit, so a library call never leaks a thread setting into the user's
+    process.
+    """
+    before = torch.get_num_threads()
+    want = threads if threads > 0 else (1 if work < ONE_THREAD_BELOW else before)
+    if want != before:
+        torch.set_num_threads(want)
+    try:
+        yield want
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -37,11 +162,12 @@ class FoldResult:
     result: TrainResult
     train_mse: float
     val_mse: float
+    val_idx: torch.Tensor | None = None  # the held-out rows (for out-of-fold predictions)
 
 
 def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, batched: bool = False,
-                   progress: bool = True) -> list[FoldResult]:
-    """Train one model per fold of a shuffled K-fold split and score it on the held-out fold.
+                   progress: bool = True, groups=None, callbacks=None) -> list[FoldResult]:
+    """Train one model per fold of the split ``cfg.splitter`` names and score it on the held-out fold.
 
     Parameters
     ----------
@@ -50,29 +176,48 @@ def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, batched
     x, y : Tensor
         Training inputs and regression targets on the training device.
     cfg : RegressConfig
-        ``folds`` and ``seed`` pick the split; the rest configures :func:`~nndl.train.train`.
+        ``splitter``, ``folds`` and ``seed`` pick the split (:func:`make_splits`); the rest
+        configures :func:`~nndl.train.train`.
     batched : bool
         Train all folds as one :class:`~nndl.models.StackedMLP` (requires MLP models).
         Full-batch training then matches the one-by-one path up to float rounding.
+    groups : array-like, optional
+        One group value per row, for ``splitter = "cluster"``.
+    callbacks : list, optional
+        :mod:`nndl.callbacks` called on each fold model's training events (``state.fold`` = 1..K).
 
     Returns
     -------
-    list of FoldResult, one per fold, each model with its best weights restored.
+    list of FoldResult, one per fold (``len`` is the number of clusters for the cluster
+    splitter), each model with its best weights restored.
     """
     if batched:
-        return cross_validate_many([make_model], x, y, [cfg], progress=progress)[0]
-    splits = kfold_indices(len(x), cfg.folds, cfg.seed)
-    models = [make_model(i) for i in range(cfg.folds)]
-    results = [train(model, x[tr], y[tr], cfg, task="regression", x_val=x[va], y_val=y[va], progress=progress,
-                     desc=f"fold {i + 1}/{cfg.folds}") for i, (model, (tr, va)) in enumerate(zip(models, splits))]
-    return _scored(models, results, splits, x, y)
+        return cross_validate_many([make_model], x, y, [cfg], progress=progress, groups=groups,
+                                   callbacks=callbacks)[0]
+    splits = make_splits(x, cfg, groups)
+    models = [make_model(i) for i in range(len(splits))]
+    with thread_policy(step_work(1, len(x), models[0]), getattr(cfg, "threads", 0)):
+        results = [train(model, x[tr], y[tr], cfg, task="regression", x_val=x[va], y_val=y[va], progress=progress,
+                         desc=f"fold {i + 1}/{len(splits)}", callbacks=callbacks, fold=i + 1)
+                   for i, (model, (tr, va)) in enumerate(zip(models, splits))]
+        return _scored(models, results, splits, x, y)
 
 
 def _scored(models, results, splits, x, y) -> list[FoldResult]:
     """Each trained fold model with its final train and held-out MSE."""
     return [FoldResult(model, res, evaluate(model, x[tr], y[tr], "regression")["loss"],
-                       evaluate(model, x[va], y[va], "regression")["loss"])
+                       evaluate(model, x[va], y[va], "regression")["loss"], va)
             for model, res, (tr, va) in zip(models, results, splits)]
+
+
+@torch.no_grad()
+def out_of_fold(folds: list[FoldResult], x: torch.Tensor) -> torch.Tensor:
+    """Each row's prediction by the fold model that did not train on it (NaN for rows no fold held out)."""
+    pred = torch.full((len(x),), float("nan"), device=x.device)
+    for f in folds:
+        f.model.eval()
+        pred[f.val_idx] = f.model(x[f.val_idx]).reshape(-1).float()
+    return pred
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -154,7 +299,7 @@ class PerModelOptimizer:
 
 
 def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfgs: list, *,
-                        progress: bool = False) -> list[list[FoldResult]]:
+                        progress: bool = False, groups=None, callbacks=None) -> list[list[FoldResult]]:
     """Cross-validate several configs at once: all their fold models train as one stack.
 
     Parameters
@@ -167,6 +312,8 @@ def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfg
         Configs with one :func:`stack_key`: they share the network, the data, the batch
         size, the optimiser and the seed, and may differ in ``PER_MODEL_FIELDS`` (lr,
         weight decay, L1, epochs, schedule, patience) -- e.g. the trials of a search.
+    groups : array-like, optional
+        One group value per row, for ``splitter = "cluster"``.
 
     Returns
     -------
@@ -175,17 +322,19 @@ def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfg
     """
     if len({stack_key(c) for c in cfgs}) > 1:
         raise NndlError("configs trained as one stack must differ only in " + ", ".join(sorted(PER_MODEL_FIELDS)))
-    splits = kfold_indices(len(x), cfgs[0].folds, cfgs[0].seed)
+    splits = make_splits(x, cfgs[0], groups)
     k = len(splits)
     models = [make(i) for make in make_models for i in range(k)]
-    results = train_stacked(models, x, y, splits * len(cfgs), [c for c in cfgs for _ in range(k)],
-                            progress=progress)
-    folds = _scored(models, results, splits * len(cfgs), x, y)
+    with thread_policy(step_work(len(models), len(x), models[0]), getattr(cfgs[0], "threads", 0)):
+        results = train_stacked(models, x, y, splits * len(cfgs), [c for c in cfgs for _ in range(k)],
+                                progress=progress, callbacks=callbacks)
+        folds = _scored(models, results, splits * len(cfgs), x, y)
     return [folds[i * k:(i + 1) * k] for i in range(len(cfgs))]
 
 
 def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
-                  splits: list[tuple[torch.Tensor, torch.Tensor]], cfg, progress: bool = True) -> list[TrainResult]:
+                  splits: list[tuple[torch.Tensor, torch.Tensor]], cfg, progress: bool = True,
+                  callbacks=None) -> list[TrainResult]:
     """Train same-shaped regression MLPs at once; copy the trained weights back into ``models``.
 
     Model k gets its own split's rows, batch by batch, in the order the one-by-one
@@ -243,9 +392,17 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     t_start = time.perf_counter()
     max_epochs = max(c.epochs for c in cfgs)
     bar = tqdm(total=max_epochs, desc=f"{k} models (batched)", leave=False, disable=not progress, dynamic_ncols=True)
+    events = None
+    if callbacks:  # each model gets its own training events (nndl.callbacks.StackEvents)
+        from .callbacks import StackEvents
+
+        events = StackEvents(callbacks, stack, cfgs, results)
+        events.train_begin()
     for epoch in range(max_epochs):
         t0 = time.perf_counter()
         torch._foreach_copy_(last_finite, [p.detach() for p in params])
+        if events is not None:
+            events.epoch_begin(epoch, alive_list)
         if dropout:
             stack.train()
         perm = torch.randperm(n, device=dev, generator=generator)
@@ -285,6 +442,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                    "seconds": seconds}
             res.history.append(row)
             res.train_seconds += seconds
+            stop = events.epoch_end(i, row) if events is not None else None  # a callback's stop request
             if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
                 alive_list[i] = False
                 res.diverged = True
@@ -303,6 +461,10 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                     res.stop_reason = f"early stop: no improvement for {cfgs[i].patience} epochs"
             if epoch + 1 == cfgs[i].epochs:
                 alive_list[i] = False  # done: "completed" unless stopped above
+            if stop and alive_list[i]:
+                alive_list[i], res.stop_reason = False, stop
+                if not tracked[i]:  # Adam's momentum would move a stopped model on: keep its weights
+                    frozen[i] = [p[i].detach().clone() for p in params]
         improved = [i for i in improved if tracked[i]]
         if improved:
             sel = torch.zeros(k, dtype=torch.bool)
@@ -314,7 +476,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         alive = torch.tensor(alive_list, device=dev)
         if progress:
             bar.update(1)
-            bar.set_postfix(train=f"{sum(values[0]) / k:.4f}", val=f"{sum(values[1]) / k:.4f}")
+            bar.set_postfix(train=f"{sum(values[0]) / k:.4f}", val=f"{sum(values[1]) / k:.4f}",
+                            refresh=False)  # tqdm redraws every mininterval, not on every short epoch
         if not any(alive_list):
             break
         if base.time_limit and (time.perf_counter() - t_start) > base.time_limit and epoch + 1 < max_epochs:
@@ -332,6 +495,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         for i, weights in frozen.items():
             for p, good in zip(params, weights):
                 p[i] = good
+    if events is not None:
+        events.train_end(results)  # before unstacking: a callback may still restore weights in the stack
     for model, trained in zip(models, stack.unstack(_inner(models[0]))):
         _inner(model).load_state_dict(trained.state_dict())
     return results

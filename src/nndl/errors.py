@@ -6,3 +6,7 @@ class NndlError(Exception):
 
     The message is one line naming the file/field and the fix.
     """
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C once the last completed epoch's checkpoint is on disk."""

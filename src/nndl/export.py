@@ -85,18 +85,25 @@ def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, di
     return run.model.eval(), example, "prediction", meta
 
 
+def _require_onnx() -> None:
+    """ONNX export is an optional extra: say which one before any work is done."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise NndlError("ONNX export needs the onnx package: pip install 'nndl[export]' "
+                        "(or use --format torchscript, which needs nothing more)")
+
+
 def _export_onnx(module: nn.Module, example: torch.Tensor, output_name: str, meta: dict, path: Path) -> None:
-    # The TorchScript-based exporter (dynamo=False) needs only torch; the newer dynamo exporter
+    # The TorchScript-based exporter (dynamo=False) needs torch and onnx; the newer dynamo exporter
     # would also need onnxscript, which is not a dependency of nndl.
+    import onnx
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice is not the user's concern
         torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["input"],
                           output_names=[output_name], opset_version=ONNX_OPSET,
                           dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
-    try:  # metadata is a convenience: skipped when the onnx package is absent
-        import onnx
-    except ImportError:
-        return
     model = onnx.load(str(path))
     for k, v in meta.items():
         entry = model.metadata_props.add()
@@ -135,12 +142,21 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     """
     if fmt not in FORMATS:
         raise NndlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _require_onnx()
     module, example, output_name, meta = export_module(run_dir)
     base = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     path = Path(out) if out is not None else base / FORMATS[fmt]
+    if path.is_dir():
+        raise NndlError(f"--out {path}: is a folder; give a file name, e.g. {path / FORMATS[fmt]}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        _export_onnx(module, example, output_name, meta, path)
-    else:
-        _export_torchscript(module, example, meta, path)
+    tmp = path.with_name(path.name + ".tmp")  # a failed export never leaves half a file, nor replaces a good one
+    try:
+        if fmt == "onnx":
+            _export_onnx(module, example, output_name, meta, tmp)
+        else:
+            _export_torchscript(module, example, meta, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

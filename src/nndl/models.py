@@ -117,13 +117,17 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, padding: int | None = None) 
 class SmallCNN(nn.Module):
     """The reference CNN: conv5x5(16)+BN+ReLU, pool, conv3x3(32)+BN+ReLU, conv3x3(64)+BN+ReLU, pool, linear 1600->10."""
 
-    def __init__(self, channels: list[int] = (16, 32, 64), num_classes: int = 10):
+    def __init__(self, channels: list[int] = (16, 32, 64), num_classes: int = 10, in_channels: int = 1,
+                 image_size: tuple[int, int] = (28, 28)):
         super().__init__()
         c1, c2, c3 = channels
-        self.features = nn.Sequential(conv_bn(1, c1, 5, padding=2), nn.MaxPool2d(2),  # 28 -> 14
+        self.features = nn.Sequential(conv_bn(in_channels, c1, 5, padding=2), nn.MaxPool2d(2),  # 28 -> 14
                                       conv_bn(c1, c2, 3, padding=0),  # 14 -> 12
                                       conv_bn(c2, c3, 3, padding=0), nn.MaxPool2d(2))  # 12 -> 10 -> 5
-        self.head = nn.Linear(c3 * 5 * 5, num_classes)
+        h, w = ((s // 2 - 4) // 2 for s in image_size)  # the unpadded convs need images of at least 12x12
+        if h < 1 or w < 1:
+            raise ValueError(f"the cnn model needs images of at least 12x12 pixels, got {tuple(image_size)}")
+        self.head = nn.Linear(c3 * h * w, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
@@ -147,10 +151,10 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
     """A small pre-pooling ResNet for 28x28 inputs: stem, three stages (28, 14, 7 pixels), global pooling."""
 
-    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10):
+    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         c1, c2, c3 = channels
-        self.features = nn.Sequential(conv_bn(1, c1), ResidualBlock(c1, c1, 1), ResidualBlock(c1, c2, 2),
+        self.features = nn.Sequential(conv_bn(in_channels, c1), ResidualBlock(c1, c1, 1), ResidualBlock(c1, c2, 2),
                                       ResidualBlock(c2, c3, 2), nn.AdaptiveAvgPool2d(1))
         self.head = nn.Linear(c3, num_classes)
 
@@ -166,7 +170,8 @@ class FastNet(nn.Module):
     a temperature so the net trains well with a large learning rate.
     """
 
-    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10, logit_scale: float = 1 / 9):
+    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10, logit_scale: float = 1 / 9,
+                 in_channels: int = 1):
         super().__init__()
 
         def block(c_in, c_out):
@@ -175,7 +180,7 @@ class FastNet(nn.Module):
                                  nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
 
         c1, c2, c3 = channels
-        self.features = nn.Sequential(nn.Conv2d(1, c1 // 2, 3, padding=1, bias=False), nn.BatchNorm2d(c1 // 2), nn.GELU(),
+        self.features = nn.Sequential(nn.Conv2d(in_channels, c1 // 2, 3, padding=1, bias=False), nn.BatchNorm2d(c1 // 2), nn.GELU(),
                                       block(c1 // 2, c1), block(c1, c2), block(c2, c3),  # 28 -> 14 -> 7 -> 3
                                       nn.AdaptiveMaxPool2d(1))
         self.head = nn.Linear(c3, num_classes, bias=False)
@@ -185,16 +190,21 @@ class FastNet(nn.Module):
         return self.head(self.features(x).flatten(1)) * self.logit_scale
 
 
-def build_classifier(cfg) -> nn.Module:
-    """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`)."""
+def build_classifier(cfg, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`).
+
+    ``input_shape`` is (channels, height, width) of one image (the MLP sees it flattened) and
+    ``num_classes`` the number of logits; the defaults are Fashion-MNIST's.
+    """
+    c, h, w = input_shape
     if cfg.model == "mlp":
-        return MLP(28 * 28, cfg.hidden, 10, cfg.activation, cfg.dropout, cfg.init)
+        return MLP(c * h * w, cfg.hidden, num_classes, cfg.activation, cfg.dropout, cfg.init)
     if cfg.model == "cnn":
-        return SmallCNN(cfg.channels)
+        return SmallCNN(cfg.channels, num_classes, in_channels=c, image_size=(h, w))
     if cfg.model == "resnet":
-        return ResNet(cfg.channels)
+        return ResNet(cfg.channels, num_classes, in_channels=c)
     if cfg.model == "fast":
-        return FastNet(cfg.channels)
+        return FastNet(cfg.channels, num_classes, in_channels=c)
     raise ValueError(f"unknown model '{cfg.model}'")
 
 

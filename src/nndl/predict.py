@@ -9,6 +9,8 @@ import csv
 import dataclasses
 import io
 import json as _json
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +25,7 @@ from .errors import NndlError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BORDER_FRACTION = 0.04  # the outer 4% of each side (at least 1 pixel) is "the border"
 TRIM_THRESHOLD = 30  # grey levels a pixel must differ from the background to count as the object
+MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo decodes to ~120 MB of RGB; beyond that, downscale first
 _EVAL_BATCH = 512
 
 
@@ -138,31 +141,64 @@ def preprocess_image(image) -> np.ndarray:
        becomes black).
     4. **Trim**: crop to the bounding box of pixels that differ from the
        background by more than 30 grey levels (Fashion-MNIST trimmed its
-       product images the same way); an image with no such pixel is kept whole.
+       product images the same way); an image with no such pixel is kept whole
+       (:func:`image_has_object` says it holds no object).
     5. Pad to a square with the background colour (keeping the aspect ratio,
        object centred) and resize to 28x28 with Lanczos filtering.
 
     Parameters
     ----------
     image : str, Path or PIL.Image.Image
-        Any size, any mode (RGB, RGBA, palette, grayscale, ...).
+        Any size up to :data:`MAX_IMAGE_PIXELS` pixels, any mode (RGB, RGBA,
+        palette, grayscale, ...).
 
     Returns
     -------
     np.ndarray
         ``uint8`` array of shape (28, 28), light object on a dark background.
+
+    Raises
+    ------
+    NndlError
+        Not an image Pillow can read, or more pixels than :data:`MAX_IMAGE_PIXELS`
+        (a decompression bomb is refused from its header, before it is decoded).
     """
-    Image, ImageOps = _pil()
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
+    return _preprocess(image)[0]
+
+
+def image_has_object(image) -> bool:
+    """False when no pixel of the image differs from its background by more than 30 grey levels
+    (a blank, uniform or nearly uniform picture: nothing a classifier should name)."""
+    return _preprocess(image)[1]
+
+
+def _open_image(path: str | Path):
+    """The image at ``path``, fully decoded, after checking its pixel count from the header."""
+    Image, _ = _pil()
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about (and past twice its own limit, refuses) huge images; nndl's own
+            # limit below is lower and explicit, so its warning would only be noise before our line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
+                                    f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees 28x28 anyway)")
                 im.load()
-                img = im.copy()
-        except OSError as e:  # UnidentifiedImageError is an OSError
-            raise NndlError(f"{image}: not an image Pillow can read ({type(e).__name__}); give a PNG or JPEG "
-                            "file, or an IDX/CSV batch") from None
-    else:
-        img = image
+                return im.copy()
+    except Image.DecompressionBombError:
+        raise NndlError(f"{path}: image too large to decode safely (a decompression bomb?); predict reads at "
+                        f"most {MAX_IMAGE_PIXELS:,} pixels") from None
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError; truncated files too
+        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); give a PNG or JPEG file, or an "
+                        "IDX/CSV batch") from None
+
+
+def _preprocess(image) -> tuple[np.ndarray, bool]:
+    """:func:`preprocess_image` and whether the image holds an object (see :func:`image_has_object`)."""
+    Image, ImageOps = _pil()
+    img = _open_image(image) if isinstance(image, (str, Path)) else image
     img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -190,7 +226,7 @@ def preprocess_image(image) -> np.ndarray:
     y0, x0 = (side - h) // 2, (side - w) // 2
     canvas[y0: y0 + h, x0: x0 + w] = gray
     small = Image.fromarray(canvas.round().astype(np.uint8)).resize((28, 28), Image.LANCZOS)
-    return np.asarray(small, dtype=np.uint8).copy()
+    return np.asarray(small, dtype=np.uint8).copy(), bool(mask.any())
 
 
 def _pil():
@@ -296,24 +332,33 @@ def class_probabilities(run: LoadedRun, images) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.empty((0, len(run.class_names)), np.float32)
 
 
+NO_OBJECT = (f"no object in the image: every pixel is within {TRIM_THRESHOLD} grey levels of the background "
+             "(blank or uniform); not classified")
+
+
 def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> list[dict]:
     results = []
+    key = "top3" if top == 3 else f"top{top}"
     for f in files:
         path = Path(f)
         if not path.exists():
             raise NndlError(f"{path}: no such file")
         if _file_kind(path) == "image":
-            images, labels, single = preprocess_image(path)[None], None, True
+            image, has_object = _preprocess(path)
+            images, labels, single, objects = image[None], None, True, [has_object]
         else:
             (images, labels), single = read_batch(path), False
+            # an IDX/CSV image is already 28x28 on a black background: blank when it has no contrast
+            objects = [int(im.max()) - int(im.min()) > TRIM_THRESHOLD for im in images]
         probs = class_probabilities(run, images)
         k = min(top, probs.shape[1])
         for i, p in enumerate(probs):
             order = np.argsort(-p, kind="stable")[:k]
-            item: dict[str, Any] = {"file": str(path), "index": 0 if single else i,
-                                    "top3" if top == 3 else f"top{top}":
-                                        [{"class": run.class_names[j], "probability": round(float(p[j]), 6)}
-                                         for j in order]}
+            item: dict[str, Any] = {"file": str(path), "index": 0 if single else i}
+            if objects[i]:
+                item[key] = [{"class": run.class_names[j], "probability": round(float(p[j]), 4)} for j in order]
+            else:  # a confident "Sandal 79%" for a blank picture would be a made-up answer
+                item[key], item["warning"] = [], NO_OBJECT
             if labels is not None:
                 item["label"] = run.class_names[int(labels[i])]
             results.append(item)
@@ -326,7 +371,9 @@ def _format_classes(results: list[dict]) -> str:
         key = next(k for k in r if k.startswith("top"))
         name = r["file"] if r["index"] == 0 and not _is_batch(r["file"]) else f"{r['file']}[{r['index']}]"
         label = f"  (label: {r['label']})" if "label" in r else ""
-        lines.append(f"{name}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r[key]) + label)
+        answer = (f"warning: {r['warning']}" if "warning" in r
+                  else ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r[key]))
+        lines.append(f"{name}: {answer}{label}")
     return "\n".join(lines)
 
 
@@ -335,32 +382,64 @@ def _is_batch(file: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- regression
-def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read regression inputs from a CSV, optionally with the target column too.
+def _generated_names(names: Sequence[str]) -> bool:
+    """True when the training CSV had no header (its columns were named ``col0, col1, ...`` by nndl)."""
+    return all(re.fullmatch(r"col\d+", n) for n in names)
 
-    A first row with any non-numeric cell is a header (as in training). With a
-    header, columns are taken by the training names (the target is optional);
-    otherwise, or when the names differ, by position: ``len(x_names)`` columns
-    are inputs only, one more is inputs then the target (the training layout).
+
+def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read regression inputs from a CSV, optionally with the target column too (float32, as the model
+    computes; see :func:`_read_columns` for the rules)."""
+    x, y = _read_columns(path, x_names, y_name)
+    return x.astype(np.float32), (y.astype(np.float32) if y is not None else None)
+
+
+def _read_columns(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Regression inputs (and the target, when present) from a CSV, as the float64 values written there.
+
+    A first row with any non-numeric cell is a header (as in training).
+
+    - Training CSV with a header: a file with a header is read **by name** (the
+      target column is optional; other columns are ignored), and a missing input
+      column is an error naming it. A file without a header is read by position
+      only when the model has one input (nothing can be swapped); with several
+      inputs it must name them, since a silent column swap gives wrong numbers.
+    - Training CSV without a header (columns ``col0, col1, ...``): by position,
+      ``len(x_names)`` columns are inputs only, one more is inputs then the target
+      (the training layout).
 
     Returns
     -------
-    x : float32 (N, D)
-    y : float32 (N,) or None
+    x : float64 (N, D)
+    y : float64 (N,) or None
+
+    Raises
+    ------
+    NndlError
+        The file names the wrong columns, has no header where one is needed, or
+        has a column count that fits neither layout.
     """
     path = Path(path)
     values, header, has_header = read_table(path)
     d = len(x_names)
-    if has_header and all(n in header for n in x_names):
+    by_position = _generated_names(x_names + [y_name]) or (not has_header and d == 1)
+    if has_header and not by_position:
+        missing = [n for n in x_names if n not in header]
+        if missing:
+            raise NndlError(f"{path}: no column '{missing[0]}'; the model was trained on the input columns "
+                            f"{', '.join(x_names)} (found {', '.join(header)}); rename the header to match")
         x_idx = [header.index(n) for n in x_names]
         y_idx = header.index(y_name) if y_name in header else None
+    elif not by_position:
+        raise NndlError(f"{path}: no header row; the model has {d} inputs ({', '.join(x_names)}), read by name so "
+                        "that columns cannot be swapped silently; add the header row")
     elif len(header) in (d, d + 1):
         x_idx, y_idx = list(range(d)), (d if len(header) == d + 1 else None)
     else:
-        raise NndlError(f"{path}: expected the input columns {', '.join(x_names)} (by header name, or {d} columns "
-                        f"by position, optionally followed by {y_name}); got {len(header)} columns")
-    y = values[:, y_idx].astype(np.float32) if y_idx is not None else None
-    return values[:, x_idx].astype(np.float32), y
+        raise NndlError(f"{path}: {len(header)} columns; expected the input columns {', '.join(x_names)} ({d} by "
+                        f"position, optionally followed by {y_name})")
+    y = values[:, y_idx] if y_idx is not None else None
+    return values[:, x_idx], y
 
 
 def regression_predictions(run: LoadedRun, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -379,7 +458,7 @@ def _regress_files(run: LoadedRun, files: Sequence[str | Path]) -> tuple[list[st
     any_y = False
     parts = []
     for f in files:
-        x, y = read_inputs(f, run.x_names, run.y_name)
+        x, y = _read_columns(f, run.x_names, run.y_name)  # float64: the user's values are echoed exactly
         parts.append((str(f), x, y, regression_predictions(run, x)))
         any_y |= y is not None
     columns = (["file"] if len(files) > 1 else []) + run.x_names + ([run.y_name] if any_y else []) + ["prediction"]
@@ -391,17 +470,23 @@ def _regress_files(run: LoadedRun, files: Sequence[str | Path]) -> tuple[list[st
             row.update({n: float(x[i, j]) for j, n in enumerate(run.x_names)})
             if any_y:
                 row[run.y_name] = float(y[i]) if y is not None else None
-            row.update({k: float(v[i]) for k, v in pred.items()})
+            row.update({k: _short(v[i]) for k, v in pred.items()})
             rows.append(row)
     return columns, rows
+
+
+def _short(value: np.floating) -> float:
+    """A float32 model output as the shortest decimal that reads back as the same float32
+    (``0.1``, not ``0.10000000149011612``): digits past float32 precision are noise."""
+    return float(str(np.float32(value)))
 
 
 def _csv_text(columns: list[str], rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
-    for r in rows:
-        writer.writerow(["" if r.get(c) is None else (f"{r[c]:.7g}" if isinstance(r[c], float) else r[c])
+    for r in rows:  # repr: the shortest text that reads back as the same number
+        writer.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c])
                          for c in columns])
     return buf.getvalue()
 
@@ -425,7 +510,7 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
     out : str or Path, optional
         Write the output to this file instead of ``echo``.
     top : int
-        How many classes to list per image.
+        How many classes to list per image (at least 1).
     echo : callable or None
         Where the output goes when ``out`` is not given.
 
@@ -433,26 +518,40 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
     -------
     list of dict
         Classification: ``{"file", "index", "top3": [{"class", "probability"}, ...]}``
-        (plus ``"label"`` when the batch has labels), classes sorted by probability.
-        Regression: one dict per input row with the input columns, ``prediction``
-        and, when the fold models were saved, ``fold_mean`` and ``fold_std``.
+        (plus ``"label"`` when the batch has labels), classes sorted by probability,
+        probabilities rounded to 4 decimals. An image with no object (blank or
+        uniform) gets an empty list and a ``"warning"`` instead of made-up classes.
+        Regression: one dict per input row with the input columns (the values as
+        written in the file), ``prediction`` and, when the fold models were saved,
+        ``fold_mean`` and ``fold_std`` (float32 outputs as their shortest decimals).
 
     Raises
     ------
     NndlError
-        Not an nndl run / checkpoint, or an unreadable input file.
+        Not an nndl run / checkpoint, an unreadable, oversized or mismatched input
+        file, ``top < 1``, or an ``out`` that cannot be written.
     """
     if not files:
         raise NndlError("give at least one input file")
-    run = load_run(run_dir)
-    if run.task == "classify":
-        results = _classify_files(run, files, top)
-        text = _json.dumps(results, indent=2) if json else _format_classes(results)
-    else:
-        columns, results = _regress_files(run, files)
-        text = _json.dumps(results, indent=2) if json else _csv_text(columns, results).rstrip("\n")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise NndlError(f"--top {top}: list at least 1 class per image (e.g. --top 3)")
+    with warnings.catch_warnings():
+        # numpy/Pillow/torch notes about an odd input (an empty text file, a palette PNG, a legacy
+        # pickle) are noise here: a bad input ends in one NndlError line, a good one in the predictions.
+        warnings.simplefilter("ignore")
+        run = load_run(run_dir)
+        if run.task == "classify":
+            results = _classify_files(run, files, top)
+            text = _json.dumps(results, indent=2) if json else _format_classes(results)
+        else:
+            columns, results = _regress_files(run, files)
+            text = _json.dumps(results, indent=2) if json else _csv_text(columns, results).rstrip("\n")
     if out is not None:
-        Path(out).write_text(text + "\n")
+        try:
+            Path(out).write_text(text + "\n")
+        except OSError as e:
+            raise NndlError(f"{out}: cannot write the predictions ({e.strerror}); check the folder exists and is "
+                            "writable") from None
         if echo is not None:
             echo(f"wrote {len(results)} predictions to {out}")
     elif echo is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -9,8 +10,9 @@ import numpy as np
 import torch
 
 from . import config as config_mod
-from .crossval import cross_validate
-from .data.regression import RegressionData, read_csv
+from . import uncertainty
+from .crossval import FoldResult, cross_validate, out_of_fold, step_work, thread_policy
+from .data.regression import RegressionData, read_csv, read_table
 from .errors import NndlError
 from .figures import common, regression as regfig
 from .models import Ensemble, Standardized, build_regressor
@@ -19,9 +21,21 @@ from .training import evaluate, pick_device
 from .training import train as fit
 
 
+def _input_columns(cfg) -> list[str] | None:
+    """Input columns: ``x_cols``, or with a group column every column but the target and the groups."""
+    if cfg.x_cols or not cfg.group_col:
+        return cfg.x_cols or None
+    _, header, has_header = read_table(cfg.train_path)
+    if not has_header or cfg.group_col not in header:
+        raise NndlError(f"{cfg.train_path}: no column named '{cfg.group_col}' for group_col; columns are "
+                        f"{', '.join(header)} (a group column needs a header row)")
+    y_name = cfg.y_col or header[-1]
+    return [h for h in header if h not in (cfg.group_col, y_name)]
+
+
 def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
     """Read and check the training (and optional test) CSV named in ``cfg``."""
-    train_data = read_csv(cfg.train_path, cfg.x_cols or None, cfg.y_col)
+    train_data = read_csv(cfg.train_path, _input_columns(cfg), cfg.y_col)
     if len(train_data.y) < cfg.folds:
         raise NndlError(f"{cfg.train_path}: {len(train_data.y)} rows is fewer than folds = {cfg.folds}; "
                         "use fewer folds (--set folds=N) or more data")
@@ -33,6 +47,14 @@ def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
             raise NndlError(f"{cfg.test_path}: has {test_data.x.shape[1]} input columns but the training file "
                             f"{cfg.train_path} has {train_data.x.shape[1]}; give matching files")
     return train_data, test_data
+
+
+def load_groups(cfg) -> np.ndarray | None:
+    """The group column of the training CSV (for ``splitter=cluster``), or None without ``group_col``."""
+    if not cfg.group_col:
+        return None
+    values, header, _ = read_table(cfg.train_path)
+    return values[:, header.index(cfg.group_col)]
 
 
 def make_model_factory(cfg, x: torch.Tensor, y: torch.Tensor) -> Callable[[int], torch.nn.Module]:
@@ -48,10 +70,223 @@ def make_model_factory(cfg, x: torch.Tensor, y: torch.Tensor) -> Callable[[int],
     return factory
 
 
+@dataclass
+class Fit:
+    """What a fitting strategy hands to :func:`regress` for metrics, files and figures."""
+
+    folds: list[FoldResult]  # the CV whose scores are val_mse (of cfg.splitter)
+    final: torch.nn.Module
+    members: list[torch.nn.Module]  # saved as state_dicts (the final model, or the ensemble's members)
+    member_configs: list[dict]  # per member: the config fields that differ from cfg (auto search)
+    spread_models: list[torch.nn.Module]  # whose disagreement widens the interval
+    interval: dict
+    cv_seconds: float = 0.0
+    refit: Any = None
+    extra: dict = field(default_factory=dict)
+    val_folds: list[FoldResult] | None = None  # the folds val_mse averages (default: all of ``folds``)
+
+
+def _oof_noise(folds: list[FoldResult], x: torch.Tensor, y: torch.Tensor) -> float:
+    pred = out_of_fold(folds, x)
+    seen = torch.isfinite(pred)
+    return uncertainty.noise_variance(y[seen].cpu().numpy(), pred[seen].cpu().numpy())
+
+
+def plain_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool, callbacks=None) -> Fit:
+    """CV with ``cfg.splitter``, then a refit on all data or the mean of the fold models."""
+    factory = make_model_factory(cfg, x, y)
+    t0 = time.perf_counter()
+    folds = cross_validate(factory, x, y, cfg, batched=cfg.batched, progress=progress, groups=groups,
+                           callbacks=callbacks)
+    cv_seconds = time.perf_counter() - t0
+    noise = _oof_noise(folds, x, y)
+    fold_models = [f.model for f in folds]
+    if cfg.final == "refit":
+        final = factory(cfg.folds)
+        refit_cfg = cfg
+        if cfg.patience > 0:  # no validation data for the refit: train as long as the folds found best
+            best = int(round(np.mean([f.result.best_epoch for f in folds])))
+            refit_cfg = config_mod.resolve("regress", None, {**config_mod.to_dict(cfg), "epochs": max(1, best),
+                                                             "patience": 0})
+        refit = fit(final, x, y, refit_cfg, task="regression", progress=progress, desc="refit on all data",
+                    callbacks=callbacks, fold="refit")
+        return Fit(folds, final, [final], [{}], fold_models, uncertainty.interval_info(noise, spread_from="folds"),
+                   cv_seconds, refit)
+    return Fit(folds, Ensemble(fold_models), fold_models, [{} for _ in folds], fold_models,
+               uncertainty.interval_info(noise), cv_seconds)
+
+
+# The built-in search of ``--preset auto``: smooth function classes (activation x width/depth, on
+# standardised inputs and targets) crossed with L2 strength and learning rate; one stack per network.
+# Chosen with bench/regression_suite.py (generated gap problems), never on one problem's test set.
+AUTO_SPACE: dict[str, list] = {
+    "network": [["tanh", [32]], ["tanh", [64, 64]], ["gelu", [32, 32]], ["gelu", [64, 64]],
+                ["sigmoid", [64]], ["sigmoid", [64, 64]]],
+    "weight_decay": [1e-4, 1e-3, 1e-2],
+    "lr": [0.003, 0.01],
+    "epochs": [600],
+    "standardize": [True],
+}
+
+
+def auto_candidates(space: dict[str, list] | None = None) -> list[dict]:
+    """Every combination of :data:`AUTO_SPACE` (or ``space``) as config overrides, grouped by network."""
+    space = space or AUTO_SPACE
+    out = []
+    for act, hidden in space["network"]:
+        for std in space["standardize"]:
+            for epochs in space["epochs"]:
+                for wd in space["weight_decay"]:
+                    for lr in space["lr"]:
+                        out.append({"activation": act, "hidden": list(hidden), "standardize": std, "epochs": epochs,
+                                    "weight_decay": wd, "lr": lr})
+    return out
+
+
+def _cv_many(base: dict, overrides: list[dict], x, y, groups) -> list[list[FoldResult]]:
+    """Cross-validate configs ``base + overrides[i]``: one stack per network (and epochs)."""
+    from .crossval import cross_validate_many, stack_key
+
+    cfgs = [config_mod.resolve("regress", None, {**base, **o}) for o in overrides]
+    groups_by_key: dict[Any, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups_by_key.setdefault((stack_key(c), c.epochs), []).append(i)
+    out: list[Any] = [None] * len(cfgs)
+    for members in groups_by_key.values():
+        sub = [cfgs[i] for i in members]
+        for i, folds in zip(members, cross_validate_many([make_model_factory(c, x, y) for c in sub], x, y, sub,
+                                                         groups=groups)):
+            out[i] = folds
+    return out
+
+
+def _score(folds: list[FoldResult], interior: bool) -> float:
+    """Mean held-out MSE over folds; ``interior`` drops the folds holding the smallest or largest x
+    (a blocked split's end blocks test extrapolation, which a test set inside the range never asks)."""
+    if any(f.result.diverged for f in folds):
+        return float("inf")
+    vals = [f.val_mse for f in folds]
+    if interior and len(folds) > 2:
+        vals = vals[1:-1]
+    return float(np.mean(vals)) if all(np.isfinite(vals)) else float("inf")
+
+
+def auto_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool = False,
+             space: dict[str, list] | None = None, interior: bool = True,
+             echo: Callable[[str], None] = lambda s: None) -> Fit:
+    """``search=auto``: score every candidate by ``cfg.splitter`` CV, keep the best ``cfg.ensemble_top``,
+    and make the final ensemble from their fold models on a shuffled K-fold split.
+
+    The gap-aware split picks the function class; the shuffled split's fold models (each
+    config x each fold) form the ensemble, whose out-of-fold residuals estimate the noise;
+    the selection split's held-out blocks calibrate how much to widen the members' spread.
+    """
+    base = {**config_mod.to_dict(cfg), "search": "none", "final": "ensemble", "test_path": ""}
+    candidates = auto_candidates(space)
+    t0 = time.perf_counter()
+    selection = _cv_many(base, candidates, x, y, groups)
+    interior = interior and cfg.splitter == "blocked" and cfg.folds > 2
+    scores = [_score(f, interior) for f in selection]
+    order = [i for i in np.argsort(scores, kind="stable") if np.isfinite(scores[i])][: max(1, cfg.ensemble_top)]
+    if not order:
+        raise NndlError("search=auto: every candidate diverged; check the data (e.g. huge target values)")
+    best = [candidates[i] for i in order]
+    echo(f"auto: {len(candidates)} candidates scored by {cfg.splitter} CV in {time.perf_counter() - t0:.1f} s; "
+         f"best {best[0]} ({scores[order[0]]:.4g})")
+    # The members: each chosen config's fold models on a shuffled split (every row is held out once).
+    final_folds = _cv_many({**base, "splitter": "kfold"}, best, x, y, None)
+    oof = torch.stack([out_of_fold(f, x) for f in final_folds]).mean(0)
+    noise = uncertainty.noise_variance(y.cpu().numpy(), oof.cpu().numpy())
+    # Calibrate the spread on the same held-out folds that scored the configs.
+    scored = (lambda folds: folds[1:-1]) if interior else (lambda folds: folds)
+    held_out = torch.stack([out_of_fold(scored(selection[i]), x) for i in order]).cpu().numpy()
+    seen = np.isfinite(held_out).all(0)
+    scale = uncertainty.fit_spread_scale(y.cpu().numpy()[seen], held_out[:, seen], noise)
+    members = [f.model for folds in final_folds for f in folds]
+    member_configs = [o for o, folds in zip(best, final_folds) for _ in folds]
+    ens_oof = held_out.mean(0)[seen]
+    extra = {"search": "auto", "search_candidates": len(candidates), "search_seconds": time.perf_counter() - t0,
+             "ensemble_members": len(members), "ensemble_configs": best,
+             "ensemble_val_mse": float(np.mean((ens_oof - y.cpu().numpy()[seen]) ** 2)),
+             "candidate_scores": [{**c, "val_mse": scores[i]} for i, c in enumerate(candidates)]}
+    if interior:
+        extra["val_folds_scored"] = "interior blocks (the two end blocks extrapolate; they are in per_fold)"
+    return Fit(selection[order[0]], Ensemble(members), members, member_configs, members,
+               uncertainty.interval_info(noise, scale), extra["search_seconds"], extra=extra,
+               val_folds=scored(selection[order[0]]))
+
+
+def fit_arrays(cfg, x: torch.Tensor, y: torch.Tensor, groups=None, progress: bool = False, callbacks=None,
+               echo: Callable[[str], None] = lambda s: None) -> Fit:
+    """Fit ``cfg`` (plain CV + final model, or the auto search) to tensors, under the thread policy."""
+    stacked = cfg.folds * (len(AUTO_SPACE["lr"]) * len(AUTO_SPACE["weight_decay"]) if cfg.search == "auto" else 1)
+    with thread_policy(step_work(stacked, len(x), build_regressor(cfg, x.shape[1])), cfg.threads):
+        if cfg.search == "auto":
+            return auto_fit(cfg, x, y, groups, progress, echo=echo)
+        return plain_fit(cfg, x, y, groups, progress, callbacks=callbacks)
+
+
+def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
+    """The flat numbers of metrics.json; the test set is touched once, here."""
+    folds, final = result.folds, result.final
+    train_mses = np.array([f.train_mse for f in folds])
+    val_mses = np.array([f.val_mse for f in result.val_folds or folds])
+    metrics: dict[str, Any] = {
+        "train_mse": float(train_mses.mean()), "train_mse_std": float(train_mses.std()),
+        "val_mse": float(val_mses.mean()), "val_mse_std": float(val_mses.std()),
+        "test_mse": float("nan"), "folds": len(folds), "splitter": cfg.splitter,
+        "final": "ensemble" if cfg.search == "auto" else cfg.final,
+        "final_train_mse": evaluate(final, x, y, "regression")["loss"], "epochs": cfg.epochs,
+        "noise_var": result.interval["noise_var"], "interval_spread_scale": result.interval["spread_scale"],
+        "test_coverage_90": float("nan"),
+        "per_fold": [{"fold": i + 1, "train_mse": f.train_mse, "val_mse": f.val_mse, "best_epoch": f.result.best_epoch,
+                      "stop_reason": f.result.stop_reason} for i, f in enumerate(folds)],
+        **{k: v for k, v in result.extra.items() if k != "search_seconds"},
+    }
+    if test_data is not None:
+        xt = torch.as_tensor(test_data.x, device=device)
+        yt = torch.as_tensor(test_data.y, device=device)
+        metrics["test_mse"] = evaluate(final, xt, yt, "regression")["loss"]
+        _, lower, upper = uncertainty.predict_interval(final, result.spread_models, test_data.x,
+                                                       {**result.interval, "spread_from": "folds"})
+        metrics["test_coverage_90"] = uncertainty.coverage(test_data.y, lower, upper)
+    diverged = [f"fold {i + 1}: {f.result.stop_reason}" for i, f in enumerate(folds) if f.result.diverged]
+    if result.refit is not None and result.refit.diverged:
+        diverged.append(f"refit: {result.refit.stop_reason}")
+    metrics["diverged"] = bool(diverged)
+    if diverged:
+        metrics["stop_reasons"] = diverged
+    return metrics
+
+
+def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
+    folds, final, refit = result.folds, result.final, result.refit
+    refit_history = refit.history if refit is not None else []
+    common.loss_curves([f.result.history for f in folds] + ([refit_history] if refit_history else []),
+                       fig_dir / "losses.png", "Training and validation MSE per fold",
+                       labels=[f"fold {i + 1}" for i in range(len(folds))] + (["refit"] if refit_history else []))
+    xt_np = test_data.x if test_data else np.empty((0, x.shape[1]), np.float32)
+    yt_np = test_data.y if test_data else np.empty(0, np.float32)
+    regfig.fitted_function(final, result.spread_models, train_data.x, train_data.y, xt_np, yt_np,
+                           fig_dir / "fit.png", train_data.x_names[0], train_data.y_name,
+                           interval={**result.interval, "spread_from": "folds"})
+    profile_model = final if refit is not None else folds[0].model
+    common.weight_histograms(profile_model, fig_dir / "weight_histograms.png")
+    if x.shape[1] == 1:
+        probes = np.asarray(cfg.probe_inputs, dtype=np.float32)[:, None]
+        labels = None
+    else:  # several inputs: profile the first few test (or training) rows, labelled by their values
+        source = xt_np if len(xt_np) else train_data.x
+        probes, labels = source[:5], None
+    regfig.activation_profiles(profile_model, probes, fig_dir / "activations.png",
+                               "(refit model)" if refit is not None else "(fold 1 model)", labels,
+                               x_names=train_data.x_names)
+
+
 def regress(train: str | None = None, test: str | None = None, preset: str | None = "seed",
             overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None, out: str | None = None,
             overwrite: bool = False, progress: bool = True, figures: bool = True, tensorboard: bool = False,
-            echo: Callable[[str], None] = print) -> dict[str, Any]:
+            echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
     """Fit a regression MLP with shuffled K-fold cross-validation and evaluate it once on the test set.
 
     Parameters
@@ -71,14 +306,25 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         Show progress bars; write the PNG figures.
 
     tensorboard : bool
-        Also log scalars, weight histograms and figures to ``RUN/tensorboard``.
+        Log scalars and weight histograms to ``RUN/tensorboard`` live, epoch by epoch, and the
+        figures at the end (the :class:`nndl.callbacks.TensorBoard` callback).
+    callbacks : list, optional
+        :mod:`nndl.callbacks` called on every fold model's (and the refit's) training events.
+    verbose : bool, optional
+        Print the resolved config and the metrics table (default: yes, except inside Jupyter).
 
     Returns
     -------
-    dict
-        The metrics written to ``metrics.json`` (``train_mse``, ``val_mse``,
-        ``val_mse_std``, ``test_mse``, ``folds``, ...) plus ``run_dir``.
+    nndl.results.Run
+        The run (``.metrics``, ``.config``, ``.history``, ``.figure(name)``); as a mapping it is
+        the metrics of ``metrics.json`` (``train_mse``, ``val_mse``, ``val_mse_std``,
+        ``test_mse``, ``folds``, ...) plus ``run_dir``.
     """
+    from .callbacks import RunInfo, for_run
+    from .results import finish, is_verbose
+
+    cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
+    verbose = is_verbose(verbose)
     overrides = config_mod.parse_overrides(overrides)
     if train is not None:
         overrides["train_path"] = train
@@ -86,86 +332,39 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         overrides["test_path"] = test
     cfg = config_mod.resolve("regress", preset, overrides, seed)
     train_data, test_data = load_data(cfg)  # all input checks happen before anything is written
-    run_dir = new_run_dir(out, "regress", overwrite)
-    echo(f"run folder: {run_dir}\nresolved config:\n{config_mod.format_config(cfg)}")
+    run_dir = new_run_dir(out, "regress", overwrite, inputs=[cfg.train_path, cfg.test_path])
+    echo(f"run folder: {run_dir}" + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
     write_json(run_dir / "config.json", config_mod.to_dict(cfg))
+    cbs.run_begin(RunInfo(run_dir, "regress", config_mod.to_dict(cfg)))
 
     device = pick_device(cfg.device)
     x = torch.as_tensor(train_data.x, device=device)
     y = torch.as_tensor(train_data.y, device=device)
-    factory = make_model_factory(cfg, x, y)
+    groups = load_groups(cfg)
     t0 = time.perf_counter()
-    folds = cross_validate(factory, x, y, cfg, batched=cfg.batched, progress=progress)
-    cv_seconds = time.perf_counter() - t0
+    result = fit_arrays(cfg, x, y, groups, progress, callbacks=cbs, echo=echo)
+    cv_seconds = result.extra.get("search_seconds", result.cv_seconds)
+    with thread_policy(step_work(len(result.members), len(x), result.members[0]), cfg.threads):
+        metrics = _metrics(cfg, result, x, y, test_data, device)
+    metrics["cv_seconds"] = cv_seconds
+    metrics["train_seconds"] = time.perf_counter() - t0
+    for line in metrics.get("stop_reasons", []):
+        echo(f"WARNING {line}")
 
-    if cfg.final == "refit":
-        final = factory(cfg.folds)
-        refit_cfg = cfg
-        if cfg.patience > 0:  # no validation data for the refit: train as long as the folds found best
-            best = int(round(np.mean([f.result.best_epoch for f in folds])))
-            refit_cfg = config_mod.resolve("regress", None, {**config_mod.to_dict(cfg), "epochs": max(1, best),
-                                                             "patience": 0})
-        refit = fit(final, x, y, refit_cfg, task="regression", progress=progress, desc="refit on all data")
-        refit_history = refit.history
-    else:
-        final = Ensemble([f.model for f in folds])
-        refit, refit_history = None, []
-    total_seconds = time.perf_counter() - t0
-
-    train_mses = np.array([f.train_mse for f in folds])
-    val_mses = np.array([f.val_mse for f in folds])
-    metrics: dict[str, Any] = {
-        "train_mse": float(train_mses.mean()), "train_mse_std": float(train_mses.std()),
-        "val_mse": float(val_mses.mean()), "val_mse_std": float(val_mses.std()),
-        "test_mse": float("nan"), "folds": cfg.folds, "final": cfg.final,
-        "final_train_mse": evaluate(final, x, y, "regression")["loss"],
-        "epochs": cfg.epochs, "cv_seconds": cv_seconds, "train_seconds": total_seconds,
-        "per_fold": [{"fold": i + 1, "train_mse": f.train_mse, "val_mse": f.val_mse, "best_epoch": f.result.best_epoch,
-                      "stop_reason": f.result.stop_reason} for i, f in enumerate(folds)],
-    }
-    if test_data is not None:  # the test set is touched once, here
-        xt = torch.as_tensor(test_data.x, device=device)
-        yt = torch.as_tensor(test_data.y, device=device)
-        metrics["test_mse"] = evaluate(final, xt, yt, "regression")["loss"]
-    diverged = [f"fold {i + 1}: {f.result.stop_reason}" for i, f in enumerate(folds) if f.result.diverged]
-    if refit is not None and refit.diverged:
-        diverged.append(f"refit: {refit.stop_reason}")
-    metrics["diverged"] = bool(diverged)
-    if diverged:
-        metrics["stop_reasons"] = diverged
-        for line in diverged:
-            echo(f"WARNING {line}")
-
+    folds, refit = result.folds, result.refit
     rows = [{"fold": i + 1, **r} for i, f in enumerate(folds) for r in f.result.history]
-    rows += [{"fold": "refit", **r} for r in refit_history]
+    rows += [{"fold": "refit", **r} for r in (refit.history if refit is not None else [])]
     write_history_csv(run_dir / "history.csv", rows)
-    final_models = [final] if cfg.final == "refit" else [f.model for f in folds]
-    save_model(run_dir / "model.pt", "regress", config_mod.to_dict(cfg), [m.state_dict() for m in final_models],
+    # An auto ensemble may mix networks: config holds the best member's, member_configs each member's.
+    saved_cfg = {**config_mod.to_dict(cfg), **result.member_configs[0]}
+    save_model(run_dir / "model.pt", "regress", saved_cfg, [m.state_dict() for m in result.members],
                fold_state_dicts=[f.model.state_dict() for f in folds], in_features=x.shape[1],
-               x_names=train_data.x_names, y_name=train_data.y_name)
+               x_names=train_data.x_names, y_name=train_data.y_name, interval=result.interval,
+               member_configs=result.member_configs)
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "environment.json", environment())
 
     if figures:
-        fig_dir = run_dir / "figures"
-        common.loss_curves([f.result.history for f in folds] + ([refit_history] if refit_history else []),
-                           fig_dir / "losses.png", "Training and validation MSE per fold",
-                           labels=[f"fold {i + 1}" for i in range(len(folds))] + (["refit"] if refit_history else []))
-        xt_np = test_data.x if test_data else np.empty((0, x.shape[1]), np.float32)
-        yt_np = test_data.y if test_data else np.empty(0, np.float32)
-        regfig.fitted_function(final, [f.model for f in folds], train_data.x, train_data.y, xt_np, yt_np,
-                               fig_dir / "fit.png", train_data.x_names[0], train_data.y_name)
-        profile_model = final if cfg.final == "refit" else folds[0].model
-        common.weight_histograms(profile_model, fig_dir / "weight_histograms.png")
-        if x.shape[1] == 1:
-            probes = np.asarray(cfg.probe_inputs, dtype=np.float32)[:, None]
-            labels = None
-        else:  # several inputs: profile the first few test (or training) rows
-            source = xt_np if len(xt_np) else train_data.x
-            probes, labels = source[:5], [f"row {i + 1}" for i in range(min(5, len(source)))]
-        regfig.activation_profiles(profile_model, probes, fig_dir / "activations.png",
-                                   "(refit model)" if cfg.final == "refit" else "(fold 1 model)", labels)
+        _figures(cfg, run_dir / "figures", result, train_data, test_data, x)
 
-    from .report import finish_run
-
-    return finish_run(run_dir, metrics, tensorboard, echo)
+    return finish(run_dir, "regress", metrics, cbs, echo, verbose)

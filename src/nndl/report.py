@@ -84,6 +84,7 @@ tr:nth-child(even) td{background:#fbfcfd}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:18px}
 figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:10px;background:#fff}
 figure.full{grid-column:1/-1}
+figure.solo img{max-width:min(100%,720px)}
 figure img{display:block;max-width:100%;height:auto;margin:0 auto}
 figcaption{font-size:13px;color:var(--muted);margin-top:6px}
 figcaption b{color:var(--fg);font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-weight:600}
@@ -109,10 +110,10 @@ def fmt(value: Any) -> str:
         return f"{value:,}" if abs(value) >= 10000 else str(value)
     if isinstance(value, float):
         return f"{value:.4g}"
-    if value == "":
-        return '""'
+    if value == "":  # an empty CSV cell or an unset string field: nothing to show
+        return "–"
     if isinstance(value, (list, tuple)):
-        return ", ".join(fmt(v) for v in value) if value else "[]"
+        return ", ".join(fmt(v) for v in value) if value else "–"
     if isinstance(value, dict):
         return json.dumps(value, default=str)
     return str(value)
@@ -211,16 +212,61 @@ def _config_defaults(task: str) -> dict[str, Any]:
     return out
 
 
+def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]:
+    """Config keys whose values the run never read, each with the reason (``momentum`` under Adam, ...).
+
+    The report lists only what a run used; ``config.json`` keeps everything. The
+    rules mirror what the training code reads: SGD alone reads ``momentum`` and
+    ``nesterov``; a constant schedule never decays to ``min_lr_factor``; only the
+    MLP classifier reads ``hidden``/``dropout``/``activation``/``init`` and only
+    the convolutional ones ``channels``; ``amp`` is bf16 autocast on CUDA only.
+    """
+    out: dict[str, str] = {}
+    opt = config.get("optimizer")
+    if opt is not None and opt != "sgd":
+        out.update(momentum=f"only SGD uses it (optimizer {opt})", nesterov=f"only SGD uses it (optimizer {opt})")
+    elif opt == "sgd" and config.get("momentum") == 0:
+        out["nesterov"] = "needs momentum > 0"
+    if config.get("schedule") == "constant":
+        out["min_lr_factor"] = "the constant schedule does not decay"
+    model = config.get("model")
+    if task == "classify" and isinstance(model, str):
+        if model == "mlp":
+            out["channels"] = "the MLP has no convolutions"
+        else:
+            for k in ("hidden", "dropout", "activation", "init"):
+                out[k] = f"only the MLP uses it (model {model})"
+    if "amp" in config and device and not device.startswith("cuda"):
+        out["amp"] = f"bf16 autocast runs on CUDA only (device {device})"
+    return out
+
+
 # ----------------------------------------------------------------------------- HTML pieces
+def _numeric_columns(rows: list[Sequence[Any]]) -> list[bool]:
+    """Per column: True when every non-empty cell is a number (such a column is right-aligned).
+
+    A column is aligned as a whole: a search parameter whose values mix numbers and
+    text (``32`` and ``64,64``) would otherwise zig-zag between right and left.
+    """
+    width = max((len(r) for r in rows), default=0)
+    out = []
+    for j in range(width):
+        cells = [r[j] for r in rows if j < len(r) and r[j] not in (None, "")]
+        out.append(bool(cells) and all(_is_num(v) for v in cells))
+    return out
+
+
 def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], classes: Sequence[str] | None = None,
            row_classes: Sequence[str] | None = None) -> str:
     """An HTML table; cells are escaped unless given as ``("html", markup)``."""
+    rows = [list(r) for r in rows]
+    numeric = _numeric_columns(rows)
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = []
     for i, row in enumerate(rows):
         cells = []
         for j, v in enumerate(row):
-            cls = classes[j] if classes else ("num" if _is_num(v) else "")
+            cls = classes[j] if classes else ("num" if numeric[j] else "")
             inner = v[1] if isinstance(v, tuple) and len(v) == 2 and v[0] == "html" else esc(fmt(v))
             cells.append(f'<td class="{cls}">{inner}</td>' if cls else f"<td>{inner}</td>")
         rc = row_classes[i] if row_classes else ""
@@ -343,31 +389,75 @@ def _metrics_section(task: str, metrics: dict) -> str:
 
 TASK_CAPTIONS = {
     "regress": {"losses.png": "Training (solid) and validation (dashed) MSE per epoch, for each fold and the refit."},
-    "classify": {"losses.png": "Loss and accuracy per epoch on the training and validation sets."},
+    "classify": {"losses.png": "Loss and accuracy per epoch on the training and validation sets.",
+                 "feature_maps.png": "Feature maps of one test image of each class: the first channels of "
+                                     "selected convolution layers (each map on its own colour scale)."},
 }
+STUDY_FIGURES = ("history.png", "importances.png", "slices.png", "parallel_coordinate.png")
 
 
-def _figures_section(fig_dir: Path, task: str = "") -> tuple[str, int]:
-    """All images in ``fig_dir`` as captioned figures (nndl's in a fixed order, then the rest by name)."""
+def _study_captions(study: dict, trials: list[dict]) -> dict[str, str]:
+    """Captions of the study figures, naming the real metric, with a caution on importances from few trials."""
+    from .figures.study import FEW_TRIALS, metric_label
+
+    label = metric_label(study.get("metric"), study.get("folds"))
+    better = "higher" if str(study.get("direction", "")).lower().startswith("max") else "lower"
+    complete = sum(str(r.get("state", "")).upper() == "COMPLETE" for r in trials) if trials else None
+    if complete is None and isinstance(study.get("counts"), dict):
+        complete = study["counts"].get("COMPLETE")
+    caution = (f" Caution: only {complete} completed trials (fewer than ~{FEW_TRIALS}); read the importances as a "
+               "rough hint, not a ranking." if isinstance(complete, int) and complete < FEW_TRIALS else "")
+    return {
+        "history.png": f"Search history: {label} of each trial in the order they ran ({better} is better); the "
+                       "red line is the best so far, crosses mark trials that did not complete.",
+        "importances.png": f"Parameter importances: the share of the variation in {label} each parameter "
+                           f"explains (fANOVA).{caution}",
+        "slices.png": f"{label} against each searched parameter; colour is the trial number, the star the best "
+                      "trial.",
+        "parallel_coordinate.png": f"Parallel coordinates: each line is a completed trial through its parameter "
+                                   f"values to its {label}; the best is in red.",
+    }
+
+
+def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
+                     trials: list[dict] | None = None) -> tuple[str, int]:
+    """All images in ``fig_dir`` as captioned figures (nndl's in a fixed order, then the rest by name).
+
+    Wide images take a whole row; two narrow ones share a row. A narrow image with
+    no narrow partner (it sits before a wide one, or is last) takes the row alone,
+    centred, so no card is left beside an empty slot.
+    """
     if not fig_dir.is_dir():
         return '<p class="note">No figures folder.</p>', 0
+    order = FIGURE_ORDER + list(STUDY_FIGURES)
     files = [p for p in fig_dir.iterdir() if p.suffix.lower() in _IMAGE_TYPES and p.is_file()]
-    files.sort(key=lambda p: (FIGURE_ORDER.index(p.name) if p.name in FIGURE_ORDER else len(FIGURE_ORDER), p.name))
+    files.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
     if not files:
         return '<p class="note">No figures in this run (run without --no-figures to get them).</p>', 0
-    items, n = [], 0
+    captions = {**FIGURE_CAPTIONS, **(_study_captions(study or {}, trials or []) if task == "tune" else {}),
+                **TASK_CAPTIONS.get(task, {})}
+    cards = []  # (wide, html)
     for p in files:
-        caption = (TASK_CAPTIONS.get(task, {}).get(p.name) or FIGURE_CAPTIONS.get(p.name)
-                   or p.stem.replace("_", " ").replace("-", " ").capitalize() + ".")
+        caption = captions.get(p.name) or p.stem.replace("_", " ").replace("-", " ").capitalize() + "."
         uri = data_uri(p)
         if uri is None:
-            items.append(f'<figure><p class="note">{esc(p.name)}: not a readable PNG/JPEG, skipped.</p></figure>')
+            cards.append((False, f'<p class="note">{esc(p.name)}: not a readable PNG/JPEG, skipped.</p>'))
             continue
         size = _image_size(p.read_bytes()[:32])
         wide = size is not None and size[0] > 1.6 * size[1] and size[0] > 900  # wide panels get a full row
-        items.append(f'<figure class="{"full" if wide else ""}"><img src="{uri}" alt="{esc(p.name)}">'
-                     f"<figcaption><b>{esc(p.name)}</b> — {esc(caption)}</figcaption></figure>")
-        n += 1
+        cards.append((wide, f'<img src="{uri}" alt="{esc(p.name)}">'
+                            f"<figcaption><b>{esc(p.name)}</b> — {esc(caption)}</figcaption>"))
+    items, i = [], 0
+    while i < len(cards):
+        wide, markup = cards[i]
+        paired = not wide and i + 1 < len(cards) and not cards[i + 1][0]
+        if paired:
+            items += [f"<figure>{markup}</figure>", f"<figure>{cards[i + 1][1]}</figure>"]
+            i += 2
+        else:
+            items.append(f'<figure class="{"full" if wide else "full solo"}">{markup}</figure>')
+            i += 1
+    n = sum(1 for _, m in cards if m.startswith("<img"))
     return f'<div class="figs">{"".join(items)}</div>', n
 
 
@@ -461,6 +551,78 @@ def _best_trial(columns: list[str], rows: list[dict], study: dict) -> int | None
     return (max(vals) if direction.startswith("max") else min(vals))[1]
 
 
+def _run_device(metrics: dict, config: dict, env: dict) -> str:
+    """The device a run trained on: recorded in metrics.json, else resolved from ``auto`` as the run did."""
+    device = str(metrics.get("device") or config.get("device") or "auto")
+    if device == "auto":  # CUDA when present, else the CPU
+        device = f"cuda ({env['cuda']})" if env.get("cuda") else "cpu"
+    return device
+
+
+def _config_section(task: str, config: dict, device: str) -> str:
+    """The settings the run used (changed ones flagged); the others are named once, below the table."""
+    if not config:
+        return '<p class="note">No config.json.</p>'
+    defaults = _config_defaults(task)
+    unused = unused_settings(task, config, device)
+    items = [(k, v) for k, v in config.items() if k not in unused]
+    changed = {k for k, v in items if k in defaults and defaults[k] != v}
+    note = ('<p class="note">Settings this run used (<code>config.json</code> has them all)'
+            + ('; <span class="badge">changed</span> marks values that differ from the defaults' if changed else "")
+            + ".</p>")
+    left_out = ""
+    if unused:
+        left_out = ('<p class="note">Not used by this run, so not listed: '
+                    + "; ".join(f"<code>{esc(k)}</code> ({esc(why)})" for k, why in unused.items() if k in config)
+                    + ".</p>")
+    return note + _kv_table(items, changed) + left_out
+
+
+ENV_KEYS = ("nndl", "torch", "python", "cuda", "cpu", "threads", "platform", "git_commit")
+
+
+def _versions_now() -> dict[str, Any]:
+    """Versions of this process (for folders that recorded none): nndl, torch, Python, Optuna."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    out: dict[str, Any] = {"nndl": __version__}
+    for pkg in ("torch", "optuna"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    out["platform"] = platform.platform()
+    return out
+
+
+def _environment_items(run_dir: Path, task: str, env: dict, config: dict,
+                       device: str) -> tuple[list[tuple[str, Any]], str]:
+    """Rows of the Environment table and a note saying where they come from.
+
+    A study folder records no environment of its own; the retrained best run
+    (``best/environment.json``, written by the same process) stands in for it,
+    else the versions of the process writing the report, labelled as such.
+    """
+    note = ""
+    if task == "tune" and env:
+        note = '<p class="note">Recorded by the retrained best run (<code>best/environment.json</code>).</p>'
+    if not env:
+        env = _versions_now()
+        note = ('<p class="note">This folder records no environment; these are the versions of the nndl that '
+                "wrote this report.</p>")
+    items = [(k, env.get(k)) for k in ENV_KEYS if k in env]
+    items.insert(min(2, len(items)), ("device", device))
+    if "seed" in config:
+        items.append(("seed", config["seed"]))
+    items += [(k, v) for k, v in env.items() if k not in dict(items)]
+    items.append(("run folder" if task != "tune" else "study folder", str(run_dir.resolve())))
+    return items, note
+
+
 # ----------------------------------------------------------------------------- public API
 def render_report(run_dir: str | Path) -> str:
     """The HTML text of the report of ``run_dir`` (see :func:`write_report`)."""
@@ -483,29 +645,21 @@ def render_report(run_dir: str | Path) -> str:
         sections.append(("trials", "Study and trials", _trials_section(run_dir, study)))
     if metrics or task != "tune":
         sections.append(("metrics", "Metrics", _metrics_section(task, metrics)))
-    fig_html, n_figs = _figures_section(run_dir / "figures", task=task)
+    fig_html, n_figs = _figures_section(run_dir / "figures", task=task, study=study, trials=trials)
     sections.append(("figures", f"Figures ({n_figs})", fig_html))
     if (run_dir / "history.csv").exists() or task != "tune":
         sections.append(("history", "Training history", _history_section(run_dir / "history.csv")))
+    if task == "tune" and not env:  # a study records no environment; its best run, from the same process, does
+        best_env = _read_json(run_dir / "best" / "environment.json")
+        env = best_env if isinstance(best_env, dict) else {}
+        best_metrics = _read_json(run_dir / "best" / "metrics.json")
+        device = _run_device(best_metrics if isinstance(best_metrics, dict) else {}, {}, env)
+    else:
+        device = _run_device(metrics, config, env)
     if config or task != "tune":
-        defaults = _config_defaults(task)
-        changed = {k for k, v in config.items() if k in defaults and defaults[k] != v}
-        note = ('<p class="note">Resolved config (<code>config.json</code>); '
-                '<span class="badge">changed</span> marks values that differ from the defaults.</p>'
-                if changed else "")
-        cfg_html = note + _kv_table(config.items(), changed) if config else '<p class="note">No config.json.</p>'
-        sections.append(("config", "Configuration", cfg_html))
-    env_items = [(k, env.get(k)) for k in ("nndl", "torch", "python", "cuda", "cpu", "threads", "platform",
-                                           "git_commit") if k in env]
-    device = metrics.get("device") or config.get("device") or "auto"
-    if device == "auto":  # resolve it the way the run did: CUDA when present, else the CPU
-        device = f"cuda ({env['cuda']})" if env.get("cuda") else "cpu"
-    env_items.insert(2, ("device", device))
-    if "seed" in config:
-        env_items.append(("seed", config["seed"]))
-    env_items += [(k, v) for k, v in env.items() if k not in dict(env_items)]
-    env_items.append(("run folder", str(run_dir.resolve())))
-    sections.append(("environment", "Environment", _kv_table(env_items)))
+        sections.append(("config", "Configuration", _config_section(task, config, device)))
+    env_items, env_note = _environment_items(run_dir, task, env, config, device)
+    sections.append(("environment", "Environment", env_note + _kv_table(env_items)))
 
     warn = ""
     if study.get("ok") is False or (isinstance(study.get("warnings"), list) and study["warnings"]):
@@ -591,7 +745,7 @@ def _history_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def _compare_figure(runs: list[Path], names: list[str]) -> str | None:
     """Overlaid curves as a PNG data URI: loss (train solid, validation dashed) and accuracy when present."""
-    from .figures.common import plt
+    from .figures.common import epoch_axis, plt, readable_log_axis
 
     curves = [_history_curves(r) for r in runs]
     if not any(curves):
@@ -602,16 +756,20 @@ def _compare_figure(runs: list[Path], names: list[str]) -> str | None:
     panels = [(axes[0, 0], ("train_loss", "val_loss"), "loss")] + (
         [(axes[0, 1], ("train_acc", "val_acc"), "accuracy")] if has_acc else [])
     for ax, keys, ylabel in panels:
-        positive = True
+        values, epochs = [], []
         for i, (c, name) in enumerate(zip(curves, names)):
             for key, style in zip(keys, ("-", "--")):
                 if key in c:
                     xs, ys = zip(*c[key])
-                    positive &= min(ys) > 0
+                    values += ys
+                    epochs += xs
                     ax.plot(xs, ys, style, color=colors[i % len(colors)], lw=1.4,
+                            marker="o" if len(xs) < 15 else None, ms=3,
                             label=f"{name} · {key.split('_')[0].replace('val', 'validation')}")
-        if ylabel == "loss" and positive:
+        if ylabel == "loss" and values and min(values) > 0:
             ax.set_yscale("log")
+            readable_log_axis(ax, "y", values)
+        epoch_axis(ax, epochs)
         ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel.capitalize()}: training (solid) and validation (dashed)")
         ax.legend(fontsize=7)
     import io
@@ -627,25 +785,72 @@ def _scalar(d: dict) -> dict:
     return {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
 
 
+NOT_USED = "(not used)"
+COMPARE_ENV_KEYS = ("nndl", "torch", "python", "device", "git_commit")
+
+
+def comparable_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Path], list[str], list[str]]:
+    """The folders to compare, their column names, and notes on substitutions.
+
+    A tuning study stands in by its retrained best run (``best/``): a study's own
+    numbers (trial values) are not a run's metrics. Runs of different kinds
+    (regression MSE vs classification cross-entropy) are refused: no row of the
+    table and no axis of the plot would compare like with like.
+
+    Raises
+    ------
+    NndlError
+        A folder is not a run/study, a study has no ``best/`` run, or the kinds differ.
+    """
+    runs, names, notes = [], [], []
+    for r in (check_run_dir(d) for d in run_dirs):
+        if detect_task(r) == "tune":
+            best = r / "best"
+            if not (best / "metrics.json").exists():
+                raise NndlError(f"{r}: a tuning study with no retrained best run (best/metrics.json); compare it "
+                                "once its best config is retrained, or compare runs")
+            notes.append(f"{r.resolve().name} is a tuning study: compared by its retrained best run ({best}).")
+            runs.append(best)
+            names.append(f"{r.resolve().name} (best)")
+        else:
+            runs.append(r)
+            names.append(r.resolve().name)
+    if len(set(names)) < len(names):  # same folder names in different places: use the paths
+        names = [str(r) for r in runs]
+    kinds = {n: detect_task(r) for n, r in zip(names, runs)}
+    known = {k for k in kinds.values() if k != "run"}
+    if len(known) > 1:
+        label = {"regress": "regression", "classify": "classification"}
+        raise NndlError("compare: " + ", ".join(f"{n} is a {label.get(k, k)} run" for n, k in kinds.items())
+                        + "; their losses and metrics are not comparable (MSE vs cross-entropy); compare runs of "
+                        "one kind")
+    return runs, names, notes
+
+
 def compare_table(run_dirs: Sequence[str | Path]) -> tuple[list[str], list[tuple[str, str, list[Any]]]]:
     """The comparison: run names and rows ``(section, key, values per run)``.
 
-    Config rows hold only keys whose values differ between runs; metric rows
-    hold every scalar metric any run has (missing ones are None).
+    Config rows hold only keys whose values differ between runs (a setting a run
+    did not use shows as ``(not used)``, see :func:`unused_settings`); metric rows
+    hold every scalar metric any run has (missing ones are None); environment rows
+    hold the versions and device of each run. A study is compared by its best run
+    (see :func:`comparable_runs`).
     """
-    runs = [check_run_dir(r) for r in run_dirs]
-    names = [r.resolve().name for r in runs]
-    if len(set(names)) < len(names):  # same folder names in different places: use the paths
-        names = [str(r) for r in runs]
+    runs, names, _ = comparable_runs(run_dirs)
+    tasks = [detect_task(r) for r in runs]
     configs = [_read_json(r / "config.json") or {} for r in runs]
-    metrics = [_scalar(_read_json(r / "metrics.json") or {}) for r in runs]
-    rows: list[tuple[str, str, list[Any]]] = [("run", "task", [detect_task(r) for r in runs])]
+    full_metrics = [_read_json(r / "metrics.json") or {} for r in runs]
+    envs = [_read_json(r / "environment.json") or {} for r in runs]
+    devices = [_run_device(m, c, e) for m, c, e in zip(full_metrics, configs, envs)]
+    metrics = [_scalar(m) for m in full_metrics]
+    rows: list[tuple[str, str, list[Any]]] = [("run", "task", tasks)]
     keys: list[str] = []
     for c in configs:
         keys += [k for k in c if k not in keys]
+    unused = [unused_settings(t, c, d) for t, c, d in zip(tasks, configs, devices)]
     missing = object()
     for k in keys:
-        vals = [c.get(k, missing) for c in configs]
+        vals = [NOT_USED if k in u else c.get(k, missing) for c, u in zip(configs, unused)]
         if any(v != vals[0] for v in vals):
             rows.append(("config", k, [None if v is missing else v for v in vals]))
     mkeys: list[str] = []
@@ -653,6 +858,10 @@ def compare_table(run_dirs: Sequence[str | Path]) -> tuple[list[str], list[tuple
         mkeys += [k for k in m if k not in mkeys]
     for k in mkeys:
         rows.append(("metric", k, [m.get(k) for m in metrics]))
+    for k in COMPARE_ENV_KEYS:
+        vals = devices if k == "device" else [e.get(k) for e in envs]
+        if any(v is not None for v in vals):
+            rows.append(("environment", k, vals))
     return names, rows
 
 
@@ -696,11 +905,11 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     """
     if len(run_dirs) < 2:
         raise NndlError("compare needs at least two run folders")
-    runs = [check_run_dir(r) for r in run_dirs]
-    names, rows = compare_table(runs)
+    runs, _, notes = comparable_runs(run_dirs)
+    names, rows = compare_table(run_dirs)
     if echo is not None:
-        echo(format_compare(names, rows))
-    sections = {"run": [], "config": [], "metric": []}
+        echo("\n".join(notes + [format_compare(names, rows)]))
+    sections: dict[str, list] = {"run": [], "config": [], "metric": [], "environment": []}
     for section, key, vals in rows:
         sections[section].append([key] + list(vals))
     cols = [""] + names
@@ -710,6 +919,14 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     fig_html = (f'<figure class="full"><img src="{uri}" alt="overlaid curves"><figcaption>One colour per run; '
                 "folds of a cross-validated run are averaged per epoch.</figcaption></figure>" if uri
                 else '<p class="note">No history.csv in these runs.</p>')
+    from . import __version__
+
+    note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+    if sections["environment"]:
+        env_html = _table(cols, sections["environment"])
+    else:
+        env_html = (f'<p class="note">These runs record no environment; this page was written by nndl '
+                    f"{esc(__version__)}.</p>")
     links = "".join(f"<li><code>{esc(r.resolve())}</code>" + (
         f' — <a href="{esc((r / "report.html").resolve().as_uri())}">report</a>'
         if (r / "report.html").exists() else "") + "</li>" for r in runs)
@@ -718,12 +935,15 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
 <title>nndl comparison · {esc(", ".join(names))}</title><style>{CSS}</style></head>
 <body><main>
 <header><h1><span class="task">compare</span>{len(runs)} runs</h1><nav><a href="#curves">Curves</a>
-<a href="#config">Config differences</a><a href="#metrics">Metrics</a></nav></header>
+<a href="#config">Config differences</a><a href="#metrics">Metrics</a><a href="#environment">Environment</a></nav>
+</header>
 <ul class="meta">{links}</ul>
+{note_html}
 <section id="curves"><h2>Training curves</h2>{fig_html}</section>
 <div class="two"><section id="config"><h2>Config differences</h2>{cfg_html}</section>
 <section id="metrics"><h2>Metrics</h2>{_table(cols, sections["metric"])}</section></div>
-<footer>Written by nndl on {esc(_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))}.</footer>
+<section id="environment"><h2>Environment</h2>{env_html}</section>
+<footer>Written by nndl {esc(__version__)} on {esc(_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))}.</footer>
 </main></body></html>
 """
     out = Path(out)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -22,16 +23,69 @@ from typing import Any
 import torch
 
 from .errors import NndlError
+from .fileio import atomic_torch_save, atomic_write_text
+from .masking import mask_secrets
 
 CHECKPOINT_FORMAT = "nndl-model-v1"
 
 
-def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root: str | Path = "runs") -> Path:
-    """Create the run folder and return it.
+RUN_MARKER = ".nndl-run"  # written into every folder nndl creates; --overwrite replaces only such folders
+
+
+def _protected_reason(path: Path, inputs: list[str | Path]) -> str | None:
+    """Why ``path`` must never be emptied by --overwrite, or None."""
+    real = path.resolve()
+    home = Path.home().resolve()
+    cwd = Path.cwd().resolve()
+    if real == Path(real.anchor):
+        return "is the file-system root"
+    if real == home:
+        return "is your home folder"
+    if real == cwd or real in cwd.parents:
+        return "is the current folder or one of its parents"
+    for item in inputs:
+        if item and not str(item).startswith("bundled:"):
+            p = Path(item).resolve()
+            if real == p or real in p.parents:
+                return f"holds the input {item}"
+    if not (path / RUN_MARKER).is_file():
+        return f"was not created by nndl (no {RUN_MARKER} marker)"
+    return None
+
+
+def prepare_out_dir(out: str | Path, overwrite: bool = False, inputs: list[str | Path] = (),
+                    what: str = "run") -> Path:
+    """Check that ``out`` may be used, without writing anything; return it as a Path.
+
+    A missing or empty folder is fine. An existing non-empty folder needs ``overwrite``,
+    and even then only a folder that nndl created (it holds :data:`RUN_MARKER`) and that
+    is not the current folder, home, ``/`` or a folder holding one of ``inputs`` may be
+    replaced: nndl never deletes what it did not make.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NndlError(f"--out {path}: exists and is not a folder; choose another path")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise NndlError(f"--out {path}: folder exists and is not empty; choose another --out, "
+                            f"add --overwrite to replace an nndl {what} folder, or --resume it")
+        why = _protected_reason(path, list(inputs))
+        if why:
+            raise NndlError(f"--out {path}: refusing to --overwrite it: it {why}; choose a new folder for --out")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NndlError(f"--out {path}: {parent} is not writable; choose a folder you can write to")
+    return path
+
+
+def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root: str | Path = "runs",
+                inputs: list[str | Path] = ()) -> Path:
+    """Create the run folder (marked as nndl's) and return it.
 
     ``out=None`` makes a new timestamped folder under ``root``. An existing,
-    non-empty ``out`` is an error unless ``overwrite`` (then its contents are
-    removed first): a run folder is never replaced silently.
+    non-empty ``out`` is an error unless ``overwrite``, and then only a folder that
+    nndl made may be replaced (see :func:`prepare_out_dir`); ``inputs`` are the
+    user's input files, whose folders are never replaced.
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -40,17 +94,17 @@ def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root
         while path.exists():
             n += 1
             path = Path(root) / f"{task}-{stamp}-{n}"
+        prepare_out_dir(path)
     else:
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise NndlError(f"--out {path}: exists and is not a folder; choose another path")
+        path = prepare_out_dir(out, overwrite, inputs)
         if path.is_dir() and any(path.iterdir()):
-            if not overwrite:
-                raise NndlError(f"--out {path}: folder exists and is not empty; choose another --out, "
-                                "add --overwrite to replace it, or --resume it")
             shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "figures").mkdir(exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / RUN_MARKER).write_text(f"{task} folder written by nndl; nndl --overwrite may replace it\n")
+        (path / "figures").mkdir(exist_ok=True)
+    except OSError as e:
+        raise NndlError(f"--out {path}: cannot create it ({e.strerror}); choose a folder you can write to") from None
     return path
 
 
@@ -71,11 +125,7 @@ def _clean(obj: Any) -> Any:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -87,15 +137,12 @@ def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return atomic_write_text(path, text.getvalue())
 
 
 def read_history_csv(path: str | Path) -> list[dict]:
@@ -112,11 +159,7 @@ def save_model(path: str | Path, task: str, config: dict, state_dicts: list[dict
     """
     payload = {"format": CHECKPOINT_FORMAT, "task": task, "config": config,
                "state_dicts": [{k: v.detach().cpu() for k, v in sd.items()} for sd in state_dicts], **extra}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_model_file(path: str | Path) -> dict:
@@ -155,7 +198,7 @@ def environment() -> dict[str, Any]:
                                            timeout=5, cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         env["git_commit"] = None
-    env["argv"] = " ".join(sys.argv)
+    env["argv"] = mask_secrets(" ".join(sys.argv))  # a --storage URL may carry a password
     return env
 
 

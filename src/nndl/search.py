@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +40,8 @@ from optuna.trial import TrialState
 from . import config as config_mod
 from .config import tomllib
 from .errors import NndlError
-from .runs import read_json, write_json
+from .masking import mask_secrets
+from .runs import RUN_MARKER, prepare_out_dir, read_json, write_json
 
 TASKS = {"regress": ("minimize", "val_mse", "test_mse"), "classify": ("maximize", "val_accuracy", "test_accuracy")}
 ALIASES = {"max_epochs": "epochs"}  # the reference grid's name for the epoch budget
@@ -74,9 +76,7 @@ class TrialFailed(Exception):
     """A trial without a trustworthy value; the reason is in its ``fail_reason`` user attribute."""
 
 
-def mask_url(url: str | None) -> str | None:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (any string is safe to pass)."""
-    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", url) if url else url
+mask_url = mask_secrets  # the name search callers and tests know
 
 
 # --------------------------------------------------------------------------- search space
@@ -130,8 +130,7 @@ def load_space(path: str | Path, task: str) -> Space:
             for c in choices:
                 check(where, name, c)
         elif kind in NUMERIC:
-            if "low" not in spec or "high" not in spec or not spec["low"] < spec["high"]:
-                raise bad(where, "needs low < high")
+            _check_range(spec, kind, lambda why, w=where: bad(w, why))
             check(where, name, spec["low"]), check(where, name, spec["high"])
         else:
             raise bad(where, f"type = {kind!r}: choose one of categorical, {', '.join(NUMERIC)}")
@@ -147,6 +146,47 @@ def load_space(path: str | Path, task: str) -> Space:
         raise bad(", ".join(both) or "[params]/[grid]", "each key once, in [params] or [grid]" if both
                   else "nothing to search: add [params.NAME] tables or a [grid] table")
     return Space(path, data.get("preset"), fixed, params, grid)
+
+
+def _check_range(spec: dict[str, Any], kind: str, bad: Callable[[str], NndlError]) -> None:
+    """Types and bounds of a numeric ``[params.NAME]`` table, before Optuna sees them."""
+    integer = kind.endswith("int")
+    number = (int,) if integer else (int, float)
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v)
+
+    unknown = set(spec) - {"type", "low", "high", "step"}
+    if unknown:
+        raise bad(f"unknown key {sorted(unknown)[0]!r}; a {kind} range has low, high and optional step")
+    if not (is_number(spec.get("low")) and is_number(spec.get("high"))):
+        raise bad(f"needs {'integer' if integer else 'numeric'} low and high, got low = {spec.get('low')!r}, "
+                  f"high = {spec.get('high')!r}")
+    if not spec["low"] < spec["high"]:
+        raise bad("needs low < high")
+    if kind.startswith("log") and spec["low"] <= 0:
+        raise bad(f"low = {spec['low']}: a log scale needs low > 0")
+    step = spec.get("step")
+    if step is not None and (not is_number(step) or step <= 0 or kind.startswith("log")):
+        raise bad(f"step = {step!r}: needs a positive {'integer' if integer else 'number'}, and no log scale")
+
+
+def check_space_values(space: Space, config_of: Callable[[dict[str, Any]], Any]) -> None:
+    """Resolve the trial config at both ends of every range and at every choice, before any trial runs.
+
+    ``config_of(params)`` builds a trial's config (it raises :class:`NndlError` for a value the
+    config rejects, e.g. ``lr = 0`` or an unknown activation); the error names the space file and key.
+    Ranges are checked at their ends only: every bound a config checks is monotone.
+    """
+    tables = [(f"[params.{name}]", name, spec["choices"] if spec["type"] == "categorical"
+               else [spec["low"], spec["high"]]) for name, spec in space.params.items()]
+    tables += [(f"[grid] {name}", name, values) for name, values in space.grid.items()]
+    for where, name, values in tables:
+        for value in values:
+            try:
+                config_of({name: value})
+            except NndlError as e:
+                raise NndlError(f"{space.path}: {where}: {e}") from None
 
 
 def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
@@ -550,12 +590,13 @@ def write_figures(study, folder: Path, n_complete: int, n_params: int) -> dict[s
 
 # --------------------------------------------------------------------------- entry point
 @_quiet
-def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: int | None = None,
+def tune(task: str, space: str | Path | None = None, *, sampler: str | None = None, trials: int | None = None,
          folds: int | None = None, pruner: str = "none", study: str | None = None, storage: str | None = None,
          workers: int = 1, out: str | Path | None = None, preset: str | None = None,
          overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
          timeout_per_trial: float | None = None, heartbeat: int = 10, worker_only: bool = False,
          worker_index: int | None = None, batch_trials: int = 1, figures: bool = True, retrain: bool = True,
+         allow_changes: bool = False,
          echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Search hyperparameters with Optuna, scoring each trial by K-fold cross-validation.
 
@@ -595,12 +636,16 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         hyperparameters -- the same results as one by one, in fewer, larger steps.
     figures, retrain : bool
         Write the study figures; retrain the best config on all training data and test it once.
+    allow_changes : bool
+        Resume a study in ``out`` even though its space, preset, overrides, seed or folds differ
+        from those it was started with (otherwise that is an error: its trials would not compare).
 
     Returns
     -------
-    dict
-        The summary written to ``study.json`` (``best``, ``counts``, ``ok``, ``best_run``, ...)
-        plus ``study_dir``.
+    nndl.results.Study
+        The study (``.metrics``, ``.history`` of trials, ``.best_run``, ``.figure(name)``); as a
+        mapping it is the summary written to ``study.json`` (``best``, ``counts``, ``ok``,
+        ``best_run``, ...) plus ``study_dir``. With ``worker_only`` a plain dict.
     """
     if task not in TASKS:
         raise NndlError(f"unknown task '{task}': choose regress or classify")
@@ -612,6 +657,10 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
         raise NndlError("--trials, --workers and --batch-trials must be >= 1, --folds >= 2")
     if batch_trials > 1 and task != "regress":
         raise NndlError("--batch-trials stacks regression MLPs; for classify leave it at 1 (use --workers)")
+    if space is None:  # regress has a documented default space, shipped with the package
+        if task != "regress":
+            raise NndlError(f"nndl tune {task} needs --space SPACE.toml (e.g. examples/spaces/fashion_grid.toml)")
+        space = Path(__file__).parent / "spaces" / "regress_default.toml"
     sp = load_space(space, task)
     sampler = sampler or ("grid" if sp.grid and not sp.params else "tpe")
     if sampler == "grid" and (sp.params or not sp.grid):
@@ -625,9 +674,12 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
     base_preset = preset or sp.preset or {"regress": "seed", "classify": "mlp"}[task]
     objective = Objective(task, sp, base_preset, overrides, seed, folds, timeout_per_trial, pruner)
     base_cfg = objective.config()  # a bad preset/[fixed]/--set is an input error, not N failed trials
+    check_space_values(sp, objective.config)  # so is a range or choice the config rejects
 
+    k = folds or (base_cfg.folds if task == "regress" else 3)
     folder, name = _study_folder(out, task, study, sp, storage, need=storage is None or "://" not in storage,
-                                 create=not worker_only)
+                                 create=not worker_only, settings=study_settings(sp, base_preset, overrides, seed, k),
+                                 allow_changes=allow_changes)
     store, journal = open_storage(storage, folder, heartbeat)
     index = worker_index if worker_index is not None else (os.getpid() % 1000 + 1 if worker_only else 0)
     if workers > 1:  # share the cores instead of oversubscribing them
@@ -644,7 +696,6 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
     samplers = {"grid": lambda: optuna.samplers.GridSampler(sp.grid, seed=seed_base),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed_base),
                 "tpe": lambda: optuna.samplers.TPESampler(seed=seed_base)}
-    k = folds or (base_cfg.folds if task == "regress" else 3)
     pruners = {"none": optuna.pruners.NopPruner, "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=k),
                "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1)}
@@ -660,13 +711,15 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
     echo(f"study '{name}' ({task}, {sampler} sampler, {pruner} pruner, {k} folds, {n_total} trials{batching}) "
          f"in {where}")
     if worker_only:
-        work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial, batch=batch_trials)
+        with _sigterm_interrupts():
+            work(st, objective, n_total, slot, journal, wait=False, on_trial=on_trial, batch=batch_trials)
         return {"worker": index, "study": name}
 
     t0 = time.perf_counter()
     procs = [_spawn(task, sp, i, dict(sampler=sampler, trials=n_total, folds=folds, pruner=pruner, study=name,
                                       out=folder, preset=preset, seed=seed, timeout_per_trial=timeout_per_trial,
-                                      heartbeat=heartbeat, workers=workers, batch_trials=batch_trials),
+                                      heartbeat=heartbeat, workers=workers, batch_trials=batch_trials,
+                                      allow_changes=allow_changes or None),
                     overrides, storage, folder)
              for i in range(1, workers)]
     try:
@@ -676,18 +729,32 @@ def tune(task: str, space: str | Path, *, sampler: str | None = None, trials: in
                 echo(f"warning: worker {i} exited with code {p.returncode}; see {folder / f'worker-{i}.log'}")
         work(st, objective, n_total, slot, journal, wait=True, on_trial=on_trial, batch=batch_trials)  # lost trials
     except KeyboardInterrupt:
+        _stop_workers(procs)
         echo(f"interrupted: rerun with --out {folder} to resume; the interrupted trial is retried")
         raise
     finally:
         for p in procs:
             if p.poll() is None:
-                p.terminate()
-    return _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k, batch_trials,
-                   time.perf_counter() - t0, figures, retrain, echo)
+                p.terminate()  # SIGTERM: the worker marks its trial "interrupted" (see _sigterm_interrupts)
+    from .results import Study  # a read-only mapping over the summary, as the dict it replaces
+
+    return Study.from_summary(_finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k,
+                                      batch_trials, time.perf_counter() - t0, figures, retrain, echo))
 
 
-def _study_folder(out, task, study, sp, storage, need: bool, create: bool) -> tuple[Path | None, str]:
-    """The study folder and name; a folder holding another study is never reused silently."""
+def study_settings(sp: Space, preset: str, overrides, seed: int | None, folds: int) -> dict[str, Any]:
+    """What the scores of a study depend on, as stored in ``tune.json``: a study resumed with other
+    settings would rank trials that were scored differently."""
+    values = {k: (",".join(map(str, v)) if isinstance(v, list) else str(v))
+              for k, v in config_mod.parse_overrides(overrides).items() if k not in NOT_IN_PRESET}
+    return {"space": {"preset": sp.preset, "fixed": sp.fixed, "params": sp.params, "grid": sp.grid},
+            "preset": preset, "overrides": values, "seed": seed, "folds": folds}
+
+
+def _study_folder(out, task, study, sp, storage, need: bool, create: bool, settings: dict[str, Any],
+                  allow_changes: bool = False) -> tuple[Path | None, str]:
+    """The study folder and name; a folder holding another study, or this study started with other
+    settings (space, preset, overrides, seed, folds), is never reused silently."""
     if out is None:
         if not create:
             if need:
@@ -704,12 +771,24 @@ def _study_folder(out, task, study, sp, storage, need: bool, create: bool) -> tu
         if (study and study != meta["study"]) or task != meta["task"]:
             raise NndlError(f"--out {folder}: holds the {meta['task']} study '{meta['study']}'; rerun with "
                             f"--study {meta['study']} to resume it, or choose another --out")
+        started = json.loads(json.dumps(meta.get("settings", settings)))  # JSON round trip: tuples -> lists
+        changed = [k for k in settings if k in started and started[k] != json.loads(json.dumps(settings[k]))]
+        if changed and not allow_changes:
+            raise NndlError(f"--out {folder}: study '{meta['study']}' was started with another "
+                            f"{' and '.join(changed)}; rerun with its settings (tune.json) to resume it, choose "
+                            "another --out for a new study, or add --allow-changes to mix them knowingly")
         return folder, meta["study"]
     if folder.exists() and any(folder.iterdir()):
         raise NndlError(f"--out {folder}: folder exists and is not a study folder; choose another --out")
+    prepare_out_dir(folder)
     name = study or f"{task}-{sp.path.stem}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"study": name, "task": task, "space": str(sp.path), "storage": mask_url(storage)})
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_MARKER).write_text("study folder written by nndl tune\n")
+    except OSError as e:
+        raise NndlError(f"--out {folder}: cannot create it ({e.strerror}); choose a folder you can write to") from None
+    write_json(marker, {"study": name, "task": task, "space": str(sp.path), "storage": mask_url(storage),
+                        "settings": settings})
     return folder, name
 
 
@@ -717,8 +796,8 @@ def _spawn(task, sp, index, opts, overrides, storage, folder) -> subprocess.Pope
     argv = [sys.executable, "-m", "nndl.cli", "tune", task, "--space", str(sp.path), "--worker-only",
             "--worker-index", str(index)]
     for key, value in opts.items():
-        if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        argv += [flag] if value is True else [flag, str(value)] if value is not None else []
     for key, value in config_mod.parse_overrides(overrides).items():
         argv += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
@@ -726,7 +805,52 @@ def _spawn(task, sp, index, opts, overrides, storage, folder) -> subprocess.Pope
     if storage:
         env["NNDL_TUNE_STORAGE"] = storage  # not on the command line, where `ps` would show a password
     log = open(folder / f"worker-{index}.log", "w")
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent)
+
+
+def _end_with_parent() -> None:
+    """In a spawned worker (Linux): SIGTERM it when the parent dies, even by SIGKILL, so that no worker
+    trains on for a study nobody waits for. The worker turns SIGTERM into an interrupt (see :func:`tune`)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's finally still stops its workers
+        pass
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (the parent's ``terminate()``, or its death) ends a worker like Ctrl-C: the running trial
+    is marked "interrupted" and retried on resume, rather than left RUNNING. The previous handler is
+    restored on exit, so the caller's process keeps its own signal dispositions."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """Interrupt the workers (SIGINT: each marks its trial "interrupted") and wait for them; kill stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k, batch_trials, seconds, figures,

@@ -1,9 +1,13 @@
-"""Optional TensorBoard logging of a finished run: scalars, weight histograms and figures.
+"""TensorBoard support: the import check, figures as images, and logging of an existing run folder.
 
-Written from the run folder itself (history.csv, model.pt, figures/), so the CLI, the
-Python API and any old run folder log the same thing:
+Live logging during training is the :class:`nndl.callbacks.TensorBoard` callback, which
+``--tensorboard`` (and ``tensorboard=True`` in Python) adds to a run:
 
     nndl classify --tensorboard ...      tensorboard --logdir RUN/tensorboard
+
+:func:`log_run` writes the same tags afterwards from a finished run folder (history.csv,
+model.pt, figures/), for runs trained without ``--tensorboard``; their scalars then all carry
+the time of logging, not of training.
 """
 from __future__ import annotations
 
@@ -14,28 +18,49 @@ import numpy as np
 from .errors import NndlError
 from .runs import load_model_file, read_history_csv
 
+INSTALL_HINT = "pip install nndl[tensorboard]"
 
-def log_run(run_dir: str | Path) -> Path:
-    """Write ``RUN/tensorboard/`` event files for a run folder and return that folder.
 
-    Scalars: every numeric history column per epoch (``fold N/`` prefixes for
-    cross-validated runs). Histograms: every weight tensor of ``model.pt``.
-    Images: every PNG in ``figures/``.
+def require_tensorboard():
+    """Return ``torch.utils.tensorboard.SummaryWriter``, or raise a one-line :class:`NndlError`.
 
-    Raises
-    ------
-    NndlError
-        When the ``tensorboard`` package is missing (``pip install tensorboard``).
+    Called before training starts, so a missing package is reported at once, not after the run.
     """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise NndlError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        raise NndlError(f"--tensorboard needs the tensorboard package: {INSTALL_HINT} "
+                        "(or pip install tensorboard)") from None
+    return SummaryWriter
+
+
+def log_figures(writer, fig_dir: str | Path, step: int = 0) -> int:
+    """Add every PNG in ``fig_dir`` as an image ``figures/<name>``; returns how many."""
     import matplotlib.image as mpimg
 
+    pngs = sorted(Path(fig_dir).glob("*.png"))
+    for png in pngs:
+        image = mpimg.imread(png)[..., :3]  # HxWx4 float in [0, 1] -> RGB
+        writer.add_image(f"figures/{png.stem}", image, step, dataformats="HWC")
+    return len(pngs)
+
+
+def log_run(run_dir: str | Path) -> Path:
+    """Write ``RUN/tensorboard/`` event files for a finished run folder and return that folder.
+
+    Scalars: every numeric history column per epoch (``fold N/`` prefixes for
+    cross-validated runs). Histograms: every weight tensor of ``model.pt``
+    (``[model N/]weights/<name>``). Images: every PNG in ``figures/``.
+
+    Raises
+    ------
+    NndlError
+        When the ``tensorboard`` package is missing.
+    """
+    writer_cls = require_tensorboard()
     run_dir = Path(run_dir)
     log_dir = run_dir / "tensorboard"
-    writer = SummaryWriter(log_dir=str(log_dir))
+    writer = writer_cls(log_dir=str(log_dir))
     try:
         history = read_history_csv(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
         for row in history:
@@ -50,10 +75,8 @@ def log_run(run_dir: str | Path) -> Path:
                 tag = f"model {i + 1}/" if len(payload["state_dicts"]) > 1 else ""
                 for name, tensor in state.items():
                     if tensor.is_floating_point() and tensor.dim() > 1:
-                        writer.add_histogram(f"{tag}{name}", tensor.float().numpy(), 0)
-        for png in sorted((run_dir / "figures").glob("*.png")):
-            image = mpimg.imread(png)[..., :3]  # HxWx4 float in [0, 1] -> RGB
-            writer.add_image(f"figures/{png.stem}", image, 0, dataformats="HWC")
+                        writer.add_histogram(f"{tag}weights/{name}", tensor.float().numpy(), 0)
+        log_figures(writer, run_dir / "figures")
     finally:
         writer.close()
     return log_dir

@@ -4,7 +4,9 @@ Data are whole tensors already on the device; a batch is an index slice of a
 random permutation. The loop only syncs with the host at epoch end (and every
 ``LIVE_EVERY`` steps for the progress bar), checks the loss for NaN/inf there,
 evaluates, keeps the best weights, and writes a checkpoint that makes resuming
-exact.
+exact. Progress display, loggers and user code hang on its events
+(:mod:`nndl.callbacks`): train begin, epoch begin, batch end, epoch end (where a
+callback may request a stop) and train end.
 """
 from __future__ import annotations
 
@@ -19,17 +21,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from .callbacks import CallbackList, ProgressBar, TrainState
+from .errors import NndlError, TrainingInterrupted  # noqa: F401 - re-exported
+from .fileio import atomic_torch_save
 
-from .errors import NndlError
-
-LIVE_EVERY = 25  # steps between progress-bar loss updates (each one is a host sync)
+LIVE_EVERY = ProgressBar.LIVE_EVERY  # steps between progress-bar loss updates (each one is a host sync)
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 
-class TrainingInterrupted(Exception):
-    """Raised after Ctrl-C once the last completed epoch's checkpoint is on disk."""
 
 
 @dataclass
@@ -138,10 +138,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, *, b
     return result
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+CHECKPOINT_KEYS = ("model", "optimizer", "best_state", "epoch", "step", "bad_epochs", "history", "best_epoch",
+                   "best_metric", "train_seconds", "generator", "torch_rng")
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A resumable checkpoint, or one line saying why this file is not one (truncated, foreign, random)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated and foreign files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise NndlError(f"{path}: not a loadable checkpoint ({first}); it may be truncated or from another "
+                        "program: start a new run") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise NndlError(f"{path}: not an nndl training checkpoint (no '{missing[0]}'); start a new run")
+    return ckpt
 
 
 def _state_copy(model: nn.Module) -> dict:
@@ -151,7 +163,8 @@ def _state_copy(model: nn.Module) -> dict:
 def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *, task: str,
           x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
           transform: Transform | None = None, checkpoint_path: str | Path | None = None, resume: bool = False,
-          progress: bool = True, desc: str = "", echo: Callable[[str], None] | None = None) -> TrainResult:
+          progress: bool = True, desc: str = "", echo: Callable[[str], None] | None = None,
+          callbacks=None, fold: int | str | None = None) -> TrainResult:
     """Train ``model`` in place and return its history.
 
     Parameters
@@ -176,7 +189,13 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         ``resume=True`` training continues from it and ends exactly as an
         uninterrupted run would (on CPU).
     progress : bool
-        Show a progress bar with live loss, and an epoch table when epochs are long.
+        Show a progress bar with live loss, and an epoch table when epochs are long
+        (the :class:`~nndl.callbacks.ProgressBar` callback, run before ``callbacks``).
+    callbacks : list of Callback or functions, optional
+        Called on the training events (see :mod:`nndl.callbacks`); an epoch-end callback
+        may call ``state.request_stop(reason)`` to end training after that epoch.
+    fold : int or str, optional
+        Which model of a run this is (``state.fold`` of the callbacks: fold number or "refit").
 
     Returns
     -------
@@ -205,9 +224,14 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
 
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        ckpt = load_checkpoint(checkpoint_path, device)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # another model's or optimiser's checkpoint
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise NndlError(f"{checkpoint_path}: does not fit this run's model/optimiser ({first}); "
+                            "resume the run that wrote it, or start a new run") from None
         best_state = ckpt["best_state"]
         start_epoch, step, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["bad_epochs"]
         result.history, result.best_epoch, result.best_metric = ckpt["history"], ckpt["best_epoch"], ckpt["best_metric"]
@@ -230,26 +254,27 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         model.load_state_dict(saved)
         result.compile_seconds = time.perf_counter() - t0
 
-    long_epochs = steps_per_epoch >= 20
-    live_loss = device.type == "cpu"  # a live loss is a host sync: free on CPU, a stall on a GPU
-    epoch_bar = None
-    if progress and not long_epochs:
-        epoch_bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=desc or "epochs", leave=False, dynamic_ncols=True)
-    say = echo or (tqdm.write if progress else (lambda s: None))
-    if progress and long_epochs and start_epoch == 0:
-        say(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} {'lr':>9} {'dur':>6}")
+    # a live loss is a host sync: free on CPU, a stall on a GPU
+    bar = ProgressBar(echo, live_loss=device.type == "cpu") if progress else None
+    events = CallbackList([bar, callbacks] if bar is not None else callbacks)
+    per_batch = events.per_batch
+    say = echo or (bar.say if bar is not None else (lambda s: None))
+    state = TrainState(task, cfg, model=model, fold=fold, desc=desc, history=result.history,
+                       steps_per_epoch=steps_per_epoch)
+    state.epoch = start_epoch
+    events.train_begin(state)
 
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
+            state.epoch = epoch + 1
+            events.epoch_begin(state)
             last_finite = _state_copy(model)
             model.train()
             perm = torch.randperm(n, device=device, generator=generator)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            bar = tqdm(total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}".strip(), leave=False,
-                       dynamic_ncols=True) if progress and long_epochs else None
             for b in range(steps_per_epoch):
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 xb, yb = x_train[idx], y_train[idx]
@@ -269,12 +294,8 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                 loss_sum += loss.detach() * len(idx)
                 if classify:
                     correct += (out.detach().argmax(1) == yb).sum()
-                if bar is not None:
-                    bar.update(1)
-                    if live_loss and b % LIVE_EVERY == 0:
-                        bar.set_postfix(loss=f"{loss.item():.4f}")
-            if bar is not None:
-                bar.close()
+                if per_batch:
+                    events.batch_end(state, b, loss.detach())
             row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n}
             if classify:
                 row["train_acc"] = correct.item() / n
@@ -298,6 +319,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                                       f"{epoch}. The learning rate ({cfg.lr:g}) is probably too high: try "
                                       f"--set lr={cfg.lr / 10:g}")
                 result.history.append(row)
+                events.epoch_end(state, row)
                 say(f"stopped: {result.stop_reason}")
                 break
             result.history.append(row)
@@ -308,16 +330,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                 best_state = _state_copy(model)
             else:
                 bad_epochs += 1
-            if progress and long_epochs:
-                say(f"{epoch + 1:>5} {row['train_loss']:>10.4f} {row.get('train_acc', float('nan')):>9.4f} "
-                    f"{row.get('val_loss', float('nan')):>9.4f} {row.get('val_acc', float('nan')):>8.4f} "
-                    f"{lr:>9.2e} {row['seconds']:>6.1f}")
-            if epoch_bar is not None:
-                epoch_bar.update(1)
-                if has_val:
-                    epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
-                else:
-                    epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}")
+            events.epoch_end(state, row)
             stop = has_val and cfg.patience > 0 and bad_epochs >= cfg.patience
             if checkpoint_path is not None:
                 ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
@@ -327,9 +340,12 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                         "torch_rng": torch.get_rng_state()}
                 if device.type == "cuda":
                     ckpt["cuda_rng"] = torch.cuda.get_rng_state()
-                _atomic_save(ckpt, checkpoint_path)
+                atomic_torch_save(ckpt, checkpoint_path)
             if stop:
                 result.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
+                break
+            if state.stop_requested:
+                result.stop_reason = state.stop_reason
                 break
             if cfg.time_limit and result.train_seconds > cfg.time_limit and epoch + 1 < cfg.epochs:
                 result.stop_reason = f"time limit: stopped after {epoch + 1} epochs ({result.train_seconds:.0f} s)"
@@ -338,14 +354,15 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     except KeyboardInterrupt:
         raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; the checkpoint holds epoch {epoch}") from None
     finally:
-        if epoch_bar is not None:
-            epoch_bar.close()
+        if bar is not None:
+            bar.close()
 
     if has_val and cfg.patience > 0 and not result.diverged and result.best_epoch > 0:
         model.load_state_dict(best_state)  # early stopping restores the best epoch's weights
     elif not has_val and result.history:
         result.best_epoch = len(result.history)
         result.best_metric = result.history[-1]["train_loss"]
+    events.train_end(state, result)
     return result
 
 

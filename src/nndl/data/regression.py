@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,21 @@ class RegressionData:
     has_header: bool = True
 
 
+BUNDLED_PREFIX = "bundled:"  # config paths like "bundled:regression_train.csv" name files shipped inside nndl
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def bundled_path(name: str) -> Path:
+    """The file ``name`` of the data bundled with nndl (``nndl/data/bundled/``), wherever nndl is installed."""
+    return Path(str(resources.files("nndl.data") / "bundled" / name))
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """A user path as given, or the shipped file for a ``bundled:NAME`` path (see :func:`bundled_path`)."""
+    text = str(path)
+    return bundled_path(text[len(BUNDLED_PREFIX):]) if text.startswith(BUNDLED_PREFIX) else Path(path)
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -39,35 +56,42 @@ def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
     row/column for an unreadable or empty file, a ragged row, or a non-numeric
     or non-finite cell.
     """
-    path = Path(path)
+    shown, path = path, resolve_data_path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
     except OSError as e:
-        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
+        raise NndlError(f"{shown}: cannot read ({e.strerror}); give an existing CSV file") from None
     except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{path}: not a text CSV file ({e})") from None
+        raise NndlError(f"{shown}: not a text CSV file ({e})") from None
     if not rows:
-        raise NndlError(f"{path}: file is empty; it needs rows of numbers, e.g. 'x,y' then '0.5,1.2'")
+        raise NndlError(f"{shown}: file is empty; it needs rows of numbers, e.g. 'x,y' then '0.5,1.2'")
     has_header = not all(_is_number(c) for c in rows[0])
     header = [c.strip() for c in rows[0]] if has_header else [f"col{i}" for i in range(len(rows[0]))]
+    repeated = [name for name, n in Counter(header).items() if n > 1]
+    if repeated:
+        raise NndlError(f"{shown}: column name '{repeated[0]}' appears {Counter(header)[repeated[0]]} times in the "
+                        "header; give every column its own name")
     first_data_line = 2 if has_header else 1
     body = rows[1:] if has_header else rows
     if not body:
-        raise NndlError(f"{path}: has a header but no data rows")
+        raise NndlError(f"{shown}: has a header but no data rows")
     values = np.empty((len(body), len(header)), dtype=np.float64)
     for i, row in enumerate(body):
         line = i + first_data_line
         if len(row) != len(header):
-            raise NndlError(f"{path}: row {line} has {len(row)} columns, expected {len(header)}; fix or remove that row")
+            raise NndlError(f"{shown}: row {line} has {len(row)} columns, expected {len(header)}; fix or remove that row")
         for j, cell in enumerate(row):
             try:
                 v = float(cell)
             except ValueError:
-                raise NndlError(f"{path}: row {line}, column '{header[j]}': '{cell.strip()}' is not a number") from None
+                raise NndlError(f"{shown}: row {line}, column '{header[j]}': '{cell.strip()}' is not a number") from None
             if not math.isfinite(v):
-                raise NndlError(f"{path}: row {line}, column '{header[j]}': value {cell.strip()} is not finite; "
+                raise NndlError(f"{shown}: row {line}, column '{header[j]}': value {cell.strip()} is not finite; "
                                 "remove or impute it")
+            if abs(v) > FLOAT32_MAX:  # nndl computes in float32, where this would become inf
+                raise NndlError(f"{shown}: row {line}, column '{header[j]}': {cell.strip()} is too large for "
+                                f"float32 (|x| <= {FLOAT32_MAX:.3g}); rescale that column")
             values[i, j] = v
     return values, header, has_header
 
@@ -97,7 +121,6 @@ def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "")
         One line naming the file, row/column and the fix, for an unreadable or empty
         file, a ragged row, a non-numeric or non-finite cell, or an unknown column.
     """
-    path = Path(path)
     values, header, has_header = read_table(path)
     if len(header) < 2:
         raise NndlError(f"{path}: needs at least two columns (inputs, then the target)")
@@ -114,6 +137,8 @@ def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "")
     x_idx = [index_of(c) for c in x_cols] if x_cols else [j for j in range(len(header)) if j != y_idx]
     if y_idx in x_idx:
         raise NndlError(f"{path}: column '{header[y_idx]}' is both an input and the target")
+    if len(set(x_idx)) != len(x_idx):
+        raise NndlError(f"{path}: an input column is named twice in --x-cols; name each once")
     return RegressionData(x=values[:, x_idx].astype(np.float32), y=values[:, y_idx].astype(np.float32),
                           x_names=[header[j] for j in x_idx], y_name=header[y_idx], path=str(path),
                           has_header=has_header)

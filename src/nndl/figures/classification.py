@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndl.figures.common import plt, save, weight_histograms
+from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, weight_histograms
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
            "feature_maps", "activation_maximisation", "accuracy_curves", "write_classification_figures",
@@ -306,14 +306,23 @@ def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64)
 
 
 # ----------------------------------------------------------------------------- feature maps
-def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, n_images: int = 3,
-                 max_channels: int = 16, titles: Sequence[str] | None = None) -> Path:
-    """Every convolution's output channels for the first few images.
+def _pick_layers(convs: list, k: int) -> list:
+    """At most ``k`` of the conv layers, evenly spread from the first to the last (deep nets have many)."""
+    if len(convs) <= k:
+        return list(convs)
+    idx = sorted({round(i * (len(convs) - 1) / (k - 1)) for i in range(k)})
+    return [convs[i] for i in idx]
 
-    Forward hooks on each ``nn.Conv2d`` capture its output (before any batch norm
-    or activation). Rows are grouped by image, one row per conv layer labelled
-    with the layer's name and output shape; each map has its own min-max colour
-    scale (bright = strong response).
+
+def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, n_images: int = 10,
+                 max_channels: int = 4, titles: Sequence[str] | None = None, max_layers: int = 4) -> Path:
+    """Convolution outputs for a few images (in a run: one image of each class), one row per image.
+
+    Forward hooks on the chosen ``nn.Conv2d`` layers capture their outputs (before
+    any batch norm or activation). Each row shows the input image, then the first
+    ``max_channels`` channels of each chosen layer; the column headers name the
+    layer and its output shape. Each map has its own min-max colour scale
+    (bright = strong response).
 
     Parameters
     ----------
@@ -325,9 +334,11 @@ def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, 
     path : str or Path
     n_images : int
     max_channels : int
-        Most channels shown per layer (the first ones).
+        Channels shown per layer (the first ones).
     titles : list of str, optional
-        A caption per image (e.g. its class), shown above it.
+        A label per image (e.g. its class), written beside it.
+    max_layers : int
+        Conv layers shown, evenly spread from the first to the last.
 
     Returns
     -------
@@ -341,51 +352,50 @@ def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, 
     convs = _conv_layers(model)
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layer: no feature maps to show")
+    main_path = [(n, c) for n, c in convs if c.kernel_size != (1, 1)] or convs  # not residual 1x1 shortcuts
+    chosen = _pick_layers(main_path, max_layers)
     images = _uint8_images(images)[:n_images]
     captured: dict[str, torch.Tensor] = {}
     hooks = [conv.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach()))
-             for name, conv in convs]
+             for name, conv in chosen]
     try:
         with _eval_mode(model), torch.no_grad():
             model(to_input(images).to(_device(model)))
     finally:
         for h in hooks:
             h.remove()
-    maps = {name: captured[name].float().cpu().numpy() for name, _ in convs}  # (B, C, H, W)
-    n_img, n_layers = len(images), len(convs)
-
-    row_h = 0.62
-    fig = plt.figure(figsize=(13.5, row_h * n_img * n_layers + 0.45 * n_img + 0.6))
-    outer = fig.add_gridspec(n_img, 1, hspace=0.35)
+    maps = {name: captured[name].float().cpu().numpy() for name, _ in chosen}  # (B, C, H, W)
+    n_img, k = len(images), max_channels
+    fig = plt.figure(figsize=(1.4 + 0.78 * k * len(chosen), 0.82 * n_img + 1.3))
+    grid = fig.add_gridspec(n_img, 1 + len(chosen), width_ratios=[1.0] + [float(k)] * len(chosen),
+                            wspace=0.12, hspace=0.12)
     for b in range(n_img):
-        inner = outer[b].subgridspec(n_layers, 2, width_ratios=[2.6, 17.5], wspace=0.25, hspace=0.12)
-        ax_in = fig.add_subplot(inner[:min(n_layers, 3), 0], anchor="N")
+        ax_in = fig.add_subplot(grid[b, 0])
         ax_in.imshow(images[b].numpy(), cmap="gray", vmin=0, vmax=255)
         _image_axis(ax_in)
-        ax_in.set_title(titles[b] if titles is not None else f"image {b}", fontsize=9)
-        for li, (name, conv) in enumerate(convs):
-            fm = maps[name][b][:max_channels]  # (C, H, W)
+        ax_in.set_ylabel(titles[b] if titles is not None else f"image {b}", rotation=0, ha="right", va="center",
+                         fontsize=8)
+        if b == 0:
+            ax_in.set_title("input", fontsize=8)
+        for li, (name, _conv) in enumerate(chosen):
+            fm = maps[name][b][:k]  # (C, H, W)
             lo = fm.reshape(len(fm), -1).min(1)[:, None, None]
             hi = fm.reshape(len(fm), -1).max(1)[:, None, None]
             fm = (fm - lo) / np.where(hi > lo, hi - lo, 1)
-            if len(fm) < max_channels:
-                fm = np.concatenate([fm, np.full((max_channels - len(fm), *fm.shape[1:]), np.nan)])
-            ax = fig.add_subplot(inner[li, 1], anchor="W")
-            ax.imshow(_mosaic(fm, max_channels, gap=max(1, fm.shape[-1] // 10)), cmap=_cmap("viridis"),
-                      vmin=0, vmax=1, interpolation="nearest")
+            if len(fm) < k:
+                fm = np.concatenate([fm, np.full((k - len(fm), *fm.shape[1:]), np.nan)])
+            ax = fig.add_subplot(grid[b, 1 + li])
+            ax.imshow(_mosaic(fm, k, gap=max(1, fm.shape[-1] // 10)), cmap=_cmap("viridis"), vmin=0, vmax=1,
+                      interpolation="nearest")
             _image_axis(ax)
-            c, h, w = maps[name].shape[1:]
-            ax.set_ylabel(f"{name}\n{c}ch {h}x{w}", rotation=0, ha="right", va="center", fontsize=7)
-            if li == 0:
-                ax.set_title(f"conv outputs, channels 0-{min(max_channels, c) - 1} left to right", fontsize=8)
-    fig.suptitle(f"Feature maps of every Conv2d ({n_layers} layers, first {max_channels} channels each; "
-                 "each map scaled to its own range)", fontsize=11)
-    fig.subplots_adjust(left=0.02, right=0.99, top=1 - 0.5 / fig.get_figheight(), bottom=0.01)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)  # not common.save: tight_layout fights the nested grid; margins are set above
-    plt.close(fig)
-    return path
+            if b == 0:
+                c, h, w = maps[name].shape[1:]
+                ax.set_title(f"{name}: {c} ch, {h}x{w}\nchannels 0-{min(k, c) - 1}", fontsize=8)
+    skipped = f"{len(chosen)} of {len(convs)} conv layers" if len(chosen) < len(convs) else f"{len(convs)} conv layers"
+    fig.suptitle(f"Feature maps: {n_img} images ({'one per class' if titles is not None else 'test images'}), "
+                 f"{skipped}; each map scaled to its own range", fontsize=10)
+    fig.subplots_adjust(left=0.11, right=0.99, top=1 - 0.75 / fig.get_figheight(), bottom=0.02)
+    return save(fig, path, tight=False)  # tight_layout fights the image grid; margins are set above
 
 
 # ----------------------------------------------------------------------------- activation maximisation
@@ -565,7 +575,7 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
                 ax.plot(ep, val, style, color=color, lw=1.5, marker="o" if len(pts) < 30 else None, ms=3,
                         label=key.replace("_", " ").replace("acc", "accuracy"))
         ax.set(xlabel="epoch", ylabel=ylabel)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        epoch_axis(ax, [r["epoch"] for r in history if r.get("epoch") is not None])
         if ax.lines:
             ax.legend(fontsize=8)
         else:
@@ -573,6 +583,7 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
     losses = [r[k] for r in history for k in panels[0][1] if r.get(k) is not None]
     if losses and min(losses) > 0 and max(losses) / min(losses) > 20:
         a_loss.set_yscale("log")
+        readable_log_axis(a_loss, "y", losses)
     a_loss.set_title("Loss")
     best = [(r["val_acc"], r["epoch"]) for r in history if r.get("val_acc") is not None]
     if best:
@@ -598,7 +609,7 @@ def _one_per_class(labels: np.ndarray, k: int) -> list[int]:
 
 def write_classification_figures(model: nn.Module, to_input: ToInput, test_images, test_labels, probs,
                                  history: Sequence[dict] | None, class_names: Sequence[str],
-                                 fig_dir: str | Path, *, steps: int = 200, n_feature_images: int = 3) -> list[Path]:
+                                 fig_dir: str | Path, *, steps: int = 200, n_feature_images: int | None = None) -> list[Path]:
     """Write every classification figure of a run into ``fig_dir``.
 
     Parameters
@@ -617,8 +628,8 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
     fig_dir : str or Path
     steps : int
         Activation-maximisation steps.
-    n_feature_images : int
-        Images (of different classes) shown in the feature maps.
+    n_feature_images : int, optional
+        Images (of different classes) shown in the feature maps; default one per class.
 
     Returns
     -------
@@ -638,7 +649,7 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
            misclassified_gallery(images, labels, probs, class_names, fig_dir / "misclassified.png"),
            first_layer_filters(model, fig_dir / "first_layer.png")]
     if _conv_layers(model):
-        chosen = _one_per_class(labels, n_feature_images)
+        chosen = _one_per_class(labels, len(class_names) if n_feature_images is None else n_feature_images)
         out.append(feature_maps(model, to_input, images[chosen], fig_dir / "feature_maps.png",
                                 n_images=len(chosen), titles=[class_names[labels[i]] for i in chosen]))
     out.append(activation_maximisation(model, to_input, fig_dir / "activation_max.png", steps=steps,
