@@ -174,3 +174,20 @@ def test_bad_callbacks_are_rejected_before_anything_is_written(tmp_path, bad, me
 def test_early_stopping_bad_settings(kwargs, message):
     with pytest.raises(NndlError, match=message):
         EarlyStopping(**kwargs)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_early_stopping_restores_each_fold_model_in_cross_validation(tmp_path, batched):
+    run = nndl.regress(out=tmp_path / "r", overrides={"epochs": 60, "folds": 3, "batched": batched, "lr": 0.05},
+                       callbacks=[EarlyStopping(patience=3)], **QUIET)
+    stopped = 0
+    for fold in run["per_fold"]:
+        losses = [r["val_loss"] for r in run.history if str(r["fold"]) == str(fold["fold"])]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        if "did not improve for 3 epochs" in fold["stop_reason"]:
+            stopped += 1
+            assert len(losses) == best + 1 + 3  # stopped exactly `patience` epochs after the best
+        assert fold["best_epoch"] == best + 1
+        # The fold model is scored after training: with the best epoch's weights back, its held-out MSE is that epoch's.
+        assert fold["val_mse"] == pytest.approx(losses[best], rel=1e-4)
+    assert stopped >= 1

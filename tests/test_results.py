@@ -87,7 +87,8 @@ def test_tune_returns_a_study(tmp_path):
     assert isinstance(study, Study) and study["ok"] and study["counts"] == {"COMPLETE": 3}
     assert study["study_dir"] == str(tmp_path / "s") and study.get("ok", False)
     assert len(study.history) == 3 and all(r["state"] == "COMPLETE" for r in study.trials)
-    assert study.config["lr"] == pytest.approx(study["best"]["params"]["lr"])
+    assert study.config["lr"] == pytest.approx(study["best"]["params"]["lr"]) and study.config["epochs"] == 20
+    assert study.config["hidden"] == study.best_run.config["hidden"]  # the full config, defaults included
     assert isinstance(study.best_run, Run) and study.best_run["test_mse"] == study["best_run"]["test_mse"]
     fig = study.figure("history")
     assert isinstance(fig, Figure) and len(fig.axes[0].get_lines()[0].get_xdata()) == 3

@@ -57,10 +57,17 @@ def tune_cli(space, out, *extra, check=None):
                    check=check)
 
 
+def _interruptible() -> None:
+    # A test runner started in the background of a non-interactive shell (as CI may be) has SIGINT
+    # ignored, and children inherit that: the `nndl` under test would never see our "Ctrl-C". At a
+    # terminal SIGINT is not ignored, so give the child the default disposition a terminal gives.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "nndl.cli", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible)
 
 
 def load(study_name, storage):
@@ -224,7 +231,7 @@ def test_resume_after_interrupt_counts_trials_for_the_whole_study(tmp_path, spac
     out = tmp_path / "s"
     nndl.tune("regress", space, sampler="random", trials=2, folds=3, out=out, **QUIET)
     proc = popen_cli("tune", "regress", "--space", space, "--sampler", "random", "--folds", 3, "--out", out,
-                     "--trials", 4, "--set", SLOW)
+                     "--trials", 4, "--set", SLOW, "--allow-changes")  # slow trials, only to interrupt one
     wait_running("regress-space", out / "journal.log", proc)
     proc.send_signal(signal.SIGINT)  # Ctrl-C mid-trial
     output = proc.communicate(timeout=60)[0]
@@ -245,10 +252,83 @@ def test_journal_sigkilled_run_resumes(tmp_path, space):
     wait_running("regress-space", out / "journal.log", proc)
     proc.kill()
     proc.wait()
-    s = nndl.tune("regress", space, sampler="random", trials=2, folds=3, out=out, **QUIET)
+    s = nndl.tune("regress", space, sampler="random", trials=2, folds=3, out=out, allow_changes=True, **QUIET)
     assert s["counts"] == {"COMPLETE": 2} and s["lost_and_retried"] == 1
     lost = [r for r in read_trials(out) if r["state"] == "FAIL"]
     assert len(lost) == 1 and "worker lost" in lost[0]["fail_reason"]
+
+
+def test_study_folder_refuses_other_settings_unless_allowed(tmp_path, space):
+    out = tmp_path / "s"
+    nndl.tune("regress", space, sampler="random", trials=1, folds=3, out=out, retrain=False, figures=False, **QUIET)
+    other = tmp_path / "other.toml"
+    other.write_text(REGRESS_SPACE.replace('"16", "32,32"', '"8", "64"'))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for kwargs, what in [({}, "space"), ({"overrides": ["weight_decay=0.1"]}, "overrides"),
+                         ({"preset": "smooth"}, "preset"), ({"seed": 7}, "seed")]:
+        with pytest.raises(NndlError, match=f"started with another {what}"):
+            nndl.tune("regress", other if what == "space" else space, sampler="random", trials=2, folds=3,
+                      out=out, **kwargs, **QUIET)
+    with pytest.raises(NndlError, match="another folds"):
+        nndl.tune("regress", space, sampler="random", trials=2, folds=4, out=out, **QUIET)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    s = nndl.tune("regress", space, sampler="random", trials=2, folds=3, out=out, retrain=False, figures=False,
+                  **QUIET)  # the same settings resume it
+    assert s["counts"] == {"COMPLETE": 2}
+
+
+def test_study_outputs_never_hold_a_password(tmp_path, space, monkeypatch):
+    """The command line recorded in best/environment.json and report.html has the password masked."""
+    import sys as _sys
+
+    secret = "postgresql://nndl:hunter2@127.0.0.1:1/none"
+    monkeypatch.setattr(_sys, "argv", ["nndl", "tune", "regress", "--storage", secret])
+    nndl.tune("regress", space, sampler="random", trials=1, folds=3, out=tmp_path / "s", **QUIET)
+    texts = [p.read_text(errors="replace") for p in (tmp_path / "s").rglob("*") if p.is_file()
+             and p.suffix in (".json", ".html", ".csv", ".toml", ".log")]
+    assert texts and not any("hunter2" in t for t in texts)
+    assert any("nndl:***@127.0.0.1" in t for t in texts)
+
+
+def _wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    """Poll ``condition()`` until true: an event, not a tight wall-clock budget (the limit only ends a hang)."""
+    t0 = time.time()
+    while not condition():
+        assert time.time() - t0 < timeout, f"gave up waiting for {what}"
+        time.sleep(0.3)
+
+
+def _running_workers(out) -> list[int]:
+    try:
+        trials = load("regress-space", out / "journal.log").trials
+    except (KeyError, FileNotFoundError, ValueError):
+        return []
+    return [int(t.user_attrs["worker"].rpartition(":")[2]) for t in trials
+            if t.state.name == "RUNNING" and t.user_attrs.get("worker")]
+
+
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_local_workers_stop_with_their_parent_and_mark_trials_interrupted(tmp_path, space, how):
+    from nndl.search import _alive
+
+    out = tmp_path / "s"
+    proc = popen_cli("tune", "regress", "--space", space, "--sampler", "random", "--folds", 3, "--out", out,
+                     "--trials", 4, "--workers", 2, "--set", SLOW)
+    _wait_for(lambda: len(_running_workers(out)) == 2 or proc.poll() is not None, "two workers mid-trial")
+    pids = _running_workers(out)
+    child = next(pid for pid in pids if pid != proc.pid)
+    if how == "sigkill":
+        proc.kill()  # no cleanup in the parent at all: the worker must notice on its own
+    else:
+        proc.send_signal(signal.SIGINT)
+    proc.communicate()
+    _wait_for(lambda: not _alive(child), "the worker to stop")
+    trials = load("regress-space", out / "journal.log").trials
+    by_worker = {int(t.user_attrs["worker"].rpartition(":")[2]): t for t in trials if t.user_attrs.get("worker")}
+    assert by_worker[child].state.name == "FAIL"
+    assert "interrupted" in by_worker[child].user_attrs.get("fail_reason", "")
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and "interrupted" in by_worker[proc.pid].user_attrs.get("fail_reason", "")
 
 
 def test_other_study_folder_is_never_reused(tmp_path, space):

@@ -362,7 +362,8 @@ class CSVLogger(Callback):
         if self._writer is None:
             self._open()
         row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in logs.items()}
-        self._writer.writerow({**row, "fold": "" if state.fold is None else state.fold, "wall_time": f"{time.time():.3f}"})
+        fold = "" if state.fold is None else state.fold
+        self._writer.writerow({**row, "fold": fold, "wall_time": f"{time.time():.3f}"})
         self._fh.flush()
 
     def close(self) -> None:

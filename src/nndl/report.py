@@ -916,8 +916,9 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     cfg_html = (_table(cols, sections["run"] + sections["config"]) if sections["config"]
                 else '<p class="note">The runs have identical configs.</p>' + _table(cols, sections["run"]))
     uri = _compare_figure(runs, names)
-    fig_html = (f'<figure class="full"><img src="{uri}" alt="overlaid curves"><figcaption>One colour per run; '
-                "folds of a cross-validated run are averaged per epoch.</figcaption></figure>" if uri
+    fig_html = (f'<figure class="full"><img src="{uri}" alt="overlaid curves"><figcaption>Loss (and accuracy) per '
+                "epoch: training solid, validation dashed, one colour per run; the folds of a cross-validated run "
+                "are averaged per epoch.</figcaption></figure>" if uri
                 else '<p class="note">No history.csv in these runs.</p>')
     from . import __version__
 

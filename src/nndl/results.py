@@ -32,7 +32,7 @@ from .errors import NndlError
 MAIN_FIGURES = {"regress": ("fit", "losses"), "classify": ("losses", "confusion_matrix"),
                 "study": ("history", "importances")}
 KEY_METRICS = {"regress": ("test_mse", "val_mse", "val_mse_std", "train_mse", "folds", "epochs", "cv_seconds",
-                           "test_coverage"),
+                           "test_coverage_90", "splitter"),
                "classify": ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
                             "parameters", "model")}
 
@@ -333,7 +333,8 @@ class Study(_Folder):
     metrics : dict
         ``study.json``: the summary (``best``, ``counts``, ``ok``, ``best_run``, ``warnings`` ...).
     config : dict
-        The best trial's full preset (``best_preset.toml``), or {} when no trial completed.
+        The best trial's resolved config (``best_preset.toml`` over the defaults), or {} when
+        no trial completed.
     history : list of dict
         ``trials.csv``: one row per trial (``number``, ``state``, ``value``, ``params_*``, ...).
     best_run : Run or None
@@ -364,9 +365,10 @@ class Study(_Folder):
         file = self.path / "best_preset.toml"
         if not file.exists():
             return {}
-        from .config import read_preset_file
+        from . import config as config_mod
 
-        return read_preset_file(file)
+        # The preset file holds only what differs from the defaults; resolve it as `--preset FILE` would.
+        return config_mod.to_dict(config_mod.resolve(self.metrics.get("task", "regress"), str(file)))
 
     @property
     def history(self) -> list[dict]:

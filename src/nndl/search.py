@@ -809,8 +809,15 @@ def _spawn(task, sp, index, opts, overrides, storage, folder) -> subprocess.Pope
 
 
 def _end_with_parent() -> None:
-    """In a spawned worker (Linux): SIGTERM it when the parent dies, even by SIGKILL, so that no worker
-    trains on for a study nobody waits for. The worker turns SIGTERM into an interrupt (see :func:`tune`)."""
+    """In a spawned worker, before it starts: make it interruptible and tie it to its parent.
+
+    A process started in the background of a non-interactive shell (a CI job, ``cmd &`` in a
+    script) inherits SIGINT *ignored*, and so would every worker it spawns: our SIGINT on Ctrl-C
+    (:func:`_stop_workers`) would then be lost and the worker would train to the end of the study.
+    So the worker gets the default SIGINT back. On Linux it is also sent SIGTERM when the parent
+    dies, even by SIGKILL; the worker turns SIGTERM into an interrupt (see :func:`_sigterm_interrupts`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         import ctypes
 

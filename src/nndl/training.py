@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from .callbacks import CallbackList, ProgressBar, TrainState
 from .errors import NndlError, TrainingInterrupted  # noqa: F401 - re-exported
 from .fileio import atomic_torch_save

@@ -148,16 +148,24 @@ def importances_figure(importances: dict[str, float], label: str, n_complete: in
 
 
 # ----------------------------------------------------------------------------- slices
-def _categorical_ticks(ax, choices: Sequence[Any], axis: str = "x") -> None:
-    """Evenly spaced category labels, rotated when they would not fit side by side."""
+def _categorical_ticks(ax, choices: Sequence[Any], panel_points: float = 170.0) -> None:
+    """Evenly spaced category labels on the x axis, turned upright when the widest would not fit in its slot.
+
+    ``panel_points`` is the axis width in points (a slice panel is about 3.3 inches
+    less margins); a tick label is about 0.6 em wide per character.
+    """
     labels = [_choice_text(c) for c in choices]
-    if axis == "x":
-        crowded = sum(len(s) for s in labels) > 22 or len(labels) > 5
-        ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
-                      rotation_mode="anchor")
-        ax.set_xlim(-0.6, len(labels) - 0.4)
-    else:
-        ax.set_yticks(range(len(labels)), labels)
+    size = _font_size() * 0.9
+    slot = panel_points / max(len(labels), 1)
+    upright = max((len(s) for s in labels), default=0) * 0.6 * size > 0.9 * slot
+    ax.set_xticks(range(len(labels)), labels, rotation=90 if upright else 0, fontsize=size)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+
+
+def _font_size() -> float:
+    from .common import plt
+
+    return float(plt.rcParams["font.size"])
 
 
 def slices_figure(trials: Sequence[TrialRecord], params: Sequence[ParamSpec], label: str,
@@ -253,7 +261,7 @@ def parallel_coordinate_figure(trials: Sequence[TrialRecord], params: Sequence[P
     if ok:
         lo, hi = min(values), max(values)
         norm = mpl.colors.Normalize(lo, hi if hi > lo else lo + 1)
-        cmap = mpl.colormaps["viridis" if direction.startswith("max") else "viridis_r"]
+        cmap = mpl.colormaps["viridis_r" if direction.startswith("max") else "viridis"]  # better = darker
         order = sorted(range(len(ok)), key=lambda i: values[i], reverse=not direction.startswith("max"))
         best = order[-1]
         for i in order:  # worst first, so the better lines lie on top
