@@ -398,3 +398,29 @@ def test_fuzz_space_files_load_or_fail_with_one_error(tmp_path, kind, low, high,
         load_space(path, "regress")
     except NndlError as e:
         assert "\n" not in str(e) and str(path) in str(e)
+
+
+# ------------------------------------------------------------------ family: noise around the one line
+def test_library_warnings_never_precede_the_one_line_error(scratch, capsys, monkeypatch):
+    import warnings
+
+    def noisy(args):
+        warnings.warn("overflow encountered in cast", RuntimeWarning)
+        raise NndlError("data.csv: row 2: the real problem")
+
+    monkeypatch.setattr(cli, "cmd_regress", noisy)
+    code, err = run_main(["regress"], capsys)
+    assert_one_line_error(code, err, "the real problem")
+
+
+def test_warnings_of_a_successful_command_are_one_line_each(scratch, capsys, monkeypatch):
+    import warnings
+
+    def noisy(args):
+        for _ in range(3):
+            warnings.warn("something minor\nwith a second line", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_regress", noisy)
+    code, err = run_main(["regress"], capsys)
+    assert code == 0 and err.splitlines() == ["nndl: warning: UserWarning: something minor with a second line"]

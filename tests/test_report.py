@@ -405,7 +405,11 @@ def test_resume_of_a_finished_run_changes_nothing(cls_run):
 
 
 # ----------------------------------------------------------------------------- figure contents
-def _captured_save(monkeypatch):
+@pytest.fixture
+def kept(monkeypatch):
+    """Figures that ``nndl.figures.common.save`` would have written, kept open (drawn) by file name."""
+    import matplotlib.pyplot as plt
+
     from nndl.figures import common
 
     figures = {}
@@ -416,7 +420,9 @@ def _captured_save(monkeypatch):
         return Path(path)
 
     monkeypatch.setattr(common, "save", keep)
-    return figures
+    yield figures
+    for fig in figures.values():
+        plt.close(fig)
 
 
 def _texts(fig) -> list[str]:
@@ -430,10 +436,10 @@ def _overlaps(texts) -> list[tuple[str, str]]:
     return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
 
 
-def test_loss_curves_log_axis_reads_in_plain_numbers(tmp_path, monkeypatch):
+def test_loss_curves_log_axis_reads_in_plain_numbers(tmp_path, monkeypatch, kept):
     from nndl.figures import common
 
-    figures = _captured_save(monkeypatch)
+    figures = kept
     histories = [[{"epoch": e, "train_loss": 2.2 + 28 / e ** 2, "val_loss": 2.4 + 27 / e ** 2} for e in range(1, 51)]]
     common.loss_curves(histories, tmp_path / "losses.png", "t")
     ax = figures["losses.png"].axes[0]
@@ -444,14 +450,14 @@ def test_loss_curves_log_axis_reads_in_plain_numbers(tmp_path, monkeypatch):
     assert [t.get_text() for t in figures["one.png"].axes[0].get_xticklabels()] == ["1"]
 
 
-def test_activation_profiles_label_rows_with_input_values(tmp_path, monkeypatch):
+def test_activation_profiles_label_rows_with_input_values(tmp_path, monkeypatch, kept):
     import numpy as np
     import torch
 
     from nndl.figures import regression as rf
     from nndl.models import MLP
 
-    figures = _captured_save(monkeypatch)
+    figures = kept
     monkeypatch.setattr(rf, "save", lambda fig, path, tight=True: figures.setdefault(Path(path).name, fig))
     torch.manual_seed(0)
     probes = np.array([[0.5, -1.25], [2.0, 3.0]], np.float32)
@@ -486,10 +492,10 @@ def _toy_study(n_trials: int):
 
 
 @pytest.mark.parametrize("n_trials", [8, 25])
-def test_study_figures_in_nndl_style(tmp_path, monkeypatch, n_trials):
+def test_study_figures_in_nndl_style(tmp_path, monkeypatch, kept, n_trials):
     from nndl.figures.study import write_study_figures
 
-    figures = _captured_save(monkeypatch)
+    figures = kept
     notes = write_study_figures(_toy_study(n_trials), tmp_path, metric="val_mse", folds=5)
     assert notes == {} and set(figures) == {"history.png", "importances.png", "slices.png",
                                             "parallel_coordinate.png"}
@@ -597,3 +603,18 @@ def test_every_report_kind_in_chromium(reg_run, reg_run2, study_run, tmp_path, r
         assert im.size == (1280, 2000)
         assert len(set(im.convert("L").resize((64, 100)).tobytes())) > 20  # not a blank page
         shutil.copy(page, ARTIFACTS / name.replace(".png", ".html"))
+
+
+def test_figures_keep_nndl_style_after_another_library_changes_it(tmp_path, monkeypatch, kept):
+    import matplotlib.pyplot as plt
+
+    from nndl.figures import common
+    from nndl.figures.study import write_study_figures
+
+    figures = kept
+    with plt.style.context("ggplot"):  # what each of Optuna's own matplotlib plots does, process-wide
+        common.loss_curves([[{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}]], tmp_path / "l.png",
+                           "t")
+        write_study_figures(_toy_study(5), tmp_path, metric="val_mse", folds=3)
+    for name, fig in figures.items():
+        assert fig.axes[0].get_facecolor()[:3] == (1.0, 1.0, 1.0), name  # white, not ggplot's grey

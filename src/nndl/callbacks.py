@@ -477,7 +477,9 @@ class ProgressBar(Callback):
     def __init__(self, say: Callable[[str], None] | None = None, live_loss: bool = True):
         from tqdm.auto import tqdm
 
-        self.tqdm, self.live_loss = tqdm, live_loss
+        from .progress import progress_bar
+
+        self.tqdm, self.live_loss = progress_bar, live_loss  # bars draw only on a terminal or in a notebook
         self.say = say or tqdm.write
         self.epoch_bar = self.step_bar = None
 

@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("nndl: interrupted", file=sys.stderr)
             return 130
-    for line in dict.fromkeys(f"nndl: warning: {w.category.__name__}: {w.message}" for w in caught):
+    for line in dict.fromkeys(f"nndl: warning: {w.category.__name__}: {' '.join(str(w.message).split())}"
+                              for w in caught):
         print(mask_secrets(line), file=sys.stderr)
     return code
 

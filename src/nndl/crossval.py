@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .errors import NndlError
 from .models import MLP, StackedMLP
@@ -391,7 +391,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     step = 0
     t_start = time.perf_counter()
     max_epochs = max(c.epochs for c in cfgs)
-    bar = tqdm(total=max_epochs, desc=f"{k} models (batched)", leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=max_epochs, desc=f"{k} models (batched)", leave=False, enabled=progress,
+                       dynamic_ncols=True)
     events = None
     if callbacks:  # each model gets its own training events (nndl.callbacks.StackEvents)
         from .callbacks import StackEvents

@@ -205,9 +205,9 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     smoothing = float(getattr(cfg, "label_smoothing", 0.0))
     t0 = time.perf_counter()
     model.train()
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    for i in tqdm(range(steps), desc="lr sweep", leave=False, disable=not progress):
+    for i in progress_bar(range(steps), desc="lr sweep", leave=False, enabled=progress):
         if pos >= n:  # a new pass over the data, reshuffled
             perm, pos = torch.randperm(n, device=device, generator=generator), 0
         idx = perm[pos:pos + cfg.batch_size]

@@ -11,12 +11,15 @@ from typing import Any
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where tqdm.auto draws a widget)."""
-    shell = sys.modules.get("IPython")
+    """True inside a Jupyter kernel (where tqdm.auto draws a widget), not in a terminal IPython."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
     try:
-        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+        shell = ipython.get_ipython()
     except Exception:  # an IPython without a running shell
         return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def bars_visible(stream: Any = None) -> bool:

@@ -745,6 +745,12 @@ def _history_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def _compare_figure(runs: list[Path], names: list[str]) -> str | None:
     """Overlaid curves as a PNG data URI: loss (train solid, validation dashed) and accuracy when present."""
+    from .figures.common import styled
+
+    return styled(_draw_compare_figure)(runs, names)
+
+
+def _draw_compare_figure(runs: list[Path], names: list[str]) -> str | None:
     from .figures.common import epoch_axis, plt, readable_log_axis
 
     curves = [_history_curves(r) for r in runs]

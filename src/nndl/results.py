@@ -21,12 +21,12 @@ import base64
 import csv
 import html
 import math
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import NndlError
+from .progress import in_notebook
 
 # The figures shown inline by _repr_html_, in order, per task (the others are one .figure(name) away).
 MAIN_FIGURES = {"regress": ("fit", "losses"), "classify": ("losses", "confusion_matrix"),
@@ -35,18 +35,6 @@ KEY_METRICS = {"regress": ("test_mse", "val_mse", "val_mse_std", "train_mse", "f
                            "test_coverage_90", "splitter"),
                "classify": ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
                             "parameters", "model")}
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (not in a terminal IPython)."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    try:
-        shell = ipython.get_ipython()
-    except Exception:  # an IPython without a running shell
-        return False
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def is_verbose(verbose: bool | None) -> bool:

@@ -239,7 +239,7 @@ class _NNBase(BaseEstimator):
         """Model outputs for ``x`` through ``training.evaluate`` (batching, flip TTA, autocast), on the CPU."""
         cfg = self.config_
         device = self._device(cfg)
-        model = self.model_.to(device)
+        model = self.model_.to(device)  # in place (a no-op on the CPU)
         try:
             # evaluate() also computes a loss, so it needs targets; dummy ones cost one cheap reduction.
             out = evaluate(model, x.to(device), dummy_y.to(device), self._train_task,
@@ -247,7 +247,7 @@ class _NNBase(BaseEstimator):
                            tta_flip=bool(getattr(cfg, "tta_flip", False)),
                            amp=bool(getattr(cfg, "amp", False)) and device.type == "cuda")["outputs"]
         finally:
-            self.model_ = model.cpu()  # kept on the CPU so a pickled estimator loads anywhere
+            model.cpu()  # kept on the CPU between calls, so a pickled estimator loads anywhere
         return out.cpu()
 
     def _rng_guard(self, cfg):
@@ -269,7 +269,8 @@ class NNRegressor(RegressorMixin, _NNBase):
         and the target with the training data's mean and std inside the model.
     optimizer, lr, momentum, nesterov, weight_decay, l1, epochs, batch_size, schedule, warmup_epochs, \
 min_lr_factor, time_limit, device, threads
-        Training, as in ``nndl regress`` (``threads`` is restored after each fit). ``patience`` needs validation data, which this
+        Training, as in ``nndl regress`` (``threads`` > 0 is set for the fit and restored after it;
+        0 leaves torch's setting alone). ``patience`` needs validation data, which this
         estimator does not hold out: leave it at 0 and search ``epochs`` instead.
     random_state : None, int or numpy RandomState
         Seeds initialisation and batch order (an int is nndl's ``seed``; ``None`` draws one).

@@ -359,7 +359,7 @@ def download(dest: str | Path | None = None, mirror: str | None = None, progress
     Path
         The folder holding the files.
     """
-    from tqdm import tqdm  # only needed here; keeps `import nndl.data.fashion` light
+    from ..progress import progress_bar  # tqdm only here; keeps `import nndl.data.fashion` light
 
     dest = Path(dest) if dest is not None else cache_dir()
     base = (mirror or DEFAULT_MIRROR).rstrip("/") + "/"
@@ -378,7 +378,7 @@ def download(dest: str | Path | None = None, mirror: str | None = None, progress
             h = hashlib.sha256()
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                with progress_bar(total=total, unit="B", unit_scale=True, desc=name, enabled=progress) as bar:
                     while block := resp.read(1 << 16):
                         out.write(block)
                         h.update(block)

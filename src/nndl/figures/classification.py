@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, weight_histograms
+from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
            "feature_maps", "activation_maximisation", "accuracy_curves", "write_classification_figures",
@@ -174,6 +174,7 @@ def _matrix_panel(ax, m: np.ndarray, class_names: Sequence[str], fmt: str, title
     return im
 
 
+@styled
 def confusion_matrices(y_true, y_pred, class_names: Sequence[str], path: str | Path) -> Path:
     """Counts and row-normalised confusion matrices side by side.
 
@@ -205,6 +206,7 @@ def confusion_matrices(y_true, y_pred, class_names: Sequence[str], path: str | P
 
 
 # ----------------------------------------------------------------------------- misclassified
+@styled
 def misclassified_gallery(images, y_true, probs, class_names: Sequence[str], path: str | Path,
                           n: int = 24) -> Path:
     """A grid of the ``n`` most confidently wrong images.
@@ -251,6 +253,7 @@ def misclassified_gallery(images, y_true, probs, class_names: Sequence[str], pat
 
 
 # ----------------------------------------------------------------------------- first-layer filters
+@styled
 def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64) -> Path:
     """The first layer's weights drawn as images.
 
@@ -314,6 +317,7 @@ def _pick_layers(convs: list, k: int) -> list:
     return [convs[i] for i in idx]
 
 
+@styled
 def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, n_images: int = 10,
                  max_channels: int = 4, titles: Sequence[str] | None = None, max_layers: int = 4) -> Path:
     """Convolution outputs for a few images (in a run: one image of each class), one row per image.
@@ -406,6 +410,7 @@ def _blur(u: torch.Tensor) -> torch.Tensor:
     return nn.functional.conv2d(nn.functional.pad(u, (1, 1, 1, 1), mode="replicate"), k2)
 
 
+@styled
 def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Path, target: str = "class",
                             index=None, steps: int = 200, lr: float = 0.1, seed: int = 0,
                             class_names: Sequence[str] | None = None, l2: float = 0.1,
@@ -547,6 +552,7 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
 
 
 # ----------------------------------------------------------------------------- accuracy curves
+@styled
 def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Training curves") -> Path:
     """Loss and accuracy over epochs, train solid and validation dashed.
 

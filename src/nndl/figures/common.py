@@ -1,6 +1,7 @@
 """Plot helpers shared by every task: saving, readable axes, loss curves, weight histograms."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Iterable
@@ -13,8 +14,24 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                     "axes.spines.right": False, "font.size": 9})
+NNDL_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+              "axes.spines.right": False, "font.size": 9}
+plt.rcParams.update(NNDL_STYLE)
+
+
+def styled(func):
+    """Draw ``func``'s figure in nndl's style whatever the process-wide matplotlib style is now.
+
+    Other libraries change the global style as a side effect (each of Optuna's
+    matplotlib plots calls ``plt.style.use("ggplot")``), which would turn every
+    later nndl figure grey; the style is restored when ``func`` returns.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with plt.style.context(["default", NNDL_STYLE]):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def save(fig, path: str | Path, tight: bool = True) -> Path:
@@ -82,6 +99,7 @@ def epoch_axis(ax, epochs: Iterable[float]) -> None:
         ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
 
 
+@styled
 def loss_curves(histories: list[list[dict]], path: str | Path, title: str, labels: list[str] | None = None,
                 keys: tuple[str, ...] = ("train_loss", "val_loss"), ylabel: str = "loss", log: bool = True) -> Path:
     """One line per history and key (train solid, validation dashed), over epochs."""
@@ -109,6 +127,7 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+@styled
 def weight_histograms(model: nn.Module, path: str | Path, title: str = "Weight histograms per layer") -> Path:
     """A histogram of every weight matrix / kernel (biases and norm scales left out), one panel each."""
     weights = [(name, p.detach().float().cpu().numpy().ravel()) for name, p in model.named_parameters() if p.dim() > 1]

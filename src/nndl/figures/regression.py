@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import plt, save
+from .common import plt, save, styled
 
 
 def find_gaps(x: np.ndarray, factor: float = 6.0) -> list[tuple[float, float]]:
@@ -96,6 +96,7 @@ def probe_labels(probe_inputs: np.ndarray, x_names: list[str] | None = None, max
     return labels
 
 
+@styled
 @torch.no_grad()
 def activation_profiles(model: nn.Module, probe_inputs: np.ndarray, path: str | Path, title_note: str = "",
                         labels: list[str] | None = None, x_names: list[str] | None = None) -> Path:

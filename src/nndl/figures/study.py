@@ -303,7 +303,15 @@ def _records(study) -> tuple[list[TrialRecord], list[ParamSpec]]:
     return trials, list(specs.values())
 
 
-def write_study_figures(study, folder: str | Path, n_complete: int | None = None, n_params: int | None = None,
+def write_study_figures(*args, **kwargs) -> dict[str, str]:
+    """Write ``history.png``, ``importances.png``, ``slices.png`` and ``parallel_coordinate.png``
+    in nndl's style (see :func:`_write_study_figures` for the parameters)."""
+    from .common import styled
+
+    return styled(_write_study_figures)(*args, **kwargs)
+
+
+def _write_study_figures(study, folder: str | Path, n_complete: int | None = None, n_params: int | None = None,
                         *, metric: str | None = None, folds: int | None = None,
                         direction: str | None = None) -> dict[str, str]:
     """Write ``history.png``, ``importances.png``, ``slices.png`` and ``parallel_coordinate.png``.
