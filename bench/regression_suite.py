@@ -83,6 +83,8 @@ STRATEGIES = {
     "auto-kfold": ("auto", {"splitter": "kfold"}, {}),
     "auto-cluster": ("auto", {"splitter": "cluster"}, {}),
     "auto-blocked-all": ("auto", {"splitter": "blocked"}, {"interior": False}),
+    "auto-both": ("auto", {"splitter": "blocked"}, {"kfold_too": True}),
+    "auto-top8": ("auto", {"ensemble_top": 8}, {}),
 }
 
 

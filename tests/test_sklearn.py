@@ -97,10 +97,12 @@ BAD_VALUES = [  # (estimator, X kind, the text the one-line error must contain)
     (NNRegressor(hidden=[0]), "regression", "'hidden'"),
     (NNRegressor(patience=5), "regression", "patience"),
     (NNRegressor(schedule="step"), "regression", "'schedule'"),
+    (NNRegressor(preset="auto"), "regression", "sets 'final', 'splitter', 'search', which NNRegressor does not use"),
 ]
 
 
-@pytest.mark.parametrize("estimator, kind, text", BAD_VALUES, ids=lambda v: repr(v)[:60] if not isinstance(v, str) else v)
+@pytest.mark.parametrize("estimator, kind, text", BAD_VALUES,
+                         ids=lambda v: v if isinstance(v, str) else repr(v)[:60])
 def test_bad_parameters_are_one_line_value_errors_at_fit(estimator, kind, text, iris, diabetes):
     if kind == "table":
         X, y = iris
@@ -120,6 +122,18 @@ def test_bad_parameters_are_one_line_value_errors_at_fit(estimator, kind, text, 
     assert text in message and "\n" not in message and message.startswith(type(estimator).__name__)
     assert not hasattr(estimator, "model_")  # nothing half-fitted
     assert estimator.get_params() == before  # the parameters are left as given
+
+
+def test_a_preset_file_works_and_may_not_set_data_fields(iris, tmp_path):
+    X, y = iris
+    good = tmp_path / "small.toml"
+    good.write_text('hidden = [16]\ndropout = [0.0]\nepochs = 3\nlr = 0.02\n')
+    est = NNClassifier(preset=str(good), epochs=4, random_state=0).fit(X, y)
+    assert est.config_.hidden == [16] and est.config_.lr == 0.02 and est.n_iter_ == 4  # the parameter wins
+    bad = tmp_path / "with_data.toml"
+    bad.write_text('epochs = 3\nsubset = 100\n')
+    with pytest.raises(NndlValueError, match="sets 'subset', which NNClassifier does not use"):
+        NNClassifier(preset=str(bad)).fit(X, y)
 
 
 def test_search_spaces_may_hand_out_numpy_scalars(iris):
@@ -194,7 +208,9 @@ def test_pickle_and_parallel_jobs_give_the_same_results(iris):
 
 def test_random_state_makes_fits_reproducible_and_leaves_the_global_rng_alone(diabetes):
     X, y = diabetes
-    make = lambda seed: NNRegressor(hidden=[16], activation="relu", standardize=True, epochs=5, random_state=seed)  # noqa: E731
+    def make(seed):
+        return NNRegressor(hidden=[16], activation="relu", standardize=True, epochs=5, random_state=seed)
+
     rng = torch.get_rng_state()
     a, b, c = make(3).fit(X, y).predict(X), make(3).fit(X, y).predict(X), make(4).fit(X, y).predict(X)
     np.testing.assert_array_equal(a, b)
@@ -250,6 +266,18 @@ def test_image_models_learn_digits_as_images(model, digits):
     np.testing.assert_allclose(flat, est.predict_proba(X_test.reshape(-1, 1, 8, 8)))
     with pytest.raises(ValueError, match=r"shape \(1, 4, 16\)"):
         est.predict(X_test.reshape(-1, 1, 4, 16))
+
+
+@pytest.mark.parametrize("model, shape", [("cnn", (3, 12, 12)), ("resnet", (2, 8, 8)), ("fast", (3, 8, 10))])
+def test_image_models_take_their_channels_and_size_from_the_data(model, shape):
+    rng = np.random.default_rng(0)
+    X = rng.random((40, *shape), dtype=np.float32)
+    y = np.repeat(["cat", "dog", "eel"], [14, 13, 13])
+    est = NNClassifier(model=model, channels=[4, 4, 4], epochs=1, random_state=0).fit(X, y)
+    first_conv = next(m for m in est.model_.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == shape[0] and est.n_features_in_ == int(np.prod(shape))
+    assert est.predict_proba(X).shape == (40, 3) and set(est.predict(X)) <= {"cat", "dog", "eel"}
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).predict_proba(X), est.predict_proba(X))
 
 
 def test_image_augmentation_early_stopping_and_test_time_flips(digits):

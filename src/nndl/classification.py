@@ -98,7 +98,8 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         Allow ``out`` to be an existing non-empty folder.
     resume : str, optional
         A run folder whose training was interrupted: continue from its checkpoint
-        with its saved config (no preset/overrides allowed).
+        with its saved config (no preset/overrides allowed). A finished run (its
+        ``metrics.json`` written) is left untouched and returned as it is.
     data : FashionData, optional
         Already loaded data (skips finding and reading the files).
 
@@ -139,7 +140,9 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
             echo(f"{run_dir}: this run is already complete ({n} epoch{'' if n == 1 else 's'}"
                  + (f", test accuracy {100 * acc:.2f}%" if isinstance(acc, float) else "")
                  + "); nothing to resume and nothing changed. Train longer in a new run (--out NEW --set epochs=N).")
-            return {**done, "run_dir": str(run_dir)}
+            from .results import Run
+
+            return Run(run_dir, done)
         cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
         load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
     else:

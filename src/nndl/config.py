@@ -260,7 +260,8 @@ def validate(cfg) -> None:
               ("min_lr_factor", 0 <= cfg.min_lr_factor <= 1, "must be in [0, 1]")]
     if isinstance(cfg, RegressConfig):
         checks += [("folds", cfg.folds >= 2, "must be >= 2"), ("hidden", all(h >= 1 for h in cfg.hidden), "sizes must be >= 1"),
-                   ("dropout", 0 <= cfg.dropout < 1, "must be in [0, 1)")]
+                   ("dropout", 0 <= cfg.dropout < 1, "must be in [0, 1)"),
+                   ("ensemble_top", cfg.ensemble_top >= 1, "must be >= 1"), ("threads", cfg.threads >= 0, "must be >= 0")]
     if isinstance(cfg, ClassifyConfig):
         checks += [("val_fraction", 0 <= cfg.val_fraction < 1, "must be in [0, 1)"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),

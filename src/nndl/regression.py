@@ -172,7 +172,7 @@ def _score(folds: list[FoldResult], interior: bool) -> float:
 
 
 def auto_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool = False,
-             space: dict[str, list] | None = None, interior: bool = True,
+             space: dict[str, list] | None = None, interior: bool = True, kfold_too: bool = False,
              echo: Callable[[str], None] = lambda s: None) -> Fit:
     """``search=auto``: score every candidate by ``cfg.splitter`` CV, keep the best ``cfg.ensemble_top``,
     and make the final ensemble from their fold models on a shuffled K-fold split.
@@ -187,6 +187,9 @@ def auto_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool = Fal
     selection = _cv_many(base, candidates, x, y, groups)
     interior = interior and cfg.splitter == "blocked" and cfg.folds > 2
     scores = [_score(f, interior) for f in selection]
+    if kfold_too and cfg.splitter != "kfold":  # add the shuffled split's score: in-cluster fit counts too
+        shuffled = _cv_many({**base, "splitter": "kfold"}, candidates, x, y, None)
+        scores = [a + _score(f, False) for a, f in zip(scores, shuffled)]
     order = [i for i in np.argsort(scores, kind="stable") if np.isfinite(scores[i])][: max(1, cfg.ensemble_top)]
     if not order:
         raise NndlError("search=auto: every candidate diverged; check the data (e.g. huge target values)")

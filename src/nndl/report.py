@@ -444,7 +444,8 @@ def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
             cards.append((False, f'<p class="note">{esc(p.name)}: not a readable PNG/JPEG, skipped.</p>'))
             continue
         size = _image_size(p.read_bytes()[:32])
-        wide = size is not None and size[0] > 1.6 * size[1] and size[0] > 900  # wide panels get a full row
+        # wide panels, and big ones whose detail a half-width card would shrink away, get a full row
+        wide = size is not None and ((size[0] > 1.6 * size[1] and size[0] > 900) or size[0] >= 1100)
         cards.append((wide, f'<img src="{uri}" alt="{esc(p.name)}">'
                             f"<figcaption><b>{esc(p.name)}</b> — {esc(caption)}</figcaption>"))
     items, i = [], 0

@@ -556,38 +556,6 @@ def to_toml(values: dict[str, Any], header: str = "") -> str:
     return "\n".join(lines + [f"{k} = {fmt(v)}" for k, v in values.items()]) + "\n"
 
 
-def write_figures(study, folder: Path, n_complete: int, n_params: int) -> dict[str, str]:
-    """Optimisation history, importances, slices, parallel coordinates; returns notes on skipped ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from optuna.visualization import matplotlib as ovm
-
-    folder.mkdir(exist_ok=True)
-    notes = {}
-    plots = {"history": ovm.plot_optimization_history, "importances": ovm.plot_param_importances,
-             "slices": ovm.plot_slice, "parallel_coordinate": ovm.plot_parallel_coordinate}
-    for name, plot in plots.items():
-        need = 1 if name == "history" else 2
-        if n_complete < need:
-            notes[name] = f"skipped: {n_complete} completed trial(s), the plot needs {need}"
-        elif name in ("importances", "parallel_coordinate") and n_params < 2:
-            notes[name] = "skipped: needs at least 2 searched parameters"
-        else:
-            try:
-                with warnings.catch_warnings():  # matplotlib's notes about flat axes are noise here
-                    warnings.simplefilter("ignore")
-                    fig = np.ravel(plot(study))[0].figure
-                fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
-                plt.close(fig)
-            except Exception as e:  # e.g. importances of parameters that never varied
-                notes[name] = f"skipped: {type(e).__name__}: {e}"
-                plt.close("all")
-    return notes
-
-
 # --------------------------------------------------------------------------- entry point
 @_quiet
 def tune(task: str, space: str | Path | None = None, *, sampler: str | None = None, trials: int | None = None,
@@ -906,7 +874,13 @@ def _finish(st, task, sp, objective, folder, n_total, where, sampler, pruner, k,
             except Exception as e:  # the search results stay valid; say what went wrong
                 summary["best_run"] = {"error": f"{type(e).__name__}: {e}"}
                 echo(f"warning: retraining the best config failed: {summary['best_run']['error']}")
-    summary["figures_skipped"] = write_figures(st, folder / "figures", len(complete), len(names)) if figures else {}
+    if figures:  # nndl's own style, the real metric name (not Optuna's stock plots and their global ggplot style)
+        from .figures.study import write_study_figures
+
+        summary["figures_skipped"] = write_study_figures(st, folder / "figures", len(complete), len(names),
+                                                         metric=metric, folds=k)
+    else:
+        summary["figures_skipped"] = {}
     for plot, note in summary["figures_skipped"].items():
         echo(f"figure {plot}: {note}")
     write_json(folder / "study.json", summary)

@@ -167,10 +167,11 @@ class _NNBase(BaseEstimator):
         except NndlError as e:  # the config's words for the CLI ("--set lr=x") read as the parameter here
             raise NndlValueError(f"{name}: {str(e).replace('--set ', '')}") from None
         defaults = config_mod.TASK_CONFIGS[self._task]()
-        for key in _NOT_PARAMETERS[self._task]:
-            if key != "seed" and getattr(cfg, key) != getattr(defaults, key):
-                raise NndlValueError(f"{name}: preset {self.preset!r} sets '{key}', which {name} does not use "
-                                     f"({_NOT_PARAMETERS[self._task][key]}); remove it from the preset")
+        unused = [key for key in _NOT_PARAMETERS[self._task]
+                  if key != "seed" and getattr(cfg, key) != getattr(defaults, key)]
+        if unused:
+            raise NndlValueError(f"{name}: preset {self.preset!r} sets {', '.join(map(repr, unused))}, which {name} "
+                                 f"does not use ({_NOT_PARAMETERS[self._task][unused[0]]}); use another preset")
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise NndlValueError(f"{name}: verbose = {self.verbose!r}: expected true or false")
         if not isinstance(self.warm_start, (bool, np.bool_)):
@@ -253,7 +254,10 @@ class _NNBase(BaseEstimator):
     def _rng_guard(self, cfg):
         """Training seeds torch's global RNG; fork it so the caller's random stream is left as it was."""
         device = self._device(cfg)
-        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        if device.type != "cuda":
+            return torch.random.fork_rng(devices=[])
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index])
 
 
 class NNRegressor(RegressorMixin, _NNBase):
@@ -506,8 +510,8 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
         if len(shape) == 1:
             used = [k for k in ("flip", "translate", "erase", "tta_flip") if getattr(cfg, k)]
             if used:
-                raise NndlValueError(f"NNClassifier: '{used[0]}' = {getattr(cfg, used[0])!r} applies to images; give X as "
-                                     "(n, C, H, W) or use an image model, or turn it off")
+                raise NndlValueError(f"NNClassifier: '{used[0]}' = {getattr(cfg, used[0])!r} applies to images; "
+                                     "give X as (n, C, H, W) or use an image model, or turn it off")
         if cfg.patience > 0 and cfg.val_fraction <= 0:
             raise NndlValueError(f"NNClassifier: patience = {cfg.patience} needs a validation split: set "
                                  "val_fraction > 0 (e.g. 0.1)")
@@ -552,7 +556,8 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
         """
         warm = hasattr(self, "model_")
         if not warm and classes is None:
-            raise NndlValueError("NNClassifier.partial_fit: the first call needs classes= (all labels, e.g. np.unique(y))")
+            raise NndlValueError("NNClassifier.partial_fit: the first call needs classes= (all labels, "
+                                 "e.g. np.unique(y))")
         cfg = self._resolve_config(epochs=1)
         cfg = dataclasses.replace(cfg, warmup_epochs=min(cfg.warmup_epochs, 1.0), patience=0)
         if warm and classes is not None and not np.array_equal(np.unique(classes), self.classes_):
@@ -569,7 +574,8 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
         if warm:
             shape = self.input_shape_
             if image_shape is not None and image_shape != shape:
-                raise NndlValueError(f"NNClassifier: X has images of shape {image_shape}, but the fitted model takes {shape}")
+                raise NndlValueError(f"NNClassifier: X has images of shape {image_shape}, but the fitted model "
+                                     f"takes {shape}")
             classes = self.classes_
         else:
             shape = self._input_shape(cfg, X.shape[1], image_shape)

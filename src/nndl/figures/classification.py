@@ -608,9 +608,9 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
 
 # ----------------------------------------------------------------------------- all of them
 def _one_per_class(labels: np.ndarray, k: int) -> list[int]:
-    """Indices of the first image of each of up to ``k`` different classes."""
-    _, first = np.unique(labels, return_index=True)
-    return sorted(first.tolist())[:k]
+    """Indices of the first image of each of up to ``k`` different classes, in class order."""
+    _, first = np.unique(labels, return_index=True)  # unique labels come sorted: rows read class 0, 1, ...
+    return first.tolist()[:k]
 
 
 def write_classification_figures(model: nn.Module, to_input: ToInput, test_images, test_labels, probs,

@@ -239,8 +239,8 @@ def _axis_position(spec: ParamSpec, values: list[Any]) -> tuple[list[float], lis
         if len(ticks) < 2:  # less than a decade: the ends instead
             ticks = [(0.0, tick_text(float(f"{min(nums):.2g}"))), (1.0, tick_text(float(f"{max(nums):.2g}")))]
     else:
-        ticks = [(0.0, tick_text(float(f"{min(nums):.3g}"))), (0.5, tick_text(float(f"{(min(nums) + max(nums)) / 2:.3g}"))),
-                 (1.0, tick_text(float(f"{max(nums):.3g}")))]
+        ends = (min(nums), (min(nums) + max(nums)) / 2, max(nums))
+        ticks = [(h, tick_text(float(f"{v:.3g}"))) for h, v in zip((0.0, 0.5, 1.0), ends)]
     return heights, ticks
 
 
