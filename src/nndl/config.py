@@ -102,10 +102,16 @@ class RegressConfig(TrainConfig):
 
 @dataclass
 class ClassifyConfig(TrainConfig):
-    """Fashion-MNIST classification."""
+    """Image or table classification (Fashion-MNIST by default; see :mod:`nndl.datasets`)."""
 
     model: str = _choice("mlp", ["mlp", "cnn", "resnet", "fast"], "network architecture")
-    data: str = _doc("", "dataset folder; empty = search $NNDL_DATA, the Debian package, the cache")
+    data: str = _doc("", "dataset: an IDX folder, a folder of class subfolders of images, or a .csv table; "
+                         "empty = Fashion-MNIST from $NNDL_DATA, the Debian package, the cache")
+    dataset: str = _choice("auto", ["auto", "fashion_mnist", "idx", "image_folder", "csv_table"],
+                           "dataset kind (nndl.datasets); auto = detected from `data`")
+    label_col: str = _doc("", "csv_table: the class column (default: a column named 'label')")
+    image_size: int = _doc(32, "image_folder: images are resized to image_size x image_size pixels")
+    test_fraction: float = _doc(0.2, "image_folder/csv_table without a fixed test split: stratified test share")
     verify: bool = _doc(True, "check the official files' SHA-256")
     subset: int = _doc(0, "use only the first N training images (stratified); 0 = all")
     test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
@@ -264,6 +270,8 @@ def validate(cfg) -> None:
                    ("ensemble_top", cfg.ensemble_top >= 1, "must be >= 1"), ("threads", cfg.threads >= 0, "must be >= 0")]
     if isinstance(cfg, ClassifyConfig):
         checks += [("val_fraction", 0 <= cfg.val_fraction < 1, "must be in [0, 1)"),
+                   ("test_fraction", 0 < cfg.test_fraction < 1, "must be in (0, 1)"),
+                   ("image_size", 8 <= cfg.image_size <= 512, "must be in 8..512 pixels"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
                    ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
                    ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"),

@@ -260,6 +260,14 @@ class _NNBase(BaseEstimator):
         return torch.random.fork_rng(devices=[index])
 
 
+def _store_params(estimator, given: dict) -> None:
+    """Store every ``__init__`` argument unchanged under its own name (scikit-learn's contract: no
+    validation or conversion in ``__init__``; ``fit`` checks the values)."""
+    for name, value in given.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
 class NNRegressor(RegressorMixin, _NNBase):
     """An nndl regression MLP as a scikit-learn regressor.
 
@@ -304,30 +312,7 @@ min_lr_factor, time_limit, device, threads
                  optimizer=None, lr=None, momentum=None, nesterov=None, weight_decay=None, l1=None, epochs=None,
                  batch_size=None, schedule=None, warmup_epochs=None, min_lr_factor=None, patience=None,
                  time_limit=None, device=None, threads=None, random_state=None, verbose=False, warm_start=False):
-        self.preset = preset
-        self.hidden = hidden
-        self.activation = activation
-        self.init = init
-        self.dropout = dropout
-        self.standardize = standardize
-        self.optimizer = optimizer
-        self.lr = lr
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        self.l1 = l1
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.schedule = schedule
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_factor = min_lr_factor
-        self.patience = patience
-        self.time_limit = time_limit
-        self.device = device
-        self.threads = threads
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        _store_params(self, locals())
 
     def _check_config(self, cfg) -> None:
         if cfg.patience > 0:
@@ -447,40 +432,7 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
                  label_smoothing=None, patience=None, val_fraction=None, flip=None, translate=None, erase=None,
                  tta_flip=None, time_limit=None, device=None, eval_batch_size=None, amp=None, compile=None,
                  threads=None, random_state=None, verbose=False, warm_start=False):
-        self.preset = preset
-        self.model = model
-        self.hidden = hidden
-        self.dropout = dropout
-        self.channels = channels
-        self.activation = activation
-        self.init = init
-        self.optimizer = optimizer
-        self.lr = lr
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        self.l1 = l1
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.schedule = schedule
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_factor = min_lr_factor
-        self.label_smoothing = label_smoothing
-        self.patience = patience
-        self.val_fraction = val_fraction
-        self.flip = flip
-        self.translate = translate
-        self.erase = erase
-        self.tta_flip = tta_flip
-        self.time_limit = time_limit
-        self.device = device
-        self.eval_batch_size = eval_batch_size
-        self.amp = amp
-        self.compile = compile
-        self.threads = threads
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
+        _store_params(self, locals())
 
     # -- inputs ------------------------------------------------------------------------
     def _images(self, X) -> tuple[Any, tuple[int, ...] | None]:
