@@ -74,6 +74,11 @@ PROBLEMS = [
             "a bump no training point sees"),
 ]
 
+# A larger candidate set than the shipped AUTO_SPACE: wider nets and longer training too.
+LARGE_SPACE = {"network": [["tanh", [32]], ["tanh", [64, 64]], ["tanh", [128, 128]], ["gelu", [32, 32]],
+                           ["gelu", [64, 64]], ["gelu", [128, 128]], ["sigmoid", [64]], ["sigmoid", [64, 64]]],
+               "weight_decay": [1e-4, 1e-3, 1e-2], "lr": [0.003, 0.01], "epochs": [600, 1500], "standardize": [True]}
+
 # Strategy -> (preset, overrides, auto_fit keyword arguments)
 STRATEGIES = {
     "seed": ("seed", {}, None),
@@ -83,8 +88,8 @@ STRATEGIES = {
     "auto-kfold": ("auto", {"splitter": "kfold"}, {}),
     "auto-cluster": ("auto", {"splitter": "cluster"}, {}),
     "auto-blocked-all": ("auto", {"splitter": "blocked"}, {"interior": False}),
-    "auto-both": ("auto", {"splitter": "blocked"}, {"kfold_too": True}),
     "auto-top8": ("auto", {"ensemble_top": 8}, {}),
+    "auto-large": ("auto", {}, {"space": LARGE_SPACE}),
 }
 
 

@@ -11,10 +11,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # (layer, module prefixes). A module may import modules of its own layer or lower ones.
 LAYERS = [
     (0, ["nndl", "nndl.errors", "nndl.masking", "nndl.fileio", "nndl.progress", "nndl.config"]),
-    (1, ["nndl.data", "nndl.datasets", "nndl.models", "nndl.uncertainty", "nndl.figures", "nndl.runs",
-         "nndl.tensorboard"]),
-    (2, ["nndl.callbacks", "nndl.training", "nndl.crossval", "nndl.inference", "nndl.report", "nndl.predict",
-         "nndl.export"]),
+    (1, ["nndl.data", "nndl.datasets", "nndl.models", "nndl.inference", "nndl.uncertainty", "nndl.figures",
+         "nndl.runs", "nndl.tensorboard"]),
+    (2, ["nndl.callbacks", "nndl.training", "nndl.crossval", "nndl.report", "nndl.predict", "nndl.export"]),
     (3, ["nndl.results"]),
     (4, ["nndl.regression", "nndl.classification", "nndl.lrfinder", "nndl.sklearn"]),
     (5, ["nndl.search", "nndl.bench"]),

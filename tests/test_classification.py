@@ -80,8 +80,8 @@ def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypa
     original = clf.transform_for
     calls = {"n": 0}
 
-    def interrupting(cfg, device):
-        inner = original(cfg, device)
+    def interrupting(cfg, device, dataset=None):
+        inner = original(cfg, device, dataset)
 
         def transform(xb, gen):
             if gen is not None:

@@ -178,3 +178,15 @@ def test_tune_regress_without_a_space_uses_the_default(tmp_path):
     assert {"activation", "hidden", "weight_decay", "lr", "epochs"} == set(summary["best"]["params"])
     with pytest.raises(NndlError, match="--space"):
         tune("classify", trials=1, out=tmp_path / "c", echo=lambda s: None)
+
+
+def test_typical_student_loop_row_learns():
+    """The bench's baseline is a real loop that learns, not a strawman."""
+    pytest.importorskip("sklearn")
+    from nndl.bench import regression_typical
+
+    d, _ = load_data(config.resolve("regress", "seed"))
+    x, y = torch.as_tensor(d.x), torch.as_tensor(d.y)
+    row = regression_typical(x, y, epochs=300)
+    assert row["seconds"] > 0 and row["threads"] >= 1
+    assert row["val_mse"] < 0.5 * y.var().item()

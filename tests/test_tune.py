@@ -352,6 +352,20 @@ def test_journal_two_local_workers_run_exactly_n_trials(tmp_path, space):
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both processes ran trials
 
 
+def test_sqlite_two_local_workers_run_exactly_n_trials(tmp_path, space):
+    """SQLite has no advisory lock: the trial lock is a file lock beside the database file."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "s"
+    tune_cli(space, out, "--trials", 6, "--workers", 2, "--storage", url, "--set", "epochs=600", check=0)
+    study = load("regress-space", url)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
+    assert (tmp_path / "study.db.slot-lock").exists() and not (out / "journal.log").exists()
+    assert "Traceback" not in (out / "worker-1.log").read_text()
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both processes ran trials
+    assert json.loads((out / "study.json").read_text())["trials"] == 6
+
+
 # ----------------------------------------------------------------------------------------------- PostgreSQL
 @needs_pg
 @pytest.mark.postgres

@@ -1,4 +1,8 @@
-"""The classification task end to end: Fashion-MNIST -> split -> train -> test once -> run folder."""
+"""The classification task end to end: dataset -> split -> train -> test once -> run folder.
+
+The dataset (:mod:`nndl.datasets`: Fashion-MNIST, any IDX folder, an image folder, a CSV table)
+decides the input shape, the classes and the normalisation; nothing here assumes one of them.
+"""
 from __future__ import annotations
 
 import math
@@ -8,9 +12,11 @@ from typing import Any, Callable
 import torch
 
 from . import config as config_mod
-from .data.augment import make_transform
-from .data.fashion import CLASS_NAMES, FashionData, load_fashion, stratified_split
+from . import datasets
+from .data.fashion import FashionData, stratified_split
+from .datasets import Dataset
 from .errors import NndlError
+from .inference import input_transform
 from .models import build_classifier
 from .runs import (environment, new_run_dir, read_json, save_model, write_history_csv,
                    write_json)
@@ -18,34 +24,57 @@ from .training import evaluate, load_checkpoint, pick_device
 from .training import train as fit
 
 
-def prepare_data(cfg, data: FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
+    """The dataset of ``cfg`` (``data``/``dataset`` keys), or ``data`` when already loaded; checked against
+    the model and augmentation settings before anything is written."""
+    if isinstance(data, FashionData):
+        from .datasets.fashion_mnist import from_fashion
+
+        data = from_fashion(data)
+    ds = data if data is not None else datasets.load(cfg)
+    if not ds.is_image:
+        if cfg.model != "mlp":
+            raise NndlError(f"config key 'model' = {cfg.model!r}: {ds.source} is a table ({ds.input_shape[0]} "
+                            "features); only model=mlp reads table rows")
+        if cfg.tta_flip:
+            raise NndlError(f"config key 'tta_flip' = true: {ds.source} is a table; mirroring applies to images "
+                            "only; set tta_flip=false")
+        from .data import augment
+
+        augment.augmenter(augment.options(cfg), input_shape=ds.input_shape)  # images-only ones refused here
+    return ds
+
+
+def prepare_data(cfg, data: Dataset | FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Load (or take) the data set, apply ``subset``, and split train/validation (stratified, seeded).
 
-    Returns a dict of tensors on ``device`` (uint8 images, int64 labels):
-    ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``, plus ``source``.
+    Returns a dict of tensors on ``device`` (uint8 images ``(N, C, H, W)`` or float table rows,
+    int64 labels): ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``, plus
+    ``source`` and ``dataset`` (the :class:`~nndl.datasets.Dataset`, for its shape, classes and
+    normalisation).
     """
-    data = data or load_fashion(cfg.data or None, verify=cfg.verify)
-    images, labels = data.train_images, data.train_labels
-    _check_subset_sizes(cfg, len(labels), len(data.test_labels))
+    data = load_dataset(cfg, data)
+    images, labels = data.x_train, data.y_train
+    _check_subset_sizes(cfg, len(labels), len(data.y_test), "images" if data.is_image else "rows")
     if cfg.subset and cfg.subset < len(labels):
         _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
         images, labels = images[keep], labels[keep]
     train_idx, val_idx = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
-    _check_split(cfg, labels, train_idx, val_idx, int(data.train_labels.max()) + 1)
-    x_test, y_test = data.test_images, data.test_labels
+    _check_split(cfg, labels, train_idx, val_idx, data.num_classes)
+    x_test, y_test = data.x_test, data.y_test
     if cfg.test_subset and cfg.test_subset < len(y_test):
         x_test, y_test = x_test[: cfg.test_subset], y_test[: cfg.test_subset]
     move = lambda t: t.to(device)  # noqa: E731 - loaded once; batches are index slices on the device
     return {"x_train": move(images[train_idx]), "y_train": move(labels[train_idx].long()),
             "x_val": move(images[val_idx]), "y_val": move(labels[val_idx].long()),
-            "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source}
+            "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source, "dataset": data}
 
 
-def _check_subset_sizes(cfg, n_train: int, n_test: int) -> None:
+def _check_subset_sizes(cfg, n_train: int, n_test: int, unit: str = "images") -> None:
     """``subset``/``test_subset`` larger than the data would silently mean "all": say so instead."""
     for key, n, what in (("subset", n_train, "training"), ("test_subset", n_test, "test")):
         if getattr(cfg, key) > n:
-            raise NndlError(f"config key '{key}' = {getattr(cfg, key)}: the {what} set has only {n} images; "
+            raise NndlError(f"config key '{key}' = {getattr(cfg, key)}: the {what} set has only {n} {unit}; "
                             f"use at most {n}, or 0 for all")
 
 
@@ -53,6 +82,9 @@ def _check_split(cfg, labels: torch.Tensor, train_idx: torch.Tensor, val_idx: to
     """Every class needs training images, and a validation split that was asked for must not be empty."""
     present = set(labels[train_idx].tolist())
     missing = [c for c in range(n_classes) if c not in present]
+    if missing and not cfg.subset:
+        raise NndlError(f"config key 'val_fraction' = {cfg.val_fraction}: leaves {len(missing)} of {n_classes} "
+                        "classes without training examples (too few per class); lower val_fraction or add data")
     if missing:
         raise NndlError(f"config key 'subset' = {cfg.subset}: leaves {len(missing)} of {n_classes} classes without "
                         f"training images (with val_fraction = {cfg.val_fraction}); use subset >= "
@@ -68,22 +100,53 @@ def _channels_last(cfg, device: torch.device) -> bool:
     return cfg.model != "mlp" and device.type in ("cpu", "cuda")
 
 
-def transform_for(cfg, device: torch.device):
-    """The batch transform (uint8 -> normalised, augmented in training) in the layout the model expects."""
-    return make_transform(cfg.flip, cfg.translate, cfg.erase, _channels_last(cfg, device))
+def _meta(dataset: Dataset | dict | None) -> dict:
+    if dataset is None:  # callers that predate datasets (bench, search) train on Fashion-MNIST
+        from .datasets.fashion_mnist import META
+
+        return META
+    return dataset.meta() if isinstance(dataset, Dataset) else dataset
 
 
-def classifier_on(cfg, device: torch.device) -> torch.nn.Module:
-    """A freshly initialised classifier for ``cfg`` on ``device``, in its fastest memory layout."""
-    model = build_classifier(cfg).to(device)
+def transform_for(cfg, device: torch.device, dataset: Dataset | dict | None = None):
+    """The batch transform (raw -> normalised, augmented in training) in the layout the model expects.
+
+    ``dataset`` (a :class:`~nndl.datasets.Dataset` or its ``meta()``) gives the normalisation;
+    None means Fashion-MNIST. The augmentations are :mod:`nndl.data.augment`'s registry; one that
+    needs images is refused here for a table. With mixup/cutmix the transform's ``mixed_targets``
+    gives the training loop each batch's mixed labels.
+    """
+    from .data import augment
+
+    meta = _meta(dataset)
+    image = len(meta["input_shape"]) == 3
+    aug = augment.augmenter(augment.options(cfg), std=meta["std"], input_shape=meta["input_shape"])
+    inner = input_transform(meta, aug if image else None, _channels_last(cfg, device) and image)
+    return augment.InputTransform(inner, aug, after=not image)
+
+
+def classifier_on(cfg, device: torch.device, dataset: Dataset | dict | None = None) -> torch.nn.Module:
+    """A freshly initialised classifier for ``cfg`` and ``dataset``'s shape and classes on ``device``,
+    in its fastest memory layout (None: Fashion-MNIST)."""
+    meta = _meta(dataset)
+    shape = tuple(meta["input_shape"])
+    try:
+        model = build_classifier(cfg, shape if len(shape) == 3 else (1, 1, shape[0]), len(meta["class_names"]))
+    except ValueError as e:  # e.g. the cnn model on images smaller than 12x12
+        raise NndlError(f"config key 'model' = {cfg.model!r}: {e}; choose another model or a larger image_size") \
+            from None
+    model = model.to(device)
     return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
 
 
 def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
              out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
-             figures: bool = True, tensorboard: bool = False, data: FashionData | None = None,
+             figures: bool = True, tensorboard: bool = False, data: Dataset | FashionData | None = None,
              echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
-    """Train a Fashion-MNIST classifier, evaluate it once on the test set and write a run folder.
+    """Train a classifier, evaluate it once on the test set and write a run folder.
+
+    The data are Fashion-MNIST unless the config's ``data`` names an IDX folder, a folder of
+    class subfolders of images, or a CSV table (``label_col``); see :mod:`nndl.datasets`.
 
     Parameters
     ----------
@@ -100,7 +163,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         A run folder whose training was interrupted: continue from its checkpoint
         with its saved config (no preset/overrides allowed). A finished run (its
         ``metrics.json`` written) is left untouched and returned as it is.
-    data : FashionData, optional
+    data : Dataset or FashionData, optional
         Already loaded data (skips finding and reading the files).
 
     tensorboard : bool
@@ -154,14 +217,16 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     if not resume:
         run_dir = new_run_dir(out, "classify", overwrite, inputs=[cfg.data])
         write_json(run_dir / "config.json", config_mod.to_dict(cfg))
-    echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({len(tensors['y_train'])} train / "
-         f"{len(tensors['y_val'])} validation / {len(tensors['y_test'])} test images)"
+    ds = tensors["dataset"]
+    shape = "x".join(map(str, ds.input_shape))
+    echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; "
+         f"{len(tensors['y_train'])} train / {len(tensors['y_val'])} validation / {len(tensors['y_test'])} test)"
          + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
     cbs.run_begin(RunInfo(run_dir, "classify", config_mod.to_dict(cfg)))
 
     torch.manual_seed(cfg.seed)
-    model = classifier_on(cfg, device)
-    transform = transform_for(cfg, device)
+    model = classifier_on(cfg, device, ds)
+    transform = transform_for(cfg, device, ds)
     result = fit(model, tensors["x_train"], tensors["y_train"], cfg, task="classification",
                  x_val=tensors["x_val"], y_val=tensors["y_val"], transform=transform,
                  checkpoint_path=run_dir / "checkpoint.pt", resume=bool(resume), progress=progress, echo=echo,
@@ -171,7 +236,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                     transform=transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
     pred = test["outputs"].argmax(1)
     y_test = tensors["y_test"]
-    per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(CLASS_NAMES)
+    per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
                  if (y_test == c).any()}
     last = result.history[-1] if result.history else {}
     val_acc = (result.best_metric if cfg.patience > 0 and result.best_epoch else last.get("val_acc", float("nan")))
@@ -180,10 +245,10 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
                "best_epoch": result.best_epoch, "compile_seconds": result.compile_seconds,
                "stop_reason": result.stop_reason, "diverged": result.diverged, "model": cfg.model,
                "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
-               "train_images": len(tensors["y_train"]), "test_images": len(y_test)}
+               "train_images": len(tensors["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
+               "classes": ds.num_classes}
     write_history_csv(run_dir / "history.csv", result.history)
-    save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [model.state_dict()],
-               class_names=list(CLASS_NAMES), input_shape=[1, 28, 28])
+    save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [model.state_dict()], **ds.meta())
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "environment.json", environment())
     if figures:
@@ -191,13 +256,14 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
 
         probs = test["outputs"].softmax(1).cpu()
         write_classification_figures(model, lambda xb: transform(xb.to(device), None), tensors["x_test"].cpu(),
-                                     y_test.cpu(), probs, result.history, list(CLASS_NAMES), run_dir / "figures")
+                                     y_test.cpu(), probs, result.history, list(ds.class_names), run_dir / "figures",
+                                     input_shape=ds.input_shape, tta_flip=cfg.tta_flip)
     if result.diverged:
         echo(f"WARNING: {result.stop_reason}")
     return finish(run_dir, "classify", metrics, cbs, echo, verbose)
 
 
-def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int = 3, progress: bool = False,
+def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, folds: int = 3, progress: bool = False,
                               on_fold: Callable[[int, float], None] | None = None) -> list[dict[str, Any]]:
     """Stratified, shuffled K-fold cross-validation of a classifier on the training set (test set untouched).
 
@@ -219,18 +285,18 @@ def cross_validate_classifier(cfg, data: FashionData | None = None, folds: int =
     from .data.fashion import stratified_kfold
 
     device = pick_device(cfg.device)
-    data = data or load_fashion(cfg.data or None, verify=cfg.verify)
-    images, labels = data.train_images, data.train_labels
+    data = load_dataset(cfg, data)
+    images, labels = data.x_train, data.y_train
     if cfg.subset and cfg.subset < len(labels):
         _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
         images, labels = images[keep], labels[keep]
     images, labels = images.to(device), labels.long().to(device)
-    transform = transform_for(cfg, device)
+    transform = transform_for(cfg, device, data)
     out = []
     for i, (tr, va) in enumerate(stratified_kfold(labels.cpu(), folds, seed=cfg.seed)):
         tr, va = tr.to(device), va.to(device)
         torch.manual_seed(cfg.seed + i)
-        model = classifier_on(cfg, device)
+        model = classifier_on(cfg, device, data)
         res = fit(model, images[tr], labels[tr], cfg, task="classification", x_val=images[va], y_val=labels[va],
                   transform=transform, progress=progress, desc=f"fold {i + 1}/{folds}")
         last = res.history[-1] if res.history else {}

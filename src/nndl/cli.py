@@ -48,6 +48,8 @@ def cmd_classify(args) -> int:
         overrides.append(f"model={args.model}")
     if args.data:
         overrides.append(f"data={args.data}")
+    if args.label_col:
+        overrides.append(f"label_col={args.label_col}")
     if args.no_verify:
         overrides.append("verify=false")
     classify(preset=args.preset, overrides=overrides, seed=args.seed, out=args.out, overwrite=args.overwrite,
@@ -160,12 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "seed")
     p.set_defaults(func=cmd_regress)
 
-    p = sub.add_parser("classify", help="classify Fashion-MNIST with an MLP or a CNN",
-                       description="Train a Fashion-MNIST classifier, evaluate it once on the test set and write a "
-                                   "run folder with figures. Ctrl-C saves a checkpoint; --resume continues it.")
+    p = sub.add_parser("classify", help="classify images (Fashion-MNIST, IDX, class folders) or CSV table rows",
+                       description="Train a classifier, evaluate it once on the test set and write a run folder "
+                                   "with figures. Data: Fashion-MNIST by default, or --data pointing at an "
+                                   "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
+                                   "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
+                                   "Ctrl-C saves a checkpoint; --resume continues it.")
     p.add_argument("--model", choices=["mlp", "cnn", "resnet", "fast"], help="network (default: the preset's)")
-    p.add_argument("--data", help="folder with the Fashion-MNIST files (default: $NNDL_DATA, the Debian "
+    p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "
                                   "package's /usr/share/datasets/fashion-mnist, then the user cache)")
+    p.add_argument("--label-col", help="CSV table: the class column (default: a column named 'label')")
     p.add_argument("--no-verify", action="store_true", help="accept files whose SHA-256 differs from the official")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
     _add_run_args(p, "mlp")
@@ -261,10 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="predict with a trained run: images, IDX/CSV batches, or regression CSVs",
-                       description="Classification: PNG/JPEG images of any size and colour (made 28x28 grayscale, "
-                                   "light object on dark background; a light background is inverted), IDX files "
-                                   "or CSV batches; prints the top classes with probabilities. Regression: CSV "
-                                   "files of inputs; writes CSV with prediction, fold_mean and fold_std.")
+                       description="Classification: PNG/JPEG images of any size and colour, brought to the "
+                                   "model's input shape (MNIST-style models: grayscale, light object on dark "
+                                   "background, a light background inverted; image-folder models: resized, colour "
+                                   "kept), IDX files or CSV batches, or CSV rows for a table model; prints the top "
+                                   "classes with probabilities. Regression: CSV files of inputs; writes CSV with "
+                                   "prediction, fold_mean and fold_std.")
     p.add_argument("run", metavar="RUN", help="run folder (or its model.pt)")
     p.add_argument("files", nargs="+", metavar="FILE", help="input files")
     p.add_argument("--json", action="store_true", help="print JSON instead of text/CSV")
@@ -273,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run's model to ONNX or TorchScript",
-                       description="Write a model file that loads without nndl. Classifiers take float32 "
-                                   "(N, 1, 28, 28) raw pixels 0..255 (normalisation built in) and output logits; "
-                                   "regressors take (N, inputs) and output (N, 1). The batch size is dynamic.")
+                       description="Write a model file that loads without nndl. Image classifiers take float32 "
+                                   "(N, C, H, W) raw pixels 0..255 in the dataset's shape (normalisation built in), "
+                                   "table classifiers (N, features); both output logits. Regressors take "
+                                   "(N, inputs) and output (N, 1). The batch size is dynamic.")
     p.add_argument("run", metavar="RUN", help="run folder (or its model.pt)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     p.add_argument("--out", help="output file (default: RUN/model.onnx or RUN/model.torchscript.pt)")

@@ -125,6 +125,13 @@ class ClassifyConfig(TrainConfig):
     flip: bool = _doc(False, "random horizontal flip")
     translate: int = _doc(0, "random translation of up to N pixels (pad + crop)")
     erase: float = _doc(0.0, "probability of random erasing per image")
+    # More augmentations (nndl.data.augment's registry, same ranges there); all off by default.
+    rotate: float = _doc(0.0, "random rotation of up to N degrees either way")
+    scale: float = _doc(0.0, "random zoom by a factor in [1-s, 1+s] at a random place (resized crop)")
+    noise: float = _doc(0.0, "Gaussian noise std, in normalised units")
+    mixup: float = _doc(0.0, "mixup with weights ~ Beta(a, a); 0 = off")
+    cutmix: float = _doc(0.0, "cutmix with box areas ~ Beta(a, a); 0 = off")
+    cutmix_prob: float = _doc(1.0, "share of images that get cutmix (the others get mixup if on)")
     tta_flip: bool = _doc(False, "average logits of the image and its mirror at evaluation")
     eval_batch_size: int = _doc(2048, "images per batch at evaluation")
     amp: bool = _doc(True, "bf16 autocast on CUDA (ignored on CPU)")
@@ -276,6 +283,12 @@ def validate(cfg) -> None:
                    ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
                    ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"),
                    ("translate", 0 <= cfg.translate <= 8, "must be in 0..8"),
+                   ("rotate", 0 <= cfg.rotate <= 180, "must be in [0, 180]"),
+                   ("scale", 0 <= cfg.scale <= 0.9, "must be in [0, 0.9]"),
+                   ("noise", 0 <= cfg.noise <= 3, "must be in [0, 3]"),
+                   ("mixup", 0 <= cfg.mixup <= 10, "must be in [0, 10]"),
+                   ("cutmix", 0 <= cfg.cutmix <= 10, "must be in [0, 10]"),
+                   ("cutmix_prob", 0 <= cfg.cutmix_prob <= 1, "must be in [0, 1]"),
                    ("subset", cfg.subset >= 0, "must be >= 0 (0 = all images)"),
                    ("test_subset", cfg.test_subset >= 0, "must be >= 0 (0 = all test images)"),
                    ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),

@@ -125,8 +125,9 @@ def _check_sizes(n: int, k: int) -> None:
 
 # Below this many multiply-adds per optimiser step (models x rows x weights) a second OpenMP
 # thread costs more in wake-ups than it saves, and on a busy machine it is ruinous: the seed
-# preset's 5-fold CV took 4.0 s on 1 thread and 44 s on 2 with one other busy process on the
-# 2 cores (measured back to back, see README "Speed").
+# preset's batched 5-fold CV took 4.0 s on 1 thread and 44 s on 2 on a 2-core machine shared with
+# other users' jobs (load average 2-4, measured back to back). Above the threshold the caller's
+# count is kept: no measurement yet shows where a second thread starts to pay.
 ONE_THREAD_BELOW = 2e8
 
 

@@ -2,14 +2,19 @@
 
 What the exported model expects (the same contract for both formats):
 
-- **Classifier**: input ``"input"``, float32 of shape ``(N, 1, 28, 28)`` holding
-  *raw pixel values in 0..255*, light object on a dark background (as in
-  Fashion-MNIST; see :func:`nndl.predict.preprocess_image` for turning photos into
-  that). Normalisation is built into the graph, and so is the mirror-image
-  averaging when the run used ``tta_flip``, so the outputs equal what nndl
-  computes. Output ``"logits"``, float32 ``(N, classes)``; apply softmax for
-  probabilities. Class names are stored as metadata (ONNX ``metadata_props``
-  key ``class_names``; TorchScript extra file ``nndl.json``).
+- **Image classifier**: input ``"input"``, float32 of shape ``(N, C, H, W)`` (the
+  dataset's shape, stored in ``model.pt`` and in the ``input_shape`` metadata: one grey
+  channel for Fashion-MNIST, three for a colour image folder) holding *raw pixel values in 0..255*
+  (MNIST-style sets: light object on a dark background; see
+  :func:`nndl.predict.preprocess_image`). The dataset's per-channel normalisation is
+  built into the graph, and so is the mirror-image averaging when the run used
+  ``tta_flip`` (:class:`nndl.inference.RawInputClassifier`), so the outputs equal what
+  nndl computes. Output ``"logits"``, float32 ``(N, classes)``; apply softmax for
+  probabilities.
+- **Table classifier** (``csv_table``): input float32 ``(N, features)`` in the CSV's
+  units, columns in the order of the ``feature_names`` metadata; standardisation inside.
+- Classifier metadata (ONNX ``metadata_props``; TorchScript extra file ``nndl.json``):
+  ``class_names``, ``input_shape``, ``dataset``, ``feature_names`` (tables).
 - **Regressor**: input ``"input"``, float32 ``(N, in_features)`` in the training
   CSV's units; output ``"prediction"``, float32 ``(N, 1)``. Input/target
   standardisation and the fold ensemble (``final=ensemble``) are inside the graph.
@@ -31,30 +36,6 @@ ONNX_OPSET = 17
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 
 
-class PixelClassifier(nn.Module):
-    """A classifier that takes raw pixels: ``(N, 1, 28, 28)`` floats in 0..255 -> logits.
-
-    Applies the training normalisation (:mod:`nndl.data.augment`) and, when
-    ``tta_flip``, averages the logits of each image and its mirror image.
-    """
-
-    def __init__(self, model: nn.Module, tta_flip: bool = False):
-        super().__init__()
-        from .data.augment import MEAN, STD
-
-        self.model = model
-        self.tta_flip = bool(tta_flip)
-        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x / 255.0 - self.mean) / self.std
-        logits = self.model(x)
-        if self.tta_flip:
-            logits = 0.5 * (logits + self.model(x.flip(-1)))
-        return logits
-
-
 def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, dict]:
     """The module to export, an example input, the output name and metadata.
 
@@ -72,11 +53,21 @@ def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, di
     run = load_run(run_dir)
     meta = {"nndl_version": __version__, "task": run.task}
     if run.task == "classify":
-        module = PixelClassifier(run.model, run.cfg.tta_flip).eval()
-        example = torch.rand(2, 1, 28, 28) * 255
-        meta.update(class_names=json.dumps(run.class_names),
-                    input="float32 (N, 1, 28, 28) raw pixels 0..255, light object on dark background",
-                    output="logits (N, classes); softmax gives probabilities")
+        from .inference import RawInputClassifier
+
+        shape = tuple(run.meta["input_shape"])
+        module = RawInputClassifier(run.model, run.meta, run.cfg.tta_flip).eval()
+        dims = ", ".join(map(str, shape))
+        if len(shape) == 3:
+            example = torch.rand(2, *shape) * 255
+            what = f"float32 (N, {dims}) raw pixels 0..255"
+        else:
+            example = torch.randn(2, *shape)
+            what = f"float32 (N, {dims}) columns {', '.join(run.meta['feature_names'])}"
+        meta.update(class_names=json.dumps(run.class_names), input_shape=json.dumps(list(shape)),
+                    dataset=run.meta["dataset"], input=what, output="logits (N, classes); softmax gives probabilities")
+        if run.meta.get("feature_names"):
+            meta["feature_names"] = json.dumps(run.meta["feature_names"])
         return module, example, "logits", meta
     example = torch.randn(2, run.in_features)
     meta.update(x_names=json.dumps(run.x_names), y_name=run.y_name,

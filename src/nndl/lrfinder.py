@@ -144,7 +144,8 @@ def _setup(task: str, cfg, data, device) -> tuple[torch.nn.Module, torch.Tensor,
 
     tensors = prepare_data(cfg, data, device)
     torch.manual_seed(cfg.seed)
-    return (classifier_on(cfg, device), tensors["x_train"], tensors["y_train"], transform_for(cfg, device),
+    ds = tensors["dataset"]  # shape, classes and normalisation of whichever dataset cfg names
+    return (classifier_on(cfg, device, ds), tensors["x_train"], tensors["y_train"], transform_for(cfg, device, ds),
             "classification")
 
 

@@ -6,6 +6,13 @@ import copy
 import torch
 from torch import nn
 
+from .datasets.fashion_mnist import CLASS_NAMES as _FASHION_CLASSES
+from .datasets.fashion_mnist import INPUT_SHAPE as _FASHION_SHAPE
+
+# The image networks' defaults are the reference homework's data (Fashion-MNIST); a run passes
+# its dataset's shape and class count (build_classifier), so nothing here depends on them.
+_CLASSES = len(_FASHION_CLASSES)
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
@@ -115,15 +122,18 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, padding: int | None = None) 
 
 
 class SmallCNN(nn.Module):
-    """The reference CNN: conv5x5(16)+BN+ReLU, pool, conv3x3(32)+BN+ReLU, conv3x3(64)+BN+ReLU, pool, linear 1600->10."""
+    """The reference CNN: conv5x5(16)+BN+ReLU, pool, conv3x3(32)+BN+ReLU, conv3x3(64)+BN+ReLU, pool, linear.
 
-    def __init__(self, channels: list[int] = (16, 32, 64), num_classes: int = 10, in_channels: int = 1,
-                 image_size: tuple[int, int] = (28, 28)):
+    For an H x W image the head sees ``c3 * ((H/2 - 4) // 2) * ((W/2 - 4) // 2)`` features.
+    """
+
+    def __init__(self, channels: list[int] = (16, 32, 64), num_classes: int = _CLASSES, in_channels: int = 1,
+                 image_size: tuple[int, int] = _FASHION_SHAPE[1:]):
         super().__init__()
         c1, c2, c3 = channels
-        self.features = nn.Sequential(conv_bn(in_channels, c1, 5, padding=2), nn.MaxPool2d(2),  # 28 -> 14
-                                      conv_bn(c1, c2, 3, padding=0),  # 14 -> 12
-                                      conv_bn(c2, c3, 3, padding=0), nn.MaxPool2d(2))  # 12 -> 10 -> 5
+        self.features = nn.Sequential(conv_bn(in_channels, c1, 5, padding=2), nn.MaxPool2d(2),  # H -> H/2
+                                      conv_bn(c1, c2, 3, padding=0),  # -> H/2 - 2
+                                      conv_bn(c2, c3, 3, padding=0), nn.MaxPool2d(2))  # -> H/2 - 4 -> (H/2 - 4)/2
         h, w = ((s // 2 - 4) // 2 for s in image_size)  # the unpadded convs need images of at least 12x12
         if h < 1 or w < 1:
             raise ValueError(f"the cnn model needs images of at least 12x12 pixels, got {tuple(image_size)}")
@@ -149,9 +159,9 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A small pre-pooling ResNet for 28x28 inputs: stem, three stages (28, 14, 7 pixels), global pooling."""
+    """A small pre-pooling ResNet for small images: stem, three stages (full, 1/2, 1/4 resolution), global pooling."""
 
-    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10, in_channels: int = 1):
+    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = _CLASSES, in_channels: int = 1):
         super().__init__()
         c1, c2, c3 = channels
         self.features = nn.Sequential(conv_bn(in_channels, c1), ResidualBlock(c1, c1, 1), ResidualBlock(c1, c2, 2),
@@ -170,7 +180,7 @@ class FastNet(nn.Module):
     a temperature so the net trains well with a large learning rate.
     """
 
-    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = 10, logit_scale: float = 1 / 9,
+    def __init__(self, channels: list[int] = (32, 64, 128), num_classes: int = _CLASSES, logit_scale: float = 1 / 9,
                  in_channels: int = 1):
         super().__init__()
 
@@ -181,7 +191,7 @@ class FastNet(nn.Module):
 
         c1, c2, c3 = channels
         self.features = nn.Sequential(nn.Conv2d(in_channels, c1 // 2, 3, padding=1, bias=False), nn.BatchNorm2d(c1 // 2), nn.GELU(),
-                                      block(c1 // 2, c1), block(c1, c2), block(c2, c3),  # 28 -> 14 -> 7 -> 3
+                                      block(c1 // 2, c1), block(c1, c2), block(c2, c3),  # each block halves H, W
                                       nn.AdaptiveMaxPool2d(1))
         self.head = nn.Linear(c3, num_classes, bias=False)
         self.logit_scale = logit_scale
@@ -190,11 +200,12 @@ class FastNet(nn.Module):
         return self.head(self.features(x).flatten(1)) * self.logit_scale
 
 
-def build_classifier(cfg, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, num_classes: int = _CLASSES) -> nn.Module:
     """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`).
 
-    ``input_shape`` is (channels, height, width) of one image (the MLP sees it flattened) and
-    ``num_classes`` the number of logits; the defaults are Fashion-MNIST's.
+    ``input_shape`` is (channels, height, width) of one image (the MLP sees it flattened; a table
+    of F features is ``(1, 1, F)``) and ``num_classes`` the number of logits; the defaults are
+    Fashion-MNIST's (see :mod:`nndl.datasets.fashion_mnist`).
     """
     c, h, w = input_shape
     if cfg.model == "mlp":

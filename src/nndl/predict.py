@@ -1,7 +1,11 @@
-"""Predictions from a saved run: images or IDX/CSV batches for classifiers, CSV rows for regressors.
+"""Predictions from a saved run: images, IDX/CSV batches or table rows for classifiers, CSV rows for regressors.
 
-The model is rebuilt from ``model.pt`` alone (config + state dicts, loaded with
-``weights_only=True``), so a run folder can be copied anywhere and used.
+The model is rebuilt from ``model.pt`` alone (config, state dicts and the dataset's input
+shape, classes and normalisation, loaded with ``weights_only=True``), so a run folder can be
+copied anywhere and used. How a file becomes model input follows the dataset kind the model
+was trained on (:mod:`nndl.datasets`): MNIST-style sets get the trimmed, light-on-dark
+preprocessing of :func:`preprocess_image`; image folders get their images resized as in
+training (colour kept for a colour model); tables get their rows read by column name.
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ class LoadedRun:
     fold_models : list of nn.Module
         The cross-validation fold models (regression; empty when not saved).
     class_names : list of str
+    meta : dict
+        Classifiers: the dataset metadata (``dataset``, ``input_shape``, ``class_names``,
+        ``mean``, ``std``, ``feature_names``; Fashion-MNIST's for files that predate it).
     in_features : int
         Regression inputs (0 for classifiers).
     x_names, y_name : list of str, str
@@ -53,6 +60,7 @@ class LoadedRun:
     model: nn.Module
     fold_models: list[nn.Module] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
     in_features: int = 0
     x_names: list[str] = field(default_factory=list)
     y_name: str = ""
@@ -109,10 +117,14 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS[task])}
     cfg = config_mod.from_dict(task, {k: v for k, v in payload["config"].items() if k in known})
     if task == "classify":
+        from .datasets import from_meta
+
+        meta = from_meta(payload)
+        shape = tuple(meta["input_shape"])
         torch.manual_seed(0)  # construction randomness is overwritten by the weights; keep it deterministic anyway
-        model = _load_state(build_classifier(cfg), states[0], path)
-        names = [str(n) for n in payload.get("class_names") or range(10)]
-        return LoadedRun(task, cfg, model, class_names=names, path=str(path))
+        net = build_classifier(cfg, shape if len(shape) == 3 else (1, 1, shape[0]), len(meta["class_names"]))
+        model = _load_state(net, states[0], path)
+        return LoadedRun(task, cfg, model, class_names=meta["class_names"], meta=meta, path=str(path))
     first_weight = next((v for k, v in states[0].items() if k.endswith("layers.0.weight")), None)
     in_features = int(payload.get("in_features") or (first_weight.shape[1] if first_weight is not None else 1))
     members = [_regressor(cfg, in_features, sd, path) for sd in states]
@@ -124,8 +136,14 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 
 
 # ----------------------------------------------------------------------------- images
-def preprocess_image(image) -> np.ndarray:
-    """Turn a photo or drawing into a Fashion-MNIST-like 28x28 uint8 image.
+def _fashion_size() -> tuple[int, int]:
+    from .datasets.fashion_mnist import INPUT_SHAPE
+
+    return INPUT_SHAPE[1], INPUT_SHAPE[2]
+
+
+def preprocess_image(image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Turn a photo or drawing into an MNIST-like ``size`` uint8 image (default Fashion-MNIST's size).
 
     Fashion-MNIST shows a *light object on a black background*, trimmed so the
     object's longer side spans the frame. Steps:
@@ -144,7 +162,7 @@ def preprocess_image(image) -> np.ndarray:
        product images the same way); an image with no such pixel is kept whole
        (:func:`image_has_object` says it holds no object).
     5. Pad to a square with the background colour (keeping the aspect ratio,
-       object centred) and resize to 28x28 with Lanczos filtering.
+       object centred) and resize to ``size`` (height, width) with Lanczos filtering.
 
     Parameters
     ----------
@@ -152,10 +170,13 @@ def preprocess_image(image) -> np.ndarray:
         Any size up to :data:`MAX_IMAGE_PIXELS` pixels, any mode (RGB, RGBA,
         palette, grayscale, ...).
 
+    size : (int, int), optional
+        Height and width of the result (the model's input size).
+
     Returns
     -------
     np.ndarray
-        ``uint8`` array of shape (28, 28), light object on a dark background.
+        ``uint8`` array of shape ``size``, light object on a dark background.
 
     Raises
     ------
@@ -163,7 +184,7 @@ def preprocess_image(image) -> np.ndarray:
         Not an image Pillow can read, or more pixels than :data:`MAX_IMAGE_PIXELS`
         (a decompression bomb is refused from its header, before it is decoded).
     """
-    return _preprocess(image)[0]
+    return _preprocess(image, size)[0]
 
 
 def image_has_object(image) -> bool:
@@ -184,7 +205,7 @@ def _open_image(path: str | Path):
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
-                                    f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees 28x28 anyway)")
+                                    f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees a small image anyway)")
                 im.load()
                 return im.copy()
     except Image.DecompressionBombError:
@@ -195,8 +216,9 @@ def _open_image(path: str | Path):
                         "IDX/CSV batch") from None
 
 
-def _preprocess(image) -> tuple[np.ndarray, bool]:
+def _preprocess(image, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
     """:func:`preprocess_image` and whether the image holds an object (see :func:`image_has_object`)."""
+    h_out, w_out = size or _fashion_size()
     Image, ImageOps = _pil()
     img = _open_image(image) if isinstance(image, (str, Path)) else image
     img = ImageOps.exif_transpose(img)
@@ -225,7 +247,7 @@ def _preprocess(image) -> tuple[np.ndarray, bool]:
     canvas = np.zeros((side, side), np.float32)  # the background is 0 after the levels step
     y0, x0 = (side - h) // 2, (side - w) // 2
     canvas[y0: y0 + h, x0: x0 + w] = gray
-    small = Image.fromarray(canvas.round().astype(np.uint8)).resize((28, 28), Image.LANCZOS)
+    small = Image.fromarray(canvas.round().astype(np.uint8)).resize((w_out, h_out), Image.LANCZOS)
     return np.asarray(small, dtype=np.uint8).copy(), bool(mask.any())
 
 
@@ -253,23 +275,24 @@ def _file_kind(path: Path) -> str:
     return "image"
 
 
-def read_pixel_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """A CSV batch: the Kaggle form (``label,pixel1..pixel784``) or 784 pixel columns (header optional).
+def read_pixel_csv(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A CSV batch: the Kaggle form (``label,pixel1..pixel784``) or H*W pixel columns (header optional).
 
     Returns
     -------
-    images : uint8 (N, 28, 28)
+    images : uint8 (N, H, W), ``size = (H, W)`` (default Fashion-MNIST's)
     labels : int array (N,) or None
     """
     from .data.fashion import read_csv_form
 
+    h, w = size or _fashion_size()
     path = Path(path)
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as fh:
             first = fh.readline().strip().split(",")
     except OSError as e:
         raise NndlError(f"{path}: cannot read ({e.strerror}); check the path") from None
-    if first and first[0].strip().lower() == "label":
+    if first and first[0].strip().lower() == "label" and (h, w) == _fashion_size():
         images, labels = read_csv_form(path)
         return images, labels.astype(np.int64)
     has_header = not all(_is_number(c) for c in first)
@@ -277,63 +300,101 @@ def read_pixel_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         data = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.float64, ndmin=2)
     except ValueError as e:
         raise NndlError(f"{path}: not a CSV of pixel values ({str(e).splitlines()[0][:100]})") from None
-    if data.shape[0] == 0 or data.shape[1] != 784:
-        raise NndlError(f"{path}: {data.shape[1] if data.size else 0} columns; a pixel CSV needs 784 columns "
-                        "(28x28 pixels, 0..255) or the Kaggle form label,pixel1,...,pixel784")
+    if data.shape[0] == 0 or data.shape[1] != h * w:
+        raise NndlError(f"{path}: {data.shape[1] if data.size else 0} columns; a pixel CSV needs {h * w} columns "
+                        f"({h}x{w} pixels, 0..255)" + (" or the Kaggle form label,pixel1,...,pixel784"
+                                                         if (h, w) == _fashion_size() else ""))
     bad = np.argwhere((data < 0) | (data > 255) | ~np.isfinite(data))
     if len(bad):
         r, c = bad[0]
         raise NndlError(f"{path}: row {r + 1}, column {c + 1}: {data[r, c]} outside 0..255")
-    return data.round().astype(np.uint8).reshape(-1, 28, 28), None
+    return data.round().astype(np.uint8).reshape(-1, h, w), None
 
 
-def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read an IDX (gzipped or raw) or CSV batch of 28x28 images.
+def read_batch(path: str | Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an IDX (gzipped or raw) or CSV batch of ``size = (H, W)`` images (default Fashion-MNIST's).
 
     Returns
     -------
-    images : uint8 (N, 28, 28)
+    images : uint8 (N, H, W)
     labels : int array (N,) or None (only the Kaggle CSV form carries labels)
     """
     from .data.fashion import read_idx
 
+    h, w = size or _fashion_size()
     path = Path(path)
     if _file_kind(path) == "csv":
-        return read_pixel_csv(path)
+        return read_pixel_csv(path, (h, w))
     arr = read_idx(path)
-    if arr.ndim == 2 and arr.shape == (28, 28):
+    if arr.ndim == 2 and arr.shape == (h, w):
         arr = arr[None]
     if arr.ndim == 1:
         raise NndlError(f"{path}: an IDX labels file; give the images file (…-images-idx3-ubyte[.gz])")
-    if arr.ndim != 3 or arr.shape[1:] != (28, 28):
-        raise NndlError(f"{path}: IDX images of shape {arr.shape}; expected (N, 28, 28)")
+    if arr.ndim != 3 or arr.shape[1:] != (h, w):
+        raise NndlError(f"{path}: IDX images of shape {arr.shape}; expected (N, {h}, {w})")
     return arr, None
 
 
 # ----------------------------------------------------------------------------- classification
-def class_probabilities(run: LoadedRun, images) -> np.ndarray:
-    """Softmax probabilities (N, classes) for raw uint8 images (N, 28, 28), exactly as nndl evaluates.
+def class_probabilities(run: LoadedRun, inputs) -> np.ndarray:
+    """Softmax probabilities (N, classes) for raw inputs, exactly as nndl evaluates.
 
-    Normalisation is :func:`nndl.data.augment.make_transform` without
-    augmentation; with ``tta_flip`` the logits of each image and its mirror are averaged.
+    ``inputs`` are uint8 images ``(N, H, W)`` or ``(N, C, H, W)`` of the model's input shape,
+    or float table rows ``(N, F)``. They go through :class:`nndl.inference.Predictor` with the
+    run's normalisation; with ``tta_flip`` the logits of each image and its mirror are averaged.
     """
-    from .data.augment import make_transform
+    from .inference import Predictor, input_transform
 
-    transform = make_transform()
-    images = torch.as_tensor(np.asarray(images, dtype=np.uint8))
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), _EVAL_BATCH):
-            x = transform(images[i: i + _EVAL_BATCH], None)
-            logits = run.model(x).float()
-            if getattr(run.cfg, "tta_flip", False):
-                logits = 0.5 * (logits + run.model(x.flip(-1)).float())
-            out.append(logits.softmax(1))
-    return torch.cat(out).numpy() if out else np.empty((0, len(run.class_names)), np.float32)
+    meta = run.meta or _fashion_meta()
+    is_image = len(meta["input_shape"]) == 3
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.uint8 if is_image else np.float32))
+    if len(x) == 0:
+        return np.empty((0, len(run.class_names)), np.float32)
+    transform = input_transform(meta)
+    predictor = Predictor(run.model, lambda xb: transform(xb, None), tta_flip=getattr(run.cfg, "tta_flip", False),
+                          batch_size=_EVAL_BATCH)
+    return predictor.probs(x).numpy()
+
+
+def _fashion_meta() -> dict:
+    from .datasets.fashion_mnist import META
+
+    return META
 
 
 NO_OBJECT = (f"no object in the image: every pixel is within {TRIM_THRESHOLD} grey levels of the background "
              "(blank or uniform); not classified")
+
+
+def _read_for_model(run: LoadedRun, path: Path) -> tuple[np.ndarray, np.ndarray | None, bool, list[bool]]:
+    """``(inputs, labels or None, single image?, has-object flags)`` of one file, as the model's dataset reads it."""
+    from .datasets import module
+
+    meta = run.meta or _fashion_meta()
+    style = module(meta["dataset"]).PREDICT_INPUT
+    shape = tuple(meta["input_shape"])
+    if style == "table":
+        from .datasets.csv_table import read_inputs as read_rows
+
+        x, labels = read_rows(path, meta["feature_names"], run.class_names)
+        return x, labels, False, [True] * len(x)
+    kind = _file_kind(path)
+    if style == "resized":
+        if kind != "image":
+            raise NndlError(f"{path}: this model was trained on an image folder; give image files (PNG/JPEG)")
+        from .datasets.image_folder import open_image, to_array
+
+        if path.stat().st_size == 0:
+            raise NndlError(f"{path}: empty file; give a PNG or JPEG image")
+        _open_image(path)  # the pixel-count limit and a one-line error for a file that is not an image
+        arr = to_array(open_image(path), shape[0], shape[1:])
+        return arr[None], None, True, [int(arr.max()) - int(arr.min()) > 0]
+    if kind == "image":
+        image, has_object = _preprocess(path, shape[1:])
+        return image[None], None, True, [has_object]
+    images, labels = read_batch(path, shape[1:])
+    # an IDX/CSV image is already model-sized on a black background: blank when it has no contrast
+    return images, labels, False, [int(im.max()) - int(im.min()) > TRIM_THRESHOLD for im in images]
 
 
 def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> list[dict]:
@@ -343,13 +404,7 @@ def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> li
         path = Path(f)
         if not path.exists():
             raise NndlError(f"{path}: no such file")
-        if _file_kind(path) == "image":
-            image, has_object = _preprocess(path)
-            images, labels, single, objects = image[None], None, True, [has_object]
-        else:
-            (images, labels), single = read_batch(path), False
-            # an IDX/CSV image is already 28x28 on a black background: blank when it has no contrast
-            objects = [int(im.max()) - int(im.min()) > TRIM_THRESHOLD for im in images]
+        images, labels, single, objects = _read_for_model(run, path)
         probs = class_probabilities(run, images)
         k = min(top, probs.shape[1])
         for i, p in enumerate(probs):
@@ -501,10 +556,11 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
     run_dir : str or Path
         A run folder (or its ``model.pt``).
     files : list of str or Path
-        Classification: PNG/JPEG images (any size and colour; see
-        :func:`preprocess_image` for how they become 28x28), IDX image files
-        (gzipped or raw) and CSV batches (Kaggle form with labels, or 784 pixel
-        columns). Regression: CSV files of input rows (see :func:`read_inputs`).
+        Classification: PNG/JPEG images (any size and colour; brought to the model's
+        input shape, see :func:`preprocess_image` for MNIST-style models), IDX image files
+        (gzipped or raw) and CSV batches (Kaggle form with labels, or H*W pixel
+        columns); for a model trained on a CSV table, CSV files with its feature columns
+        (one prediction per row). Regression: CSV files of input rows (see :func:`read_inputs`).
     json : bool
         Emit JSON instead of text (classification) or CSV (regression).
     out : str or Path, optional

@@ -119,19 +119,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, *, b
     dict with ``loss``, ``outputs`` (logits or predictions, on the device) and,
     for classification, ``accuracy`` (a fraction in [0, 1]).
     """
-    was_training = model.training
-    model.eval()
-    outs = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
-        xb = transform(xb, None) if transform else xb
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(xb).float()
-            if tta_flip:  # average with the mirrored image's logits
-                out = 0.5 * (out + model(xb.flip(-1)).float())
-        outs.append(out)
-    model.train(was_training)
-    outputs = torch.cat(outs) if outs else torch.empty(0)
+    from .inference import Predictor  # the one inference path (normalise, flip TTA, autocast, batches)
+
+    to_input = (lambda xb: transform(xb, None)) if transform else None  # noqa: E731
+    outputs = Predictor(model, to_input, tta_flip=tta_flip, amp=amp, batch_size=batch_size).logits(x)
     result = {"loss": loss_fn(task, outputs, y).item(), "outputs": outputs}
     if task == "classification":
         result["accuracy"] = (outputs.argmax(1) == y).float().mean().item()
@@ -285,7 +276,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     out = train_model(xb)
-                loss = loss_fn(task, out, yb, smoothing)
+                # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
+                mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
+                loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
                 objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()

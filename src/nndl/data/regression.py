@@ -82,18 +82,23 @@ def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
         if len(row) != len(header):
             raise NndlError(f"{shown}: row {line} has {len(row)} columns, expected {len(header)}; fix or remove that row")
         for j, cell in enumerate(row):
-            try:
-                v = float(cell)
-            except ValueError:
-                raise NndlError(f"{shown}: row {line}, column '{header[j]}': '{cell.strip()}' is not a number") from None
-            if not math.isfinite(v):
-                raise NndlError(f"{shown}: row {line}, column '{header[j]}': value {cell.strip()} is not finite; "
-                                "remove or impute it")
-            if abs(v) > FLOAT32_MAX:  # nndl computes in float32, where this would become inf
-                raise NndlError(f"{shown}: row {line}, column '{header[j]}': {cell.strip()} is too large for "
-                                f"float32 (|x| <= {FLOAT32_MAX:.3g}); rescale that column")
-            values[i, j] = v
+            values[i, j] = parse_cell(cell, shown, line, header[j])
     return values, header, has_header
+
+
+def parse_cell(cell: str, shown, line: int, column: str) -> float:
+    """One CSV cell as a finite float32-sized number, or an NndlError naming the file, row and column."""
+    try:
+        v = float(cell)
+    except ValueError:
+        raise NndlError(f"{shown}: row {line}, column '{column}': '{cell.strip()}' is not a number") from None
+    if not math.isfinite(v):
+        raise NndlError(f"{shown}: row {line}, column '{column}': value {cell.strip()} is not finite; "
+                        "remove or impute it")
+    if abs(v) > FLOAT32_MAX:  # nndl computes in float32, where this would become inf
+        raise NndlError(f"{shown}: row {line}, column '{column}': {cell.strip()} is too large for "
+                        f"float32 (|x| <= {FLOAT32_MAX:.3g}); rescale that column")
+    return v
 
 
 def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "") -> RegressionData:

@@ -135,3 +135,33 @@ def check_classes(labels, class_names: list[str], source: str) -> None:
     empty = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]
     if empty:
         raise NndlError(f"{source}: class '{empty[0]}' has no training examples; add some or remove the class")
+
+
+def pixel_stats(images) -> tuple[list[float], list[float]]:
+    """Mean and std per channel of ``uint8 (N, C, H, W)`` images, on the [0, 1] scale.
+
+    From a 256-bin histogram per channel: exact, and no float copy of the whole set.
+    """
+    import torch
+
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        hist = torch.bincount(images[:, c].reshape(-1).to(torch.int64), minlength=256).double()
+        levels = torch.arange(256, dtype=torch.float64) / 255
+        n = hist.sum().clamp(min=1)
+        mean = (hist * levels).sum() / n
+        var = (hist * (levels - mean) ** 2).sum() / n
+        means.append(float(mean))
+        stds.append(max(float(var.sqrt()), 1e-3))  # a constant channel must not divide by zero
+    return means, stds
+
+
+def stratified_test_split(labels, test_fraction: float, seed: int, source: str):
+    """Train/test indices with each class's share ``test_fraction`` in the test set (seeded)."""
+    from ..data.fashion import stratified_split
+
+    train_idx, test_idx = stratified_split(labels, test_fraction, seed=seed)
+    if len(test_idx) == 0:
+        raise NndlError(f"{source}: too few examples for a test split of {test_fraction:g}; add examples, raise "
+                        "test_fraction, or give a fixed split (ROOT/train/CLASS + ROOT/test/CLASS)")
+    return train_idx, test_idx

@@ -1,4 +1,4 @@
-"""Figures of a Fashion-MNIST classification run.
+"""Figures of a classification run (any image dataset; tables get the non-image figures).
 
 Confusion matrices, the most confidently wrong test images, first-layer
 filters, feature maps, activation maximisation and accuracy curves; each
@@ -7,9 +7,10 @@ writes the whole set into a run's ``figures/`` folder.
 
 Conventions shared by the functions here:
 
-- ``images`` are raw ``uint8`` tensors of shape (N, 28, 28), exactly as loaded;
-- ``to_input`` maps such a batch to the model's float input (B, 1, 28, 28)
-  (it normalises; nothing here assumes its constants);
+- ``images`` are raw ``uint8`` tensors of shape (N, H, W) (grey) or (N, C, H, W), exactly as
+  loaded;
+- ``to_input`` maps such a batch to the model's float input (B, C, H, W)
+  (it normalises; nothing here assumes its constants or the image size);
 - the model is switched to eval mode inside each function and its previous
   train/eval flags are restored afterwards;
 - everything runs under :func:`torch.no_grad` in small batches, except
@@ -18,7 +19,6 @@ Conventions shared by the functions here:
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
+from nndl.inference import Predictor, eval_mode
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
            "feature_maps", "activation_maximisation", "accuracy_curves", "write_classification_figures",
@@ -47,13 +48,39 @@ def _numpy(x) -> np.ndarray:
 
 
 def _uint8_images(images) -> torch.Tensor:
-    """``images`` as a CPU uint8 tensor (N, 28, 28)."""
+    """``images`` as a CPU uint8 tensor: (N, H, W) for grey, (N, C, H, W) for colour."""
     t = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if t.dim() == 4 and t.shape[1] == 1:
         t = t[:, 0]
-    if t.dim() != 3:
-        raise ValueError(f"images must have shape (N, 28, 28), got {tuple(t.shape)}")
+    if t.dim() not in (3, 4):
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(t.shape)}")
     return t.to(torch.uint8)
+
+
+def _show(ax, image, vmax: float = 255) -> None:
+    """Draw one image: (H, W) grey, or (C, H, W) colour (channels moved last)."""
+    a = _numpy(image)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3:
+        ax.imshow(np.clip(a.transpose(1, 2, 0) / vmax, 0, 1))
+    else:
+        ax.imshow(a, cmap="gray", vmin=0, vmax=vmax)
+
+
+def _image_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
+    """(C, H, W) of the model's input: as given, else Fashion-MNIST's (the figures' historical default)."""
+    if input_shape is not None:
+        return tuple(int(v) for v in input_shape)
+    from nndl.datasets.fashion_mnist import INPUT_SHAPE
+
+    return INPUT_SHAPE
+
+
+def _blank(shape: tuple[int, int, int], value: int = 0) -> torch.Tensor:
+    """One raw image of ``shape`` filled with ``value``, laid out as the figures' images are."""
+    c, h, w = shape
+    return torch.full((1, h, w) if c == 1 else (1, c, h, w), value, dtype=torch.uint8)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -61,16 +88,7 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Put every submodule in eval mode; restore each one's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.train(flag)
+_eval_mode = eval_mode  # every submodule in eval mode, each one's flag restored on exit
 
 
 def _conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -102,30 +120,30 @@ def _image_axis(ax) -> None:
         spine.set_visible(False)
 
 
-def predict_probs(model: nn.Module, to_input: ToInput, images, batch_size: int = _BATCH) -> np.ndarray:
-    """Softmax probabilities (N, classes) of ``model`` on uint8 ``images``, in batches, in eval mode.
+def predict_probs(model: nn.Module, to_input: ToInput, images, batch_size: int = _BATCH,
+                  tta_flip: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, classes) of ``model`` on uint8 ``images``, in batches, in eval mode,
+    through :class:`nndl.inference.Predictor` (the path every other prediction takes).
 
     Parameters
     ----------
     model : nn.Module
         A classifier that outputs logits.
     to_input : callable
-        Maps a uint8 batch (B, 28, 28) to the model's float input (B, 1, 28, 28).
-    images : uint8 tensor (N, 28, 28)
+        Maps a uint8 batch to the model's float input (B, C, H, W).
+    images : uint8 tensor (N, H, W) or (N, C, H, W)
     batch_size : int
+    tta_flip : bool
+        Average each image's logits with its mirror image's (as the run evaluated).
 
     Returns
     -------
     np.ndarray of float32, shape (N, classes)
     """
     images = _uint8_images(images)
-    device = _device(model)
-    out = []
-    with _eval_mode(model), torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            logits = model(to_input(images[i:i + batch_size]).to(device))
-            out.append(torch.softmax(logits.float(), 1).cpu())
-    return torch.cat(out).numpy()
+    predictor = Predictor(model, lambda xb: to_input(xb).to(_device(model)), tta_flip=tta_flip,
+                          batch_size=batch_size)
+    return predictor.probs(images).numpy()
 
 
 # ----------------------------------------------------------------------------- confusion matrix
@@ -213,7 +231,7 @@ def misclassified_gallery(images, y_true, probs, class_names: Sequence[str], pat
 
     Parameters
     ----------
-    images : uint8 tensor (N, 28, 28)
+    images : uint8 tensor (N, H, W) or (N, C, H, W)
     y_true : array-like or tensor of int, shape (N,)
     probs : array-like or tensor, shape (N, classes)
         Softmax probabilities; the prediction is their argmax and its probability
@@ -242,7 +260,7 @@ def misclassified_gallery(images, y_true, probs, class_names: Sequence[str], pat
         ax.axis("off")
     for ax, i in zip(axes.flat, chosen):
         ax.axis("on")
-        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        _show(ax, images[i])
         ax.set_title(f"true: {class_names[t[i]]}\npred: {class_names[pred[i]]} (p={conf[i]:.2f})",
                      fontsize=7, color="#b2182b" if conf[i] >= 0.5 else "#333333")
     if not len(chosen):
@@ -254,12 +272,12 @@ def misclassified_gallery(images, y_true, probs, class_names: Sequence[str], pat
 
 # ----------------------------------------------------------------------------- first-layer filters
 @styled
-def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64) -> Path:
+def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64, input_shape=None) -> Path:
     """The first layer's weights drawn as images.
 
     For a model with convolutions, the first ``nn.Conv2d``'s kernels (averaged over
     input channels if it has several) on one shared colour scale. For an MLP, the
-    first ``nn.Linear``'s weight rows reshaped to 28x28, each on its own symmetric
+    first ``nn.Linear``'s weight rows reshaped to the input image (channels averaged), each on its own symmetric
     scale (the pattern each hidden unit responds to). Red is positive, blue negative,
     white zero.
 
@@ -269,6 +287,8 @@ def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64)
     path : str or Path
     max_units : int
         Most filters / units shown (the first ones).
+    input_shape : (C, H, W), optional
+        The image shape an MLP sees flattened (default: Fashion-MNIST's).
 
     Returns
     -------
@@ -277,7 +297,7 @@ def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64)
     Raises
     ------
     ValueError
-        If the model has neither a ``Conv2d`` nor a ``Linear`` taking 28x28 inputs.
+        If the model has neither a ``Conv2d`` nor a ``Linear`` taking ``input_shape`` images.
     """
     convs = _conv_layers(model)
     if convs:
@@ -288,15 +308,17 @@ def first_layer_filters(model: nn.Module, path: str | Path, max_units: int = 64)
         what = (f"first conv layer '{name}': {len(w)} of {conv.out_channels} kernels, "
                 f"{conv.kernel_size[0]}x{conv.kernel_size[1]}")
     else:
+        c, h, wd = _image_shape(model, input_shape)
         linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if not linears or linears[0][1].in_features != 28 * 28:
-            raise ValueError("first_layer_filters needs a Conv2d or a first Linear layer with 784 inputs")
+        if not linears or linears[0][1].in_features != c * h * wd:
+            raise ValueError(f"first_layer_filters needs a Conv2d or a first Linear layer with {c * h * wd} inputs "
+                             f"({c}x{h}x{wd} images)")
         name, lin = linears[0]
-        w = lin.weight.detach().float().cpu().numpy()[:max_units].reshape(-1, 28, 28)
+        w = lin.weight.detach().float().cpu().numpy()[:max_units].reshape(-1, c, h, wd).mean(1)
         peak = np.abs(w).reshape(len(w), -1).max(1)
         tiles, scale = w / np.where(peak > 0, peak, 1)[:, None, None], 1.0
         label = "weight / max |weight| of the unit"
-        what = f"first layer '{name}': weights of {len(w)} of {lin.out_features} hidden units as 28x28 images"
+        what = f"first layer '{name}': weights of {len(w)} of {lin.out_features} hidden units as {h}x{wd} images"
     cols = math.ceil(math.sqrt(len(tiles)))
     gap = 1 if tiles.shape[-1] < 10 else 2
     fig, ax = plt.subplots(figsize=(7.5, 7))
@@ -332,8 +354,8 @@ def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, 
     ----------
     model : nn.Module
     to_input : callable
-        Maps a uint8 batch (B, 28, 28) to the model's float input.
-    images : uint8 tensor (N, 28, 28)
+        Maps a uint8 batch to the model's float input.
+    images : uint8 tensor (N, H, W) or (N, C, H, W)
         The first ``n_images`` are used.
     path : str or Path
     n_images : int
@@ -375,7 +397,7 @@ def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, 
                             wspace=0.12, hspace=0.12)
     for b in range(n_img):
         ax_in = fig.add_subplot(grid[b, 0])
-        ax_in.imshow(images[b].numpy(), cmap="gray", vmin=0, vmax=255)
+        _show(ax_in, images[b])
         _image_axis(ax_in)
         ax_in.set_ylabel(titles[b] if titles is not None else f"image {b}", rotation=0, ha="right", va="center",
                          fontsize=8)
@@ -404,17 +426,18 @@ def feature_maps(model: nn.Module, to_input: ToInput, images, path: str | Path, 
 
 # ----------------------------------------------------------------------------- activation maximisation
 def _blur(u: torch.Tensor) -> torch.Tensor:
-    """A 3x3 Gaussian blur (sigma ~ 0.85) of a (B, 1, H, W) batch, edges replicated."""
+    """A 3x3 Gaussian blur (sigma ~ 0.85) of a (B, C, H, W) batch, each channel alone, edges replicated."""
     k = torch.tensor([0.25, 0.5, 0.25], dtype=u.dtype, device=u.device)
-    k2 = (k[:, None] * k[None, :]).view(1, 1, 3, 3)
-    return nn.functional.conv2d(nn.functional.pad(u, (1, 1, 1, 1), mode="replicate"), k2)
+    c = u.shape[1]
+    k2 = (k[:, None] * k[None, :]).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    return nn.functional.conv2d(nn.functional.pad(u, (1, 1, 1, 1), mode="replicate"), k2, groups=c)
 
 
 @styled
 def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Path, target: str = "class",
                             index=None, steps: int = 200, lr: float = 0.1, seed: int = 0,
                             class_names: Sequence[str] | None = None, l2: float = 0.1,
-                            blur_every: int = 1, jitter: int = 2) -> Path:
+                            blur_every: int = 1, jitter: int = 2, input_shape=None) -> Path:
     """Images optimised to excite a class logit or a conv channel.
 
     Each image lives in pixel space ``u`` in [0, 1] (0 = black background) and
@@ -434,7 +457,7 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
     ----------
     model : nn.Module
     to_input : callable
-        Maps a uint8 batch (B, 28, 28) to the model's float input.
+        Maps a uint8 batch to the model's float input.
     path : str or Path
     target : {"class", "channel"}
         Maximise a logit, or the mean activation of one channel of a conv layer.
@@ -452,6 +475,8 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
         Titles for class targets.
     l2, blur_every, jitter : float, int, int
         Regulariser strengths (see above); 0 switches one off.
+    input_shape : (C, H, W), optional
+        The model's input image shape (default: Fashion-MNIST's).
 
     Returns
     -------
@@ -465,12 +490,13 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
     """
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
+    shape = _image_shape(model, input_shape)
     convs = _conv_layers(model)
     hook = None
     captured: list[torch.Tensor] = []
     if target == "class":
         with torch.no_grad(), _eval_mode(model):
-            n_classes = model(to_input(torch.zeros(1, 28, 28, dtype=torch.uint8)).to(device)).shape[1]
+            n_classes = model(to_input(_blank(shape)).to(device)).shape[1]
         units = list(range(n_classes)) if index is None else [int(index)]
         if not all(0 <= c < n_classes for c in units):
             raise ValueError(f"class {index} out of range: the model has {n_classes} outputs")
@@ -502,11 +528,10 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
         for p, _ in flags:
             p.requires_grad_(False)
         with _eval_mode(model), torch.enable_grad():
-            zeros = torch.zeros(1, 28, 28, dtype=torch.uint8)
-            lo = to_input(zeros).to(device).float()
-            hi = to_input(zeros + 255).to(device).float()
+            lo = to_input(_blank(shape)).to(device).float()
+            hi = to_input(_blank(shape, 255)).to(device).float()
             b = len(units)
-            u = (0.1 + 0.02 * torch.randn(b, 1, 28, 28, generator=gen)).clamp(0, 1).to(device).requires_grad_(True)
+            u = (0.1 + 0.02 * torch.randn(b, *shape, generator=gen)).clamp(0, 1).to(device).requires_grad_(True)
             shifts = torch.randint(-jitter, jitter + 1, (steps, 2), generator=gen).tolist()
             opt = torch.optim.AdamW([u], lr=lr, weight_decay=l2)
             idx = torch.tensor(units, device=device)
@@ -535,7 +560,7 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
         for p, flag in flags:
             p.requires_grad_(flag)
 
-    imgs = u.detach().cpu().numpy()[:, 0]
+    imgs = u.detach().cpu().numpy()
     cols = min(5, b)
     rows_n = math.ceil(b / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(max(2.3 * cols, 6.5), 2.75 * rows_n + 0.6), squeeze=False)
@@ -544,7 +569,7 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
         ax.axis("off")
     for ax, img, label, s in zip(axes.flat, imgs, labels, final):
         ax.axis("on")
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        _show(ax, img, vmax=1)
         ax.set_title(f"{label}\n{'logit' if target == 'class' else 'activation'} {s:.2f}", fontsize=9)
     fig.suptitle(f"Activation maximisation: inputs that maximise the {what}\n"
                  f"({steps} Adam steps from faint noise; L2 decay, jitter and blur keep them smooth)", fontsize=10)
@@ -615,7 +640,8 @@ def _one_per_class(labels: np.ndarray, k: int) -> list[int]:
 
 def write_classification_figures(model: nn.Module, to_input: ToInput, test_images, test_labels, probs,
                                  history: Sequence[dict] | None, class_names: Sequence[str],
-                                 fig_dir: str | Path, *, steps: int = 200, n_feature_images: int | None = None) -> list[Path]:
+                                 fig_dir: str | Path, *, steps: int = 200, n_feature_images: int | None = None,
+                                 input_shape=None, tta_flip: bool = False) -> list[Path]:
     """Write every classification figure of a run into ``fig_dir``.
 
     Parameters
@@ -623,8 +649,8 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
     model : nn.Module
         The trained classifier (its train/eval flags are left as found).
     to_input : callable
-        Maps a uint8 batch (B, 28, 28) to the model's float input.
-    test_images : uint8 tensor (N, 28, 28)
+        Maps a raw batch to the model's float input.
+    test_images : uint8 tensor (N, H, W) or (N, C, H, W); float rows (N, F) for a table
     test_labels : array-like or tensor of int, shape (N,)
     probs : array-like or tensor (N, classes), or None
         Softmax outputs on ``test_images``; computed here when None.
@@ -636,6 +662,11 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
         Activation-maximisation steps.
     n_feature_images : int, optional
         Images (of different classes) shown in the feature maps; default one per class.
+    input_shape : tuple, optional
+        ``(C, H, W)`` of an image, or ``(F,)`` for a table (then only the losses, the confusion
+        matrix and the weight histograms are drawn); default Fashion-MNIST's.
+    tta_flip : bool
+        Used when ``probs`` is None: predict as the run evaluated.
 
     Returns
     -------
@@ -645,20 +676,27 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
         ``activation_max.png``, ``weight_histograms.png``.
     """
     fig_dir = Path(fig_dir)
-    images = _uint8_images(test_images)
     labels = _numpy(test_labels).astype(np.int64).ravel()
+    if input_shape is not None and len(input_shape) == 1:  # table rows: no pictures to draw
+        if probs is None:
+            probs = Predictor(model, to_input).probs(torch.as_tensor(test_images))
+        probs = _numpy(probs)
+        return [accuracy_curves(history or [], fig_dir / "losses.png"),
+                confusion_matrices(labels, probs.argmax(1), class_names, fig_dir / "confusion_matrix.png"),
+                weight_histograms(model, fig_dir / "weight_histograms.png")]
+    images = _uint8_images(test_images)
     if probs is None:
-        probs = predict_probs(model, to_input, images)
+        probs = predict_probs(model, to_input, images, tta_flip=tta_flip)
     probs = _numpy(probs)
     out = [accuracy_curves(history or [], fig_dir / "losses.png"),
            confusion_matrices(labels, probs.argmax(1), class_names, fig_dir / "confusion_matrix.png"),
            misclassified_gallery(images, labels, probs, class_names, fig_dir / "misclassified.png"),
-           first_layer_filters(model, fig_dir / "first_layer.png")]
+           first_layer_filters(model, fig_dir / "first_layer.png", input_shape=input_shape)]
     if _conv_layers(model):
         chosen = _one_per_class(labels, len(class_names) if n_feature_images is None else n_feature_images)
         out.append(feature_maps(model, to_input, images[chosen], fig_dir / "feature_maps.png",
                                 n_images=len(chosen), titles=[class_names[labels[i]] for i in chosen]))
     out.append(activation_maximisation(model, to_input, fig_dir / "activation_max.png", steps=steps,
-                                       class_names=class_names))
+                                       class_names=class_names, input_shape=input_shape))
     out.append(weight_histograms(model, fig_dir / "weight_histograms.png"))
     return out
