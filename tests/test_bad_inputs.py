@@ -120,8 +120,8 @@ def test_classify_bad_value_before_data(scratch, capsys, extra, expected):
 
 @needs_fashion
 @pytest.mark.parametrize("extra,expected", [
-    (["--set", "subset=70000"], "has only 60000 images"),
-    (["--set", "test_subset=20000"], "has only 10000 images"),
+    (["--set", "subset=70000"], "has only 60000"),
+    (["--set", "test_subset=20000"], "has only 10000"),
     (["--set", "subset=5"], "without training images"),
 ])
 def test_classify_subset_sizes_say_why(scratch, capsys, extra, expected):

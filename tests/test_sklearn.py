@@ -268,6 +268,17 @@ def test_image_models_learn_digits_as_images(model, digits):
         est.predict(X_test.reshape(-1, 1, 4, 16))
 
 
+def test_registry_augmentations_through_the_estimator(digits):
+    """rotate/scale/noise/mixup from nndl's augmentation registry work on raw image arrays; tables refuse rotate."""
+    X_train, X_test, y_train, y_test = digits
+    est = NNClassifier(model="fast", channels=[8, 16, 32], epochs=8, batch_size=64, lr=0.01, rotate=8.0, scale=0.1,
+                       noise=0.05, mixup=0.2, random_state=0).fit(X_train.reshape(-1, 1, 8, 8), y_train)
+    assert np.isfinite(est.history_[-1]["train_loss"])
+    assert est.score(X_test.reshape(-1, 1, 8, 8), y_test) > 0.8  # mixup + rotations on 8x8 digits, 8 epochs
+    with pytest.raises(ValueError, match="'rotate' = 8.0 applies to images"):
+        NNClassifier(rotate=8.0, epochs=1).fit(X_train, y_train)
+
+
 @pytest.mark.parametrize("model, shape", [("cnn", (3, 12, 12)), ("resnet", (2, 8, 8)), ("fast", (3, 8, 10))])
 def test_image_models_take_their_channels_and_size_from_the_data(model, shape):
     rng = np.random.default_rng(0)

@@ -218,7 +218,9 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
             xb = transform(xb, generator)
         for group in optimizer.param_groups:
             group["lr"] = float(lrs[i])
-        loss = loss_fn(loss_task, model(xb), yb, smoothing)
+        out = model(xb)
+        mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None  # mixup/cutmix
+        loss = loss_fn(loss_task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import config as config_mod
-from .data.augment import random_erase, random_flip, random_translate
+from .data import augment
 from .data.fashion import stratified_split
 from .errors import NndlError
 from .models import Standardized, build_classifier, build_regressor
@@ -62,6 +62,7 @@ _NOT_PARAMETERS = {
         "seed": "set by random_state",
         "data": "the data come from fit(X, y)", "verify": "the data come from fit(X, y)",
         "subset": "the data come from fit(X, y)", "test_subset": "the data come from fit(X, y)",
+        **{key: "the data come from fit(X, y)" for key in ("dataset", "label_col", "image_size", "test_fraction")},
     },
 }
 # Estimator parameters that are not config fields.
@@ -129,23 +130,16 @@ def _std(t: torch.Tensor, dim, keepdim: bool = False) -> torch.Tensor:
     return torch.where(std > 0, std, torch.ones_like(std))
 
 
-def _augmenter(cfg):
-    """The training-batch transform for image inputs (``None`` when no augmentation is asked for)."""
-    if not (cfg.flip or cfg.translate or cfg.erase):
-        return None
+def _augmenter(cfg, shape: tuple[int, ...], x: torch.Tensor):
+    """The training-batch transform from nndl's augmentation registry (``None`` when all are off).
 
-    def transform(xb: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        if gen is None:  # evaluation: no augmentation
-            return xb
-        if cfg.flip:
-            xb = random_flip(xb, gen)
-        if cfg.translate:
-            xb = random_translate(xb, cfg.translate, gen)
-        if cfg.erase:
-            xb = random_erase(xb, cfg.erase, gen)
-        return xb
-
-    return transform
+    The estimator's inputs are raw (the model standardises them), so the registry's steps run on
+    them as they are; ``noise`` is in units of the training inputs' std, as in ``nndl classify``.
+    """
+    settings = augment.options(cfg)
+    std = x.float().std().item() or 1.0
+    steps = augment.augmenter(settings, std=std, input_shape=shape)
+    return None if steps is None else augment.InputTransform(lambda xb, gen: xb, steps, after=True)
 
 
 class _NNBase(BaseEstimator):
@@ -430,6 +424,7 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
                  init=None, optimizer=None, lr=None, momentum=None, nesterov=None, weight_decay=None, l1=None,
                  epochs=None, batch_size=None, schedule=None, warmup_epochs=None, min_lr_factor=None,
                  label_smoothing=None, patience=None, val_fraction=None, flip=None, translate=None, erase=None,
+                 rotate=None, scale=None, noise=None, mixup=None, cutmix=None, cutmix_prob=None,
                  tta_flip=None, time_limit=None, device=None, eval_batch_size=None, amp=None, compile=None,
                  threads=None, random_state=None, verbose=False, warm_start=False):
         _store_params(self, locals())
@@ -460,7 +455,8 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
 
     def _check_config(self, cfg, shape: tuple[int, ...]) -> None:
         if len(shape) == 1:
-            used = [k for k in ("flip", "translate", "erase", "tta_flip") if getattr(cfg, k)]
+            images_only = [a.keys[0].name for a in augment.REGISTRY.values() if a.images_only] + ["tta_flip"]
+            used = [k for k in images_only if getattr(cfg, k)]
             if used:
                 raise NndlValueError(f"NNClassifier: '{used[0]}' = {getattr(cfg, used[0])!r} applies to images; "
                                      "give X as (n, C, H, W) or use an image model, or turn it off")
@@ -543,7 +539,7 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
         with self._rng_guard(cfg):
             model = (copy.deepcopy(self.model_) if warm else self._build(cfg, shape, len(classes), x)).to(device)
             model, result = self._train(cfg, model, x, labels, x_val, y_val,
-                                        _augmenter(cfg) if len(shape) == 3 else None)
+                                        _augmenter(cfg, shape, x))
         self.classes_ = classes
         self.input_shape_ = shape
         self._finish(cfg, model, result, warm)

@@ -15,8 +15,8 @@ NAME = "fashion_mnist"
 PREDICT_INPUT = "trimmed"  # light object on a dark background, trimmed and centred
 INPUT_SHAPE = (1, 28, 28)
 CLASS_NAMES = list(fashion.CLASS_NAMES)
-# Mean and std of Fashion-MNIST's 60,000 training pixels (scaled to [0, 1]); the same numbers as
-# nndl.data.augment.MEAN/STD, so existing runs normalise exactly as before.
+# Mean and std of Fashion-MNIST's 60,000 training pixels (scaled to [0, 1]); nndl.data.augment takes
+# them as its default normalisation, so runs normalise exactly as before datasets existed.
 MEAN, STD = 0.2860, 0.3530
 META = {"dataset": NAME, "input_shape": list(INPUT_SHAPE), "class_names": CLASS_NAMES, "mean": [MEAN],
         "std": [STD], "feature_names": []}

@@ -33,7 +33,7 @@ class Objective:
     def __init__(self, task, space, preset, overrides, seed, folds, timeout, pruner, slot=None):
         self.task, self.space, self.preset, self.seed = task, space, preset, seed
         self.overrides, self.folds, self.timeout, self.pruner, self.slot = overrides, folds, timeout, pruner, slot
-        self.data = None  # Fashion-MNIST, read once per process
+        self.data = None  # the classification dataset, read once per process
 
     def config(self, params: dict[str, Any] | None = None):
         """The resolved config of a trial: preset, [fixed], --set, the sampled values, then --seed."""
@@ -193,11 +193,10 @@ class Objective:
         return self._score_regress(trial, self._cross_validate([cfg])[0])
 
     def _classify(self, trial, cfg) -> float:
-        from ..classification import cross_validate_classifier
-        from ..data.fashion import load_fashion
+        from ..classification import cross_validate_classifier, load_dataset
 
-        if self.data is None:
-            self.data = load_fashion(cfg.data or None, verify=cfg.verify)
+        if self.data is None:  # any dataset kind the config names (nndl.datasets), read once per process
+            self.data = load_dataset(cfg)
         seen: list[float] = []
 
         def on_fold(i: int, acc: float) -> None:
