@@ -87,6 +87,9 @@ REGRESS_VALUES = [
     (["--set", "epochs=1.5"], "expected int"),
     (["--preset", "nosuch"], "unknown preset"),
     (["--set", "activation=swish"], "choose one of"),
+    (["--set", "momentum=0.5"], "does not apply: only SGD uses it (optimizer adam)"),
+    (["--set", "min_lr_factor=0.1"], "does not apply: the constant schedule does not decay"),
+    (["--set", "optimizer=sgd", "--set", "momentum=0", "--set", "nesterov=true"], "nesterov"),
 ]
 
 
@@ -107,6 +110,9 @@ CLASSIFY_VALUES = [
     (["--set", "val_fraction=1"], "val_fraction"),
     (["--set", "device=cuda"], "sees no CUDA GPU"),
     (["--model", "mlp", "--set", "label_smoothing=2"], "label_smoothing"),
+    (["--model", "cnn", "--set", "hidden=64"], "'hidden' = [64] does not apply: only the MLP uses it (model cnn)"),
+    (["--model", "fast", "--set", "dropout=0.5"], "does not apply"),
+    (["--model", "mlp", "--set", "channels=8,8"], "does not apply: the MLP has no convolutions"),
 ]
 
 
@@ -136,6 +142,15 @@ def test_classify_subset_sizes_say_why(scratch, capsys, extra, expected):
 def test_python_configs_are_validated_when_built(kwargs):
     with pytest.raises(NndlError, match=next(iter(kwargs))):
         config.RegressConfig(**kwargs)
+
+
+def test_settings_that_apply_are_accepted_and_presets_still_resolve():
+    for task, presets in config.PRESETS.items():
+        for name in presets:
+            config.resolve(task, name)
+    config.resolve("classify", "mlp", {"hidden": [32], "momentum": 0.9})  # momentum at its default: harmless
+    config.resolve("regress", None, {"optimizer": "sgd", "momentum": 0.5, "nesterov": True})
+    config.resolve("regress", None, {"schedule": "cosine", "min_lr_factor": 0.1})
 
 
 def test_python_api_rejects_bad_values_before_writing(scratch):

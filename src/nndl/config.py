@@ -293,11 +293,58 @@ def validate(cfg) -> None:
                    ("test_subset", cfg.test_subset >= 0, "must be >= 0 (0 = all test images)"),
                    ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
                    ("hidden", bool(cfg.hidden) and all(h >= 1 for h in cfg.hidden), "needs sizes >= 1"),
-                   ("channels", len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels), "needs three widths >= 1")]
+                   ("channels", cfg.model == "mlp" or (len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels)),
+                    "needs three widths >= 1")]
     for key, ok, why in checks:
         if not ok:
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r}: {why}")
     check_device(cfg.device)
+
+
+def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]:
+    """Config keys whose values the run never read, each with the reason (``momentum`` under Adam, ...).
+
+    The report lists only what a run used; ``config.json`` keeps everything. The
+    rules mirror what the training code reads: SGD alone reads ``momentum`` and
+    ``nesterov``; a constant schedule never decays to ``min_lr_factor``; only the
+    MLP classifier reads ``hidden``/``dropout``/``activation``/``init`` and only
+    the convolutional ones ``channels``; ``amp`` is bf16 autocast on CUDA only.
+    """
+    out: dict[str, str] = {}
+    opt = config.get("optimizer")
+    if opt is not None and opt != "sgd":
+        out.update(momentum=f"only SGD uses it (optimizer {opt})", nesterov=f"only SGD uses it (optimizer {opt})")
+    elif opt == "sgd" and config.get("momentum") == 0:
+        out["nesterov"] = "needs momentum > 0"
+    if config.get("schedule") == "constant":
+        out["min_lr_factor"] = "the constant schedule does not decay"
+    model = config.get("model")
+    if task == "classify" and isinstance(model, str):
+        if model == "mlp":
+            out["channels"] = "the MLP has no convolutions"
+        else:
+            for k in ("hidden", "dropout", "activation", "init"):
+                out[k] = f"only the MLP uses it (model {model})"
+    if "amp" in config and device and not device.startswith("cuda"):
+        out["amp"] = f"bf16 autocast runs on CUDA only (device {device})"
+    return out
+
+
+def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
+    """Refuse, in one line, a setting the user gave that this config would never read.
+
+    Only keys given explicitly (by a preset file or ``--set``/overrides) whose value differs
+    from the task's default are refused: ``--set hidden=64`` for a CNN or ``--set momentum=0.5``
+    under Adam would otherwise be ignored in silence. ``amp`` depends on the device at run time
+    and is only left out of the report. The rules are :func:`unused_settings`, shared with the report.
+    """
+    defaults = to_dict(TASK_CONFIGS[task]())
+    unused = unused_settings(task, to_dict(cfg))
+    unused.pop("amp", None)
+    for key in given:
+        if key in unused and getattr(cfg, key) != defaults.get(key):
+            raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r} does not apply: {unused[key]}; "
+                            f"remove it or change the setting it depends on")
 
 
 def read_preset_file(path: str | Path) -> dict[str, Any]:
@@ -364,6 +411,7 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
         values["seed"] = seed
     cfg = cls(**{k: coerce(cls, k, v) for k, v in values.items()})
     validate(cfg)
+    check_applies(task, cfg, values)
     return cfg
 
 

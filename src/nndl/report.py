@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .config import unused_settings
 from .errors import NndlError
 
 # Captions for the figures nndl writes; any other PNG gets a caption from its file name.
@@ -209,35 +210,6 @@ def _config_defaults(task: str) -> dict[str, Any]:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             out[f.name] = f.default_factory()  # type: ignore[misc]
-    return out
-
-
-def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]:
-    """Config keys whose values the run never read, each with the reason (``momentum`` under Adam, ...).
-
-    The report lists only what a run used; ``config.json`` keeps everything. The
-    rules mirror what the training code reads: SGD alone reads ``momentum`` and
-    ``nesterov``; a constant schedule never decays to ``min_lr_factor``; only the
-    MLP classifier reads ``hidden``/``dropout``/``activation``/``init`` and only
-    the convolutional ones ``channels``; ``amp`` is bf16 autocast on CUDA only.
-    """
-    out: dict[str, str] = {}
-    opt = config.get("optimizer")
-    if opt is not None and opt != "sgd":
-        out.update(momentum=f"only SGD uses it (optimizer {opt})", nesterov=f"only SGD uses it (optimizer {opt})")
-    elif opt == "sgd" and config.get("momentum") == 0:
-        out["nesterov"] = "needs momentum > 0"
-    if config.get("schedule") == "constant":
-        out["min_lr_factor"] = "the constant schedule does not decay"
-    model = config.get("model")
-    if task == "classify" and isinstance(model, str):
-        if model == "mlp":
-            out["channels"] = "the MLP has no convolutions"
-        else:
-            for k in ("hidden", "dropout", "activation", "init"):
-                out[k] = f"only the MLP uses it (model {model})"
-    if "amp" in config and device and not device.startswith("cuda"):
-        out["amp"] = f"bf16 autocast runs on CUDA only (device {device})"
     return out
 
 
