@@ -345,6 +345,29 @@ def test_file_size_limit_is_one_line(scratch):
     after = folder_digest(scratch)
     assert {k: v for k, v in after.items() if not k.startswith("run")} == before
     assert not any(k.endswith(".tmp") for k in after), "a failed write left a temporary file"
+    assert not (scratch / "run").exists(), "the failed run's folder was left behind"
+
+
+def test_ctrl_c_of_regress_leaves_no_half_folder(scratch):
+    """Ctrl-C mid-training: exit 130 and no folder with only config.json and figures."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "nndl", "regress", "--train", "train.csv", "--test", "",
+                             "--out", "run", "--set", "epochs=1000000", "--no-progress"], cwd=scratch,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    t0 = time.time()
+    while not (scratch / "run/config.json").exists():  # the event: training has started
+        assert proc.poll() is None and time.time() - t0 < 300, proc.stdout.read()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130 and "interrupted" in output, output
+    assert not (scratch / "run").exists()
+    assert (scratch / "train.csv").read_text() == TRAIN_CSV
 
 
 def test_onnx_export_without_onnx_names_the_extra(tmp_path, monkeypatch):
@@ -439,3 +462,35 @@ def test_warnings_of_a_successful_command_are_one_line_each(scratch, capsys, mon
     monkeypatch.setattr(cli, "cmd_regress", noisy)
     code, err = run_main(["regress"], capsys)
     assert code == 0 and err.splitlines() == ["nndl: warning: UserWarning: something minor with a second line"]
+
+
+def test_runs_restore_the_callers_thread_count(scratch):
+    """threads=N is for the run; the user's process keeps its own torch thread count afterwards."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame
+    iris.to_csv(scratch / "iris.csv", index=False)
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    nndl.classify(overrides={"data": "iris.csv", "label_col": "target", "threads": target, "epochs": 1,
+                             "hidden": [8], "dropout": [0.0]}, out="c", progress=False, figures=False,
+                  echo=lambda s: None)
+    assert torch.get_num_threads() == before
+    nndl.regress(train="train.csv", test="", overrides={"threads": target, "epochs": 2, "hidden": [4]}, out="r",
+                 progress=False, figures=False, echo=lambda s: None)
+    assert torch.get_num_threads() == before
+
+
+def test_a_failed_run_leaves_no_half_folder(scratch, monkeypatch):
+    """A run that fails after its folder was made (here: the model cannot be saved) removes that folder."""
+    import nndl.regression as regression_mod
+
+    def broken_save(*args, **kwargs):
+        raise OSError(28, "No space left on device", "run/model.pt")
+
+    monkeypatch.setattr(regression_mod, "save_model", broken_save)
+    before = folder_digest(scratch)
+    with pytest.raises(OSError):
+        nndl.regress(train="train.csv", test="", overrides={"epochs": 2, "hidden": [4]}, out="run", progress=False,
+                     figures=False, echo=lambda s: None)
+    assert folder_digest(scratch) == before

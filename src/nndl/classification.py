@@ -15,10 +15,11 @@ from . import config as config_mod
 from . import datasets
 from .data.fashion import FashionData, stratified_split
 from .datasets import Dataset
-from .errors import NndlError
+from .crossval import thread_policy
+from .errors import NndlError, TrainingInterrupted
 from .inference import input_transform
 from .models import build_classifier
-from .runs import (environment, new_run_dir, read_json, save_model, write_history_csv,
+from .runs import (environment, new_run_dir, read_json, removed_on_failure, save_model, write_history_csv,
                    write_json)
 from .training import evaluate, load_checkpoint, pick_device
 from .training import train as fit
@@ -181,42 +182,60 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         the metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``, ``test_loss``,
         ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
     """
-    from .callbacks import RunInfo, for_run
-    from .results import finish, is_verbose
+    from .callbacks import for_run
+    from .results import is_verbose
 
     cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
     verbose = is_verbose(verbose)
     if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
-            raise NndlError(f"--resume {run_dir}: no config.json and checkpoint.pt there; give the folder of an "
-                            "interrupted classify run")
-        if overrides or seed is not None:
-            raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
-        try:  # metrics.json is written once, after the test evaluation: its presence marks a finished run
-            done = read_json(run_dir / "metrics.json")
-        except (OSError, ValueError):
-            done = None
-        if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
-            acc = done.get("test_accuracy")
-            n = done.get("epochs", "?")
-            echo(f"{run_dir}: this run is already complete ({n} epoch{'' if n == 1 else 's'}"
-                 + (f", test accuracy {100 * acc:.2f}%" if isinstance(acc, float) else "")
-                 + "); nothing to resume and nothing changed. Train longer in a new run (--out NEW --set epochs=N).")
-            from .results import Run
-
-            return Run(run_dir, done)
-        cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
-        load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
+        cfg = _resume_config(Path(resume), overrides, seed, echo)
+        if not isinstance(cfg, config_mod.ClassifyConfig):
+            return cfg  # a finished run: nothing to do
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    tensors = prepare_data(cfg, data, device)  # input problems surface before anything is written
-    if not resume:
+    with thread_policy(math.inf, cfg.threads):  # the caller's torch thread count is restored afterwards
+        device = pick_device(cfg.device)
+        tensors = prepare_data(cfg, data, device)  # input problems surface before anything is written
+        if resume:
+            return _run(cfg, Path(resume), tensors, device, True, progress, figures, echo, cbs, verbose)
         run_dir = new_run_dir(out, "classify", overwrite, inputs=[cfg.data])
-        write_json(run_dir / "config.json", config_mod.to_dict(cfg))
+        # a run that fails is removed; one interrupted by Ctrl-C keeps its checkpoint for --resume
+        with removed_on_failure(run_dir, keep=(TrainingInterrupted,)):
+            write_json(run_dir / "config.json", config_mod.to_dict(cfg))
+            return _run(cfg, run_dir, tensors, device, False, progress, figures, echo, cbs, verbose)
+
+
+def _resume_config(run_dir: Path, overrides, seed, echo):
+    """The saved config of an interrupted run, or a :class:`~nndl.results.Run` for a finished one."""
+    if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
+        raise NndlError(f"--resume {run_dir}: no config.json and checkpoint.pt there; give the folder of an "
+                        "interrupted classify run")
+    if overrides or seed is not None:
+        raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
+    try:  # metrics.json is written once, after the test evaluation: its presence marks a finished run
+        done = read_json(run_dir / "metrics.json")
+    except (OSError, ValueError):
+        done = None
+    if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
+        acc = done.get("test_accuracy")
+        n = done.get("epochs", "?")
+        echo(f"{run_dir}: this run is already complete ({n} epoch{'' if n == 1 else 's'}"
+             + (f", test accuracy {100 * acc:.2f}%" if isinstance(acc, float) else "")
+             + "); nothing to resume and nothing changed. Train longer in a new run (--out NEW --set epochs=N).")
+        from .results import Run
+
+        return Run(run_dir, done)
+    cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
+    load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
+    return cfg
+
+
+def _run(cfg, run_dir: Path, tensors: dict[str, Any], device: torch.device, resume: bool, progress: bool,
+         figures: bool, echo, cbs, verbose: bool):
+    """Train (or continue), test once, and write metrics, model, history and figures to ``run_dir``."""
+    from .callbacks import RunInfo
+    from .results import finish
+
     ds = tensors["dataset"]
     shape = "x".join(map(str, ds.input_shape))
     echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; "

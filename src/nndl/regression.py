@@ -17,7 +17,7 @@ from .data.regression import RegressionData, read_csv, read_table
 from .errors import NndlError
 from .figures import common, regression as regfig
 from .models import Ensemble, Standardized, build_regressor
-from .runs import environment, new_run_dir, save_model, write_history_csv, write_json
+from .runs import environment, new_run_dir, removed_on_failure, save_model, write_history_csv, write_json
 from .training import evaluate, pick_device
 from .training import train as fit
 
@@ -327,8 +327,8 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         the metrics of ``metrics.json`` (``train_mse``, ``val_mse``, ``val_mse_std``,
         ``test_mse``, ``folds``, ...) plus ``run_dir``.
     """
-    from .callbacks import RunInfo, for_run
-    from .results import finish, is_verbose
+    from .callbacks import for_run
+    from .results import is_verbose
 
     cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
     verbose = is_verbose(verbose)
@@ -339,7 +339,18 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         overrides["test_path"] = test
     cfg = config_mod.resolve("regress", preset, overrides, seed)
     train_data, test_data = load_data(cfg)  # all input checks happen before anything is written
+    groups = load_groups(cfg)
     run_dir = new_run_dir(out, "regress", overwrite, inputs=[cfg.train_path, cfg.test_path])
+    with removed_on_failure(run_dir):  # a failed or interrupted run leaves no half-written folder
+        return _run(cfg, run_dir, train_data, test_data, groups, progress, figures, echo, cbs, verbose)
+
+
+def _run(cfg, run_dir: Path, train_data, test_data, groups, progress: bool, figures: bool, echo, cbs,
+         verbose: bool):
+    """Cross-validate, fit the final model, test it once and write everything to ``run_dir``."""
+    from .callbacks import RunInfo
+    from .results import finish
+
     echo(f"run folder: {run_dir}" + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
     write_json(run_dir / "config.json", config_mod.to_dict(cfg))
     cbs.run_begin(RunInfo(run_dir, "regress", config_mod.to_dict(cfg)))
@@ -347,7 +358,6 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     device = pick_device(cfg.device)
     x = torch.as_tensor(train_data.x, device=device)
     y = torch.as_tensor(train_data.y, device=device)
-    groups = load_groups(cfg)
     t0 = time.perf_counter()
     result = fit_arrays(cfg, x, y, groups, progress, callbacks=cbs, echo=echo)
     cv_seconds = result.extra.get("search_seconds", result.cv_seconds)

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -106,6 +107,24 @@ def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root
     except OSError as e:
         raise NndlError(f"--out {path}: cannot create it ({e.strerror}); choose a folder you can write to") from None
     return path
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path, keep: tuple[type[BaseException], ...] = ()):
+    """Remove the run folder ``path`` (which this call created) when the block fails.
+
+    A run that fails half-way (full disk, a bug, Ctrl-C of a regression) would otherwise leave a
+    folder with only config.json and some figures, which looks like a run. Exceptions in ``keep``
+    leave it in place: an interrupted classification keeps its checkpoint for ``--resume``.
+    """
+    try:
+        yield path
+    except keep:
+        raise
+    except BaseException:
+        if (path / RUN_MARKER).is_file():  # ours, by construction; never anything else
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def _clean(obj: Any) -> Any:
