@@ -27,6 +27,8 @@ export OMP_NUM_THREADS=1
 "$bin/python" -m nndl --version
 "$bin/nndl" regress --set epochs=30 --out reg --no-progress --no-figures > reg.log
 grep -q '"test_mse"' reg/metrics.json
+"$bin/nndl" tune regress --trials 2 --folds 2 --set epochs=20 --out tune > tune.log  # the shipped default space
+test -s tune/best_preset.toml
 "$bin/nndl" export reg --format torchscript
 # ONNX is an extra: without it, one line that names it and exit 2
 set +e; "$bin/nndl" export reg 2> onnx.err; code=$?; set -e
@@ -42,4 +44,4 @@ if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "
 else
   echo "wheel check: no Fashion-MNIST files here; skipped the classify step"
 fi
-echo "wheel check: OK (plain install: regress, classify, export, python -m nndl)"
+echo "wheel check: OK (plain install: regress, tune, classify, export, python -m nndl)"

@@ -357,7 +357,7 @@ def test_ctrl_c_of_regress_leaves_no_half_folder(scratch):
                              "--out", "run", "--set", "epochs=1000000", "--no-progress"], cwd=scratch,
                             env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True)
     t0 = time.time()
     while not (scratch / "run/config.json").exists():  # the event: training has started
         assert proc.poll() is None and time.time() - t0 < 300, proc.stdout.read()

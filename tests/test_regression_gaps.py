@@ -190,3 +190,27 @@ def test_typical_student_loop_row_learns():
     row = regression_typical(x, y, epochs=300)
     assert row["seconds"] > 0 and row["threads"] >= 1
     assert row["val_mse"] < 0.5 * y.var().item()
+
+
+def test_auto_run_predicts_with_an_interval_and_exports(tmp_path):
+    """An auto ensemble mixes networks: predict and export rebuild each member with its own config."""
+    from nndl.export import export
+    from nndl.predict import load_run, predict, regression_predictions
+
+    run = nndl.regress(preset="auto", out=tmp_path / "auto", figures=False, **QUIET)
+    loaded = load_run(tmp_path / "auto")
+    x = np.linspace(-5, 5, 41, dtype=np.float32)[:, None]
+    pred = regression_predictions(loaded, x)
+    assert (pred["lower"] <= pred["prediction"]).all() and (pred["prediction"] <= pred["upper"]).all()
+    from nndl.data.regression import target_function
+
+    assert np.mean((pred["prediction"] - target_function(x[:, 0])) ** 2) < 0.5
+    (tmp_path / "in.csv").write_text("x\n" + "\n".join(f"{v:.2f}" for v in x[:, 0]) + "\n")
+    predict(tmp_path / "auto", [tmp_path / "in.csv"], out=tmp_path / "out.csv")
+    header = (tmp_path / "out.csv").read_text().splitlines()[0].split(",")
+    assert {"prediction", "lower", "upper"} <= set(header)
+    path = export(tmp_path / "auto", fmt="torchscript")
+    scripted = torch.jit.load(str(path))
+    np.testing.assert_allclose(scripted(torch.as_tensor(x)).reshape(-1).detach().numpy(), pred["prediction"],
+                               rtol=1e-4, atol=1e-5)
+    assert run["search"] == "auto" and 0.5 <= run["test_coverage_90"] <= 1

@@ -23,7 +23,7 @@ def data(cfg):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_stacked_trials_equal_one_by_one(optimizer):
-    cfgs = [config.resolve("regress", "seed", {"optimizer": optimizer, "nesterov": True, "epochs": 40, "folds": 3,
+    cfgs = [config.resolve("regress", "seed", {"optimizer": optimizer, "nesterov": optimizer == "sgd", "epochs": 40, "folds": 3,
                                                "hidden": [32, 32], **v}) for v in VARIANTS]
     x, y = data(cfgs[0])
     factories = [make_model_factory(c, x, y) for c in cfgs]

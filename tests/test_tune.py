@@ -67,7 +67,8 @@ def _interruptible() -> None:
 def popen_cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "nndl.cli", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible,
+                            start_new_session=True)  # only our own signals reach it, not the test session's
 
 
 def load(study_name, storage):

@@ -239,38 +239,6 @@ class _EpochEndFunction(Callback):
         self.fn(state, logs)
 
 
-class StackEvents:
-    """The training events of the K models of one stacked loop (see ``crossval.train_stacked``).
-
-    Model ``i`` gets its own :class:`StackMemberState` (``fold = i + 1``) and its own events.
-    """
-
-    def __init__(self, callbacks, stack: nn.Module, cfgs: list, results: list, task: str = "regression"):
-        self.cbs = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
-        self.states = [StackMemberState(task, c, stack, i, fold=i + 1, desc=f"fold {i + 1}/{len(cfgs)}",
-                                        history=res.history) for i, (c, res) in enumerate(zip(cfgs, results))]
-
-    def train_begin(self) -> None:
-        for s in self.states:
-            self.cbs.train_begin(s)
-
-    def epoch_begin(self, epoch: int, alive: list[bool]) -> None:
-        for s, live in zip(self.states, alive):
-            if live:
-                s.epoch = epoch + 1
-                self.cbs.epoch_begin(s)
-
-    def epoch_end(self, i: int, row: dict) -> str | None:
-        """Model ``i``'s epoch end; returns a stop reason when a callback asked it to stop."""
-        s = self.states[i]  # its history is the model's TrainResult history, which already holds the row
-        self.cbs.epoch_end(s, row)
-        return s.stop_reason if s.stop_requested else None
-
-    def train_end(self, results: list) -> None:
-        for s, res in zip(self.states, results):
-            self.cbs.train_end(s, res)
-
-
 # --------------------------------------------------------------------------- built-in callbacks
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights.

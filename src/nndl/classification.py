@@ -301,7 +301,7 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
     list of dict, one per fold: ``val_accuracy``, ``val_loss``, ``epochs``,
     ``train_seconds``, ``stop_reason``, ``diverged``, ``timed_out``.
     """
-    from .data.fashion import stratified_kfold
+    from .crossval import cross_validate, stratified_kfold
 
     device = pick_device(cfg.device)
     data = load_dataset(cfg, data)
@@ -312,12 +312,13 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
     images, labels = images.to(device), labels.long().to(device)
     transform = transform_for(cfg, device, data)
     out = []
-    for i, (tr, va) in enumerate(stratified_kfold(labels.cpu(), folds, seed=cfg.seed)):
-        tr, va = tr.to(device), va.to(device)
+
+    def make_model(i: int) -> torch.nn.Module:
         torch.manual_seed(cfg.seed + i)
-        model = classifier_on(cfg, device, data)
-        res = fit(model, images[tr], labels[tr], cfg, task="classification", x_val=images[va], y_val=labels[va],
-                  transform=transform, progress=progress, desc=f"fold {i + 1}/{folds}")
+        return classifier_on(cfg, device, data)
+
+    def scored(i: int, fold) -> bool:
+        res = fold.result
         last = res.history[-1] if res.history else {}
         acc = res.best_metric if cfg.patience > 0 and res.best_epoch else last.get("val_acc", float("nan"))
         out.append({"val_accuracy": acc, "val_loss": last.get("val_loss", float("nan")), "epochs": len(res.history),
@@ -325,6 +326,8 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
                     "timed_out": res.timed_out})
         if on_fold is not None:
             on_fold(i, acc)
-        if res.diverged:
-            break  # a diverged fold already decides the trial
+        return res.diverged  # a diverged fold already decides the trial
+
+    cross_validate(make_model, images, labels, cfg, splitter=stratified_kfold(folds, cfg.seed), task="classification",
+                   transform=transform, progress=progress, on_fold=scored)
     return out

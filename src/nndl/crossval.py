@@ -14,7 +14,9 @@ from .progress import progress_bar
 
 from .errors import NndlError
 from .models import MLP, StackedMLP
-from .training import TrainResult, evaluate, lr_factor, make_optimizer, train
+from .callbacks import StackMemberState
+from .engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs
+from .training import TrainResult, evaluate, make_optimizer, train
 
 
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -116,6 +118,32 @@ def make_splits(x: torch.Tensor, cfg, groups=None) -> list[tuple[torch.Tensor, t
     raise NndlError(f"splitter = {kind!r}: choose one of {', '.join(SPLITTERS)}")
 
 
+# Splitters as values: ``splitter(x, y) -> [(train_idx, val_idx), ...]``, for :func:`cross_validate`.
+def shuffled_kfold(k: int, seed: int = 0):
+    """Shuffled K-fold over the rows (:func:`kfold_indices`)."""
+    return lambda x, y: kfold_indices(len(x), k, seed)
+
+
+def stratified_kfold(k: int, seed: int = 0):
+    """Shuffled K-fold that keeps each class's share of ``y`` (integer labels) in every fold."""
+    def split(x, y):
+        from .data.fashion import stratified_kfold as by_class  # a generic helper that lives with the image data
+
+        return by_class(y.detach().cpu(), k, seed)
+
+    return split
+
+
+def blocked_kfold(k: int):
+    """Contiguous blocks of rows along the sorted first input column (:func:`blocked_indices`)."""
+    return lambda x, y: blocked_indices(x, k)
+
+
+def per_cluster(k: int = 5, groups=None):
+    """Leave one cluster (or one group value) out (:func:`cluster_indices`)."""
+    return lambda x, y: cluster_indices(x, groups, k)
+
+
 def _check_sizes(n: int, k: int) -> None:
     if k < 2:
         raise NndlError(f"folds = {k}: cross-validation needs at least 2 folds")
@@ -166,19 +194,32 @@ class FoldResult:
     val_idx: torch.Tensor | None = None  # the held-out rows (for out-of-fold predictions)
 
 
-def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, batched: bool = False,
-                   progress: bool = True, groups=None, callbacks=None) -> list[FoldResult]:
-    """Train one model per fold of the split ``cfg.splitter`` names and score it on the held-out fold.
+def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, splitter=None, task: str = "regression",
+                   transform=None, batched: bool = False, progress: bool = True, groups=None, callbacks=None,
+                   on_fold=None) -> list[FoldResult]:
+    """Train one model per fold of a split and score it on the held-out fold (any task, any splitter).
 
     Parameters
     ----------
     make_model : callable
         ``make_model(fold) -> nn.Module``: a fresh model (seed it per fold for reproducibility).
     x, y : Tensor
-        Training inputs and regression targets on the training device.
-    cfg : RegressConfig
-        ``splitter``, ``folds`` and ``seed`` pick the split (:func:`make_splits`); the rest
-        configures :func:`~nndl.train.train`.
+        Training inputs and targets (values, or class labels) on the training device.
+    cfg : RegressConfig or ClassifyConfig
+        Configures :func:`~nndl.training.train`; without ``splitter``, its ``splitter``,
+        ``folds`` and ``seed`` pick the split (:func:`make_splits`).
+    splitter : callable, optional
+        ``splitter(x, y) -> [(train_idx, val_idx), ...]``: :func:`shuffled_kfold`,
+        :func:`stratified_kfold`, :func:`blocked_kfold`, :func:`per_cluster`, or your own.
+    task : {"regression", "classification"}
+        Regression folds are scored by their train and held-out MSE; other tasks leave
+        ``train_mse``/``val_mse`` NaN (their scores are in ``result.history``).
+    transform : callable, optional
+        The input transform of :func:`~nndl.training.train` (normalisation, augmentation).
+    on_fold : callable, optional
+        ``on_fold(i, fold_result)`` after fold ``i`` (0-based) is trained; a true return value
+        ends the cross-validation there (e.g. a diverged fold that already decides a trial);
+        it may also raise (e.g. a pruner).
     batched : bool
         Train all folds as one :class:`~nndl.models.StackedMLP` (requires MLP models).
         Full-batch training then matches the one-by-one path up to float rounding.
@@ -192,16 +233,28 @@ def cross_validate(make_model, x: torch.Tensor, y: torch.Tensor, cfg, *, batched
     list of FoldResult, one per fold (``len`` is the number of clusters for the cluster
     splitter), each model with its best weights restored.
     """
+    regression = task == "regression"
     if batched:
+        if not regression:
+            raise NndlError(f"batched cross-validation trains regression MLPs only, not task {task!r}")
         return cross_validate_many([make_model], x, y, [cfg], progress=progress, groups=groups,
-                                   callbacks=callbacks)[0]
-    splits = make_splits(x, cfg, groups)
+                                   callbacks=callbacks, splitter=splitter)[0]
+    splits = splitter(x, y) if splitter is not None else make_splits(x, cfg, groups)
     models = [make_model(i) for i in range(len(splits))]
-    with thread_policy(step_work(1, len(x), models[0]), getattr(cfg, "threads", 0)):
-        results = [train(model, x[tr], y[tr], cfg, task="regression", x_val=x[va], y_val=y[va], progress=progress,
-                         desc=f"fold {i + 1}/{len(splits)}", callbacks=callbacks, fold=i + 1)
-                   for i, (model, (tr, va)) in enumerate(zip(models, splits))]
-        return _scored(models, results, splits, x, y)
+    # The thread policy is sized for MLP work (rows x weights); image models keep the caller's threads.
+    threads = (thread_policy(step_work(1, len(x), models[0]), getattr(cfg, "threads", 0)) if regression
+               else contextlib.nullcontext())
+    out = []
+    with threads:
+        for i, (model, (tr, va)) in enumerate(zip(models, splits)):
+            res = train(model, x[tr], y[tr], cfg, task=task, x_val=x[va], y_val=y[va], transform=transform,
+                        progress=progress, desc=f"fold {i + 1}/{len(splits)}", callbacks=callbacks, fold=i + 1)
+            fold = (_scored([model], [res], [(tr, va)], x, y)[0] if regression
+                    else FoldResult(model, res, math.nan, math.nan, va))
+            out.append(fold)
+            if on_fold is not None and on_fold(i, fold):
+                break
+    return out
 
 
 def _scored(models, results, splits, x, y) -> list[FoldResult]:
@@ -300,7 +353,7 @@ class PerModelOptimizer:
 
 
 def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfgs: list, *,
-                        progress: bool = False, groups=None, callbacks=None) -> list[list[FoldResult]]:
+                        progress: bool = False, groups=None, callbacks=None, splitter=None) -> list[list[FoldResult]]:
     """Cross-validate several configs at once: all their fold models train as one stack.
 
     Parameters
@@ -315,6 +368,8 @@ def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfg
         weight decay, L1, epochs, schedule, patience) -- e.g. the trials of a search.
     groups : array-like, optional
         One group value per row, for ``splitter = "cluster"``.
+    splitter : callable, optional
+        ``splitter(x, y) -> [(train_idx, val_idx), ...]`` instead of the configs' ``splitter``.
 
     Returns
     -------
@@ -323,7 +378,7 @@ def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfg
     """
     if len({stack_key(c) for c in cfgs}) > 1:
         raise NndlError("configs trained as one stack must differ only in " + ", ".join(sorted(PER_MODEL_FIELDS)))
-    splits = make_splits(x, cfgs[0], groups)
+    splits = splitter(x, y) if splitter is not None else make_splits(x, cfgs[0], groups)
     k = len(splits)
     models = [make(i) for make in make_models for i in range(k)]
     with thread_policy(step_work(len(models), len(x), models[0]), getattr(cfgs[0], "threads", 0)):
@@ -382,29 +437,24 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         optimizer = PerModelOptimizer(params, base, torch.tensor([c.weight_decay for c in cfgs], device=dev))
     l1 = torch.tensor([c.l1 for c in cfgs], device=dev) if any(c.l1 > 0 for c in cfgs) else None
     results = [TrainResult(best_metric=math.inf) for _ in range(k)]
-    best = [p.detach().clone() for p in params]
-    last_finite = [p.detach().clone() for p in params]
-    bad_epochs = [0] * k
-    alive = torch.ones(k, dtype=torch.bool, device=dev)  # still training (not stopped, diverged or done)
-    alive_list = [True] * k
-    tracked = [c.patience > 0 for c in cfgs]
-    frozen: dict[int, list[torch.Tensor]] = {}  # last finite weights of diverged models
+    # best weights, patience, NaN rollback, time limit and stop reasons per model: the engine's one policy
+    policy = StopPolicy(StackWeights(params), patience=[c.patience for c in cfgs], epochs=[c.epochs for c in cfgs],
+                        lr=[c.lr for c in cfgs], time_limit=base.time_limit)
     step = 0
-    t_start = time.perf_counter()
     max_epochs = max(c.epochs for c in cfgs)
     bar = progress_bar(total=max_epochs, desc=f"{k} models (batched)", leave=False, enabled=progress,
                        dynamic_ncols=True)
-    events = None
-    if callbacks:  # each model gets its own training events (nndl.callbacks.StackEvents)
-        from .callbacks import StackEvents
+    # each model gets its own training events and state (fold = i + 1)
+    states = [StackMemberState("regression", c, stack, i, fold=i + 1, desc=f"fold {i + 1}/{k}", history=res.history)
+              for i, (c, res) in enumerate(zip(cfgs, results))]
+    events = Events(callbacks, states)
+    events.train_begin()
 
-        events = StackEvents(callbacks, stack, cfgs, results)
-        events.train_begin()
-    for epoch in range(max_epochs):
+    def train_epoch(epoch: int) -> list[dict | None]:
+        """One epoch of every model still training, then its held-out MSE: one history row per model."""
+        nonlocal step
         t0 = time.perf_counter()
-        torch._foreach_copy_(last_finite, [p.detach() for p in params])
-        if events is not None:
-            events.epoch_begin(epoch, alive_list)
+        alive = torch.tensor(policy.alive, device=dev)  # stopped, diverged or done models stay where they are
         if dropout:
             stack.train()
         perm = torch.randperm(n, device=dev, generator=generator)
@@ -435,70 +485,21 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         train_loss = loss_sum / train_mask.sum(1)
         values = torch.stack([train_loss, val]).tolist()  # the epoch's one host sync
         seconds = (time.perf_counter() - t0) / k
-        improved = []
-        for i in range(k):
-            if not alive_list[i]:
-                continue
-            res = results[i]
-            row = {"epoch": epoch + 1, "train_loss": values[0][i], "val_loss": values[1][i], "lr": lrs[owner[i]],
-                   "seconds": seconds}
-            res.history.append(row)
-            res.train_seconds += seconds
-            stop = events.epoch_end(i, row) if events is not None else None  # a callback's stop request
-            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-                alive_list[i] = False
-                res.diverged = True
-                lr = cfgs[i].lr
-                res.stop_reason = (f"loss became nan/inf at epoch {epoch + 1}; kept the weights of epoch {epoch}. "
-                                   f"The learning rate ({lr:g}) is probably too high: try --set lr={lr / 10:g}")
-                frozen[i] = [good[i].clone() for good in last_finite]
-                continue
-            if row["val_loss"] < res.best_metric:
-                res.best_metric, res.best_epoch, bad_epochs[i] = row["val_loss"], epoch + 1, 0
-                improved.append(i)
-            else:
-                bad_epochs[i] += 1
-                if tracked[i] and bad_epochs[i] >= cfgs[i].patience:
-                    alive_list[i] = False
-                    res.stop_reason = f"early stop: no improvement for {cfgs[i].patience} epochs"
-            if epoch + 1 == cfgs[i].epochs:
-                alive_list[i] = False  # done: "completed" unless stopped above
-            if stop and alive_list[i]:
-                alive_list[i], res.stop_reason = False, stop
-                if not tracked[i]:  # Adam's momentum would move a stopped model on: keep its weights
-                    frozen[i] = [p[i].detach().clone() for p in params]
-        improved = [i for i in improved if tracked[i]]
-        if improved:
-            sel = torch.zeros(k, dtype=torch.bool)
-            sel[improved] = True
-            sel = sel.to(dev)
-            with torch.no_grad():
-                for p, kept in zip(params, best):
-                    kept.copy_(torch.where(sel.view(-1, *[1] * (p.dim() - 1)), p, kept))
-        alive = torch.tensor(alive_list, device=dev)
         if progress:
             bar.update(1)
             bar.set_postfix(train=f"{sum(values[0]) / k:.4f}", val=f"{sum(values[1]) / k:.4f}",
                             refresh=False)  # tqdm redraws every mininterval, not on every short epoch
-        if not any(alive_list):
-            break
-        if base.time_limit and (time.perf_counter() - t_start) > base.time_limit and epoch + 1 < max_epochs:
-            for i in range(k):
-                if alive_list[i]:
-                    results[i].stop_reason = f"time limit: stopped after {epoch + 1} epochs"
-                    results[i].timed_out = True
-            break
-    bar.close()
-    with torch.no_grad():
-        for i in range(k):  # early stopping restores each model's best epoch
-            if tracked[i] and not results[i].diverged:
-                for p, kept in zip(params, best):
-                    p[i] = kept[i]
-        for i, weights in frozen.items():
-            for p, good in zip(params, weights):
-                p[i] = good
-    if events is not None:
-        events.train_end(results)  # before unstacking: a callback may still restore weights in the stack
+        return [None if policy.stopped[i] else  # None: model i trains no more
+                {"epoch": epoch + 1, "train_loss": values[0][i], "val_loss": values[1][i], "lr": lrs[owner[i]],
+                 "seconds": seconds} for i in range(k)]
+
+    try:
+        # the engine's epoch loop: per-model NaN rollback, events, best weights, patience, epochs, time limit;
+        # at its end each model's weights to keep are back in the stack before the train-end events
+        run_epochs(policy, events, results, start_epoch=0, max_epochs=max_epochs, train_epoch=train_epoch,
+                   monitor=lambda row: row["val_loss"])
+    finally:
+        bar.close()
     for model, trained in zip(models, stack.unstack(_inner(models[0]))):
         _inner(model).load_state_dict(trained.state_dict())
     return results

@@ -65,6 +65,7 @@ class LoadedRun:
     x_names: list[str] = field(default_factory=list)
     y_name: str = ""
     path: str = ""
+    interval: dict = field(default_factory=dict)  # regression: what nndl.uncertainty needs for the 90% interval
 
 
 def _load_state(model: nn.Module, state: dict, path: Path) -> nn.Module:
@@ -127,12 +128,17 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         return LoadedRun(task, cfg, model, class_names=meta["class_names"], meta=meta, path=str(path))
     first_weight = next((v for k, v in states[0].items() if k.endswith("layers.0.weight")), None)
     in_features = int(payload.get("in_features") or (first_weight.shape[1] if first_weight is not None else 1))
-    members = [_regressor(cfg, in_features, sd, path) for sd in states]
+    # An auto ensemble mixes networks: each member is rebuilt with its own config fields.
+    mixed = payload.get("member_configs") or []
+    member_cfgs = ([config_mod.from_dict(task, {**config_mod.to_dict(cfg), **m}) if m else cfg for m in mixed]
+                   if len(mixed) == len(states) else [cfg] * len(states))
+    members = [_regressor(c, in_features, sd, path) for c, sd in zip(member_cfgs, states)]
     model = members[0] if len(members) == 1 else Ensemble(members).eval()
     folds = [_regressor(cfg, in_features, sd, path) for sd in payload.get("fold_state_dicts") or []]
     x_names = list(payload.get("x_names") or [f"x{i}" for i in range(in_features)])
     return LoadedRun(task, cfg, model, folds, in_features=in_features, x_names=x_names,
-                     y_name=str(payload.get("y_name") or "y"), path=str(path))
+                     y_name=str(payload.get("y_name") or "y"), path=str(path),
+                     interval=dict(payload.get("interval") or {}))
 
 
 # ----------------------------------------------------------------------------- images
@@ -498,13 +504,19 @@ def _read_columns(path: str | Path, x_names: list[str], y_name: str) -> tuple[np
 
 
 def regression_predictions(run: LoadedRun, x: np.ndarray) -> dict[str, np.ndarray]:
-    """``prediction`` of the final model, and ``fold_mean``/``fold_std`` of the fold models when saved."""
+    """``prediction`` of the final model, ``fold_mean``/``fold_std`` of the fold models when saved, and
+    ``lower``/``upper``, the 90% interval (ensemble spread plus noise), for runs that saved one."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     with torch.no_grad():
         out = {"prediction": run.model(xt).reshape(-1).numpy()}
         if run.fold_models:
             folds = torch.stack([m(xt).reshape(-1) for m in run.fold_models]).numpy()
             out["fold_mean"], out["fold_std"] = folds.mean(0), folds.std(0)
+    if run.interval:
+        from .uncertainty import predict_interval
+
+        with torch.no_grad():
+            _, out["lower"], out["upper"] = predict_interval(run.model, run.fold_models, xt, run.interval)
     return out
 
 
@@ -519,6 +531,8 @@ def _regress_files(run: LoadedRun, files: Sequence[str | Path]) -> tuple[list[st
     columns = (["file"] if len(files) > 1 else []) + run.x_names + ([run.y_name] if any_y else []) + ["prediction"]
     if run.fold_models:
         columns += ["fold_mean", "fold_std"]
+    if run.interval:
+        columns += ["lower", "upper"]
     for name, x, y, pred in parts:
         for i in range(len(x)):
             row: dict[str, Any] = {"file": name} if len(files) > 1 else {}

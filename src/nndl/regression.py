@@ -270,7 +270,8 @@ def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
     yt_np = test_data.y if test_data else np.empty(0, np.float32)
     regfig.fitted_function(final, result.spread_models, train_data.x, train_data.y, xt_np, yt_np,
                            fig_dir / "fit.png", train_data.x_names[0], train_data.y_name,
-                           interval={**result.interval, "spread_from": "folds"})
+                           interval={**result.interval, "spread_from": "folds"},
+                           members_label="fold models" if refit is not None else "ensemble members")
     profile_model = final if refit is not None else folds[0].model
     common.weight_histograms(profile_model, fig_dir / "weight_histograms.png")
     if x.shape[1] == 1:

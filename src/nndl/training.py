@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .callbacks import CallbackList, ProgressBar, TrainState
+from .engine import Events, ModuleWeights, StopPolicy, lr_factor, run_epochs  # noqa: F401 - lr_factor re-exported
 from .errors import NndlError, TrainingInterrupted  # noqa: F401 - re-exported
 from .fileio import atomic_torch_save
 
@@ -74,27 +75,6 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                            weight_decay=cfg.weight_decay)
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_factor: float = 0.0) -> float:
-    """Multiplier on the base lr at optimiser step ``step`` (a pure function of the step).
-
-    ``onecycle`` is a linear ramp over the first 25% of steps (or the warm-up, if
-    given) then linear decay, the shape CIFAR speed runs use; ``cosine`` and
-    ``linear`` decay to ``min_factor`` after an optional linear warm-up.
-    """
-    if schedule == "onecycle" and warmup_steps == 0:
-        warmup_steps = max(1, total_steps // 4)
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    if schedule == "cosine":
-        decay = 0.5 * (1 + math.cos(math.pi * progress))
-    else:  # linear, onecycle
-        decay = 1.0 - progress
-    return min_factor + (1 - min_factor) * decay
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
@@ -210,8 +190,10 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     optimizer = make_optimizer(model.parameters(), cfg)
     result = TrainResult(best_metric=-math.inf if monitor_higher else math.inf)
-    best_state = _state_copy(model)
-    start_epoch, step, bad_epochs = 0, 0, 0
+    # best weights, patience, NaN rollback, time limit and stop reasons: the engine's one policy
+    policy = StopPolicy(ModuleWeights(model), patience=[cfg.patience], epochs=[cfg.epochs], lr=[cfg.lr],
+                        higher=monitor_higher, validated=has_val, time_limit=cfg.time_limit)
+    start_epoch, step = 0, 0
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
 
     if resume and checkpoint_path is not None and checkpoint_path.exists():
@@ -223,10 +205,12 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise NndlError(f"{checkpoint_path}: does not fit this run's model/optimiser ({first}); "
                             "resume the run that wrote it, or start a new run") from None
-        best_state = ckpt["best_state"]
-        start_epoch, step, bad_epochs = ckpt["epoch"], ckpt["step"], ckpt["bad_epochs"]
-        result.history, result.best_epoch, result.best_metric = ckpt["history"], ckpt["best_epoch"], ckpt["best_metric"]
-        result.train_seconds = ckpt["train_seconds"]
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        result.history, result.train_seconds = ckpt["history"], ckpt["train_seconds"]
+        policy.resume(best=ckpt["best_state"], best_epoch=[ckpt["best_epoch"]], best_metric=[ckpt["best_metric"]],
+                      bad_epochs=[ckpt["bad_epochs"]], elapsed=ckpt["train_seconds"])
+        if result.history:
+            policy.last_epoch, policy.last_train_loss = [len(result.history)], [result.history[-1]["train_loss"]]
         generator.set_state(ckpt["generator"].to(generator.get_state().device))
         torch.set_rng_state(ckpt["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in ckpt:
@@ -247,115 +231,84 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
 
     # a live loss is a host sync: free on CPU, a stall on a GPU
     bar = ProgressBar(echo, live_loss=device.type == "cpu") if progress else None
-    events = CallbackList([bar, callbacks] if bar is not None else callbacks)
-    per_batch = events.per_batch
     say = echo or (bar.say if bar is not None else (lambda s: None))
     state = TrainState(task, cfg, model=model, fold=fold, desc=desc, history=result.history,
                        steps_per_epoch=steps_per_epoch)
     state.epoch = start_epoch
-    events.train_begin(state)
+    events = Events(CallbackList([bar, callbacks] if bar is not None else callbacks), [state])
+    per_batch = events.per_batch
+    events.train_begin()
 
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            state.epoch = epoch + 1
-            events.epoch_begin(state)
-            last_finite = _state_copy(model)
-            model.train()
-            perm = torch.randperm(n, device=device, generator=generator)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for b in range(steps_per_epoch):
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                xb, yb = x_train[idx], y_train[idx]
-                if transform is not None:
-                    xb = transform(xb, generator)
-                lr = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = train_model(xb)
-                # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
-                mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
-                loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
-                objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                step += 1
-                loss_sum += loss.detach() * len(idx)
-                if classify:
-                    correct += (out.detach().argmax(1) == yb).sum()
-                if per_batch:
-                    events.batch_end(state, b, loss.detach())
-            row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n}
+    def train_epoch(epoch: int) -> list[dict]:
+        """One epoch of optimiser steps over a fresh permutation, then the evaluation: the history row."""
+        nonlocal step
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if transform is not None:
+                xb = transform(xb, generator)
+            lr = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = train_model(xb)
+            # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
+            mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
+            loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
+            objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * len(idx)
             if classify:
-                row["train_acc"] = correct.item() / n
-            train_done = time.perf_counter()
-            if has_val:
-                ev = evaluate(train_model, x_val, y_val, task, batch_size=getattr(cfg, "eval_batch_size", 4096),
-                              transform=transform, tta_flip=tta, amp=amp)
-                row["val_loss"] = ev["loss"]
-                if classify:
-                    row["val_acc"] = ev["accuracy"]
-            row["lr"] = lr
-            row["seconds"] = time.perf_counter() - t0  # training + evaluation of this epoch
-            row["eval_seconds"] = time.perf_counter() - train_done
-            result.train_seconds += row["seconds"]
+                correct += (out.detach().argmax(1) == yb).sum()
+            if per_batch:
+                events.batch_end(b, loss.detach())
+        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n}
+        if classify:
+            row["train_acc"] = correct.item() / n
+        train_done = time.perf_counter()
+        if has_val:
+            ev = evaluate(train_model, x_val, y_val, task, batch_size=getattr(cfg, "eval_batch_size", 4096),
+                          transform=transform, tta_flip=tta, amp=amp)
+            row["val_loss"] = ev["loss"]
+            if classify:
+                row["val_acc"] = ev["accuracy"]
+        row["lr"] = lr
+        row["seconds"] = time.perf_counter() - t0  # training + evaluation of this epoch
+        row["eval_seconds"] = time.perf_counter() - train_done
+        return [row]
 
-            bad = [k for k in ("train_loss", "val_loss") if k in row and not math.isfinite(row[k])]
-            if bad:
-                model.load_state_dict(last_finite)
-                result.diverged = True
-                result.stop_reason = (f"{bad[0]} became {row[bad[0]]} at epoch {epoch + 1}; kept the weights of epoch "
-                                      f"{epoch}. The learning rate ({cfg.lr:g}) is probably too high: try "
-                                      f"--set lr={cfg.lr / 10:g}")
-                result.history.append(row)
-                events.epoch_end(state, row)
-                say(f"stopped: {result.stop_reason}")
-                break
-            result.history.append(row)
+    def save_checkpoint(epoch: int) -> None:
+        if checkpoint_path is None:
+            return
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": policy.best,
+                "epoch": epoch + 1, "step": step, "bad_epochs": policy.bad_epochs[0], "history": result.history,
+                "best_epoch": policy.best_epoch[0], "best_metric": policy.best_metric[0],
+                "train_seconds": result.train_seconds, "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+        if device.type == "cuda":
+            ckpt["cuda_rng"] = torch.cuda.get_rng_state()
+        atomic_torch_save(ckpt, checkpoint_path)
 
-            metric = row.get("val_acc" if classify else "val_loss", row["train_loss"]) if has_val else None
-            if metric is not None and (metric > result.best_metric if monitor_higher else metric < result.best_metric):
-                result.best_metric, result.best_epoch, bad_epochs = metric, epoch + 1, 0
-                best_state = _state_copy(model)
-            else:
-                bad_epochs += 1
-            events.epoch_end(state, row)
-            stop = has_val and cfg.patience > 0 and bad_epochs >= cfg.patience
-            if checkpoint_path is not None:
-                ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
-                        "epoch": epoch + 1, "step": step, "bad_epochs": bad_epochs, "history": result.history,
-                        "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                        "train_seconds": result.train_seconds, "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state()}
-                if device.type == "cuda":
-                    ckpt["cuda_rng"] = torch.cuda.get_rng_state()
-                atomic_torch_save(ckpt, checkpoint_path)
-            if stop:
-                result.stop_reason = f"early stop: no improvement for {cfg.patience} epochs"
-                break
-            if state.stop_requested:
-                result.stop_reason = state.stop_reason
-                break
-            if cfg.time_limit and result.train_seconds > cfg.time_limit and epoch + 1 < cfg.epochs:
-                result.stop_reason = f"time limit: stopped after {epoch + 1} epochs ({result.train_seconds:.0f} s)"
-                result.timed_out = True
-                break
+    monitor = "val_acc" if classify else "val_loss"
+    try:
+        # the engine's epoch loop: NaN rollback, events, best weights, patience, checkpoint, time limit
+        run_epochs(policy, events, [result], start_epoch=start_epoch, max_epochs=cfg.epochs, train_epoch=train_epoch,
+                   monitor=(lambda row: row[monitor]) if has_val else (lambda row: None), after_epoch=save_checkpoint,
+                   say=say)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; the checkpoint holds epoch {epoch}") from None
+        epoch = max(state.epoch, start_epoch + 1)  # the 1-based epoch that was running
+        raise TrainingInterrupted(f"interrupted during epoch {epoch}; the checkpoint holds epoch {epoch - 1}") from None
     finally:
         if bar is not None:
             bar.close()
-
-    if has_val and cfg.patience > 0 and not result.diverged and result.best_epoch > 0:
-        model.load_state_dict(best_state)  # early stopping restores the best epoch's weights
-    elif not has_val and result.history:
-        result.best_epoch = len(result.history)
-        result.best_metric = result.history[-1]["train_loss"]
-    events.train_end(state, result)
     return result
 
 

@@ -28,13 +28,15 @@ def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_train, y_train, x_test, y_test,
-                    path: str | Path, x_name: str = "x", y_name: str = "y", interval: dict | None = None) -> Path:
+                    path: str | Path, x_name: str = "x", y_name: str = "y", interval: dict | None = None,
+                    members_label: str = "fold models") -> Path:
     """The final model's curve over the training and test points with its prediction interval as a band
     and the gaps in the training inputs shaded (1-D inputs); predicted-vs-true for several inputs.
 
     ``interval`` is a run's interval dict (:func:`nndl.uncertainty.interval_info`); the band is
     then the interval for a new observation (members' spread plus noise), and the fold models'
     range is drawn faintly inside it. Without it the band is the fold models' range.
+    ``members_label`` names the models in ``fold_models`` in the legend (e.g. "ensemble members").
     """
     from ..uncertainty import interval_bounds, member_predictions
 
@@ -55,7 +57,7 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
                             label=f"{interval.get('level', 0.9):.0%} prediction interval")
         ax.fill_between(grid[:, 0], folds.min(0), folds.max(0), color="#4c72b0",
                         alpha=0.25 if interval is None else 0.3,
-                        label=f"range of {len(fold_models)} {'fold models' if interval is None else 'members'}")
+                        label=f"range of {len(fold_models)} {members_label}")
         ax.plot(grid[:, 0], center, color="#4c72b0", lw=2, label="final model")
         ax.scatter(x_train[:, 0], y_train, s=14, color="0.25", label="training points", zorder=3)
         if len(x_test):

@@ -94,7 +94,10 @@ def _spawn(task, sp, index, opts: dict[str, Any], overrides, storage, folder) ->
     if storage:
         env["NNDL_TUNE_STORAGE"] = storage  # not on the command line, where `ps` would show a password
     log = open(folder / f"worker-{index}.log", "w")
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent)
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent,
+                            # its own session: a terminal's Ctrl-C reaches the parent only, which forwards
+                            # exactly one SIGINT (a second one could cut short the worker's own cleanup)
+                            start_new_session=True)
 
 
 def _end_with_parent() -> None:
