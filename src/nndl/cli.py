@@ -147,11 +147,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nndl", description="Train, tune and inspect small neural networks.")
-    parser.add_argument("--version", action="version", version=f"nndl {__import__('nndl').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_regress(sub) -> None:
     p = sub.add_parser("regress", help="fit an MLP to a CSV of numeric columns with K-fold CV",
                        description="Fit a regression MLP with shuffled K-fold cross-validation, evaluate once on "
                                    "the test set and write a run folder with figures.")
@@ -162,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "seed")
     p.set_defaults(func=cmd_regress)
 
+
+def _add_classify(sub) -> None:
     p = sub.add_parser("classify", help="classify images (Fashion-MNIST, IDX, class folders) or CSV table rows",
                        description="Train a classifier, evaluate it once on the test set and write a run folder "
                                    "with figures. Data: Fashion-MNIST by default, or --data pointing at an "
@@ -177,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "mlp")
     p.set_defaults(func=cmd_classify)
 
+
+def _add_tune(sub) -> None:
     p = sub.add_parser("tune", help="search hyperparameters with Optuna and K-fold CV",
                        description="Search a space of config values with Optuna, scoring each trial by K-fold "
                                    "cross-validation; failed trials keep their reason. Writes trials.csv, "
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tune)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time-to-accuracy and s/epoch: typical DataLoader loop vs nndl",
                        description="Measure in one run: a typical per-sample DataLoader loop, the cnn preset, the "
                                    "fast preset, and regression K-fold sequential vs batched. Prints a table and "
@@ -233,12 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/bench-<timestamp>)")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_presets(sub) -> None:
     p = sub.add_parser("presets", help="list the named presets of each task and what they set",
                        description="List the presets of regress and classify with the config values each sets "
                                    "on top of the task's defaults.")
     p.add_argument("task", nargs="?", choices=["regress", "classify"], help="only this task's presets")
     p.set_defaults(func=cmd_presets)
 
+
+def _add_config(sub) -> None:
     p = sub.add_parser("config", help="list a task's config keys with defaults, choices and help",
                        description="List every config key of a task (what --set KEY=VALUE accepts), with its "
                                    "type, its value (the defaults, or a preset's) and help.")
@@ -246,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="show the values of this preset (name or file) instead of the defaults")
     p.set_defaults(func=cmd_config)
 
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="find or download the Fashion-MNIST files")
     p.add_argument("action", choices=["download", "where"], help="download into the cache, or print the source used")
     p.add_argument("--mirror", help="base URL holding the four .gz files (default: the official one)")
@@ -253,12 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder to check first (with 'where')")
     p.set_defaults(func=cmd_data)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="(re)write RUN/report.html", description="Write RUN/report.html: one "
                        "self-contained page (figures embedded, no network) with the metrics, figures, history, "
                        "config and environment of a run, or the trials of a tuning study. Prints its path.")
     p.add_argument("run", metavar="RUN", help="run or study folder")
     p.set_defaults(func=cmd_report)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare runs: config differences, metrics, overlaid curves",
                        description="Print a side-by-side table of the runs' config differences and metrics, and "
                                    "write an HTML page with their training curves overlaid.")
@@ -266,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare.html", help="HTML file to write (default: ./compare.html)")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="predict with a trained run: images, IDX/CSV batches, or regression CSVs",
                        description="Classification: PNG/JPEG images of any size and colour, brought to the "
                                    "model's input shape (MNIST-style models: grayscale, light object on dark "
@@ -280,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="classes listed per image (default: 3)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run's model to ONNX or TorchScript",
                        description="Write a model file that loads without nndl. Image classifiers take float32 "
                                    "(N, C, H, W) raw pixels 0..255 in the dataset's shape (normalisation built in), "
@@ -290,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: RUN/model.onnx or RUN/model.torchscript.pt)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_lr_find(sub) -> None:
     p = sub.add_parser("lr-find", help="sweep the learning rate exponentially and suggest one",
                        description="Train a fresh model of the preset for a fraction of an epoch while the lr grows "
                                    "geometrically from --lr-min to --lr-max; plot the loss against the lr "
@@ -311,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_lr_find)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nndl", description="Train, tune and inspect small neural networks.")
+    parser.add_argument("--version", action="version", version=f"nndl {__import__('nndl').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_regress, _add_classify, _add_tune, _add_bench, _add_presets, _add_config, _add_data,
+                _add_report, _add_compare, _add_predict, _add_export, _add_lr_find):
+        add(sub)  # one function per subcommand, in the order --help lists them
     return parser
 
 
