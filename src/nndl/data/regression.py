@@ -40,6 +40,23 @@ def resolve_data_path(path: str | Path) -> Path:
     return bundled_path(text[len(BUNDLED_PREFIX):]) if text.startswith(BUNDLED_PREFIX) else Path(path)
 
 
+def read_rows(path: str | Path, shown: str | Path | None = None, needs: str = "a header row and data rows"
+              ) -> list[list[str]]:
+    """The non-blank rows of a CSV file as strings; one-line errors naming ``shown`` (default ``path``)
+    for a missing, unreadable, binary or empty file (``needs`` says what an empty file should hold)."""
+    shown = path if shown is None else shown
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise NndlError(f"{shown}: cannot read ({e.strerror}); give an existing CSV file") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise NndlError(f"{shown}: not a text CSV file ({e})") from None
+    if not rows:
+        raise NndlError(f"{shown}: file is empty; it needs {needs}")
+    return rows
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -56,16 +73,8 @@ def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
     row/column for an unreadable or empty file, a ragged row, or a non-numeric
     or non-finite cell.
     """
-    shown, path = path, resolve_data_path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise NndlError(f"{shown}: cannot read ({e.strerror}); give an existing CSV file") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{shown}: not a text CSV file ({e})") from None
-    if not rows:
-        raise NndlError(f"{shown}: file is empty; it needs rows of numbers, e.g. 'x,y' then '0.5,1.2'")
+    shown = path
+    rows = read_rows(resolve_data_path(path), shown, "rows of numbers, e.g. 'x,y' then '0.5,1.2'")
     has_header = not all(_is_number(c) for c in rows[0])
     header = [c.strip() for c in rows[0]] if has_header else [f"col{i}" for i in range(len(rows[0]))]
     repeated = [name for name, n in Counter(header).items() if n > 1]

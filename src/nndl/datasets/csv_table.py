@@ -9,13 +9,12 @@ split (``test_fraction``) is drawn; features are standardised with the training 
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.regression import _is_number, parse_cell
+from ..data.regression import _is_number, parse_cell, read_rows
 from ..errors import NndlError
 from . import Dataset, check_classes, stratified_test_split
 
@@ -29,15 +28,7 @@ def detect(path: Path) -> bool:
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and data rows (blank lines skipped) of a CSV that must have a header."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise NndlError(f"{path}: cannot read ({e.strerror}); give an existing CSV file") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{path}: not a text CSV file ({e})") from None
-    if not rows:
-        raise NndlError(f"{path}: file is empty; it needs a header row, then one row per example")
+    rows = read_rows(path, needs="a header row, then one row per example")
     header = [c.strip() for c in rows[0]]
     if all(_is_number(c) for c in header):
         raise NndlError(f"{path}: no header row; add one naming the columns (e.g. 'length,width,species')")
