@@ -1,8 +1,10 @@
-"""The engine's shared policy: what both training loops decide the same way, written once.
+"""The engine: one epoch loop and one stop policy for N >= 1 models, written once.
 
 :func:`nndl.training.train` trains one model and :func:`nndl.crossval.train_stacked` trains a
-stack of N models (K folds x M trials) in one loop. Both hand their epoch results to one
-:class:`StopPolicy`, which works on per-model vectors (N >= 1, N = 1 for a single model):
+stack of N models (K folds x M trials). Each supplies only its epoch of optimiser steps and
+evaluation; :func:`run_epochs` runs the epochs around it in one order (events, checks,
+checkpoint hook, time limit), and one :class:`StopPolicy` decides on per-model vectors
+(N = 1 for a single model):
 
 - NaN/inf in a model's train or validation loss stops that model, rolls it back to the
   weights it had when the epoch began, and says why (the likely cause: the learning rate);
