@@ -8,16 +8,20 @@ from conftest import needs_fashion, run_cli
 @needs_fashion
 def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "bench"
-    proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--subset", "1024",
+    proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--speed-runs", "2", "--subset", "1024",
                    "--test-subset", "500", "--regression-epochs", "20", "--out", out, check=0)
     assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout and "all trials stacked" in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["classification"]]
-    assert names == ["typical", "cnn", "fast"]
+    assert names == ["typical", "cnn", "fast", "speed"]
     for row in result["classification"]:
         assert row["sec_per_epoch"] > 0 and 0 <= row["final_test_acc"] <= 1
-        assert {"time_to_91", "time_to_93", "time_to_94"} <= set(row)
-    assert result["classification"][2]["runs"] == 2 and len(result["classification"][2]["per_seed"]) == 2
+        assert {"time_to_91", "time_to_93", "time_to_93.5", "time_to_94", "typical_epochs_to_91"} <= set(row)
+    for row in result["classification"][2:]:
+        assert row["runs"] == 2 and len(row["per_seed"]) == 2 and "time_to_93.5_std" in row
+    speed = result["classification"][3]
+    assert 0.1 < speed["final_test_acc"] and speed["epochs"] == 4  # the speed preset's own schedule
+    assert "to 93.5%" in proc.stdout and "epochs of this run's typical loop" in proc.stdout
     reg = result["regression"]
     assert reg["speedup"] > 0 and reg["sequential"]["val_mse"] == pytest.approx(reg["batched"]["val_mse"], rel=1e-3)
     search = result["regression_search"]

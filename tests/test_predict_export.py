@@ -209,7 +209,8 @@ def test_regression_predict_csv(reg_run, tmp_path):
     rows = predict(reg_run, [inputs_only], out=out, echo=None)
     with open(out, newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert list(table[0]) == ["x", "prediction", "fold_mean", "fold_std"] and len(table) == 11
+    assert list(table[0]) == ["x", "prediction", "fold_mean", "fold_std", "lower", "upper"] and len(table) == 11
+    assert all(float(r["lower"]) <= float(r["prediction"]) <= float(r["upper"]) for r in table)  # the 90% interval
     with torch.no_grad():
         want = run.model(torch.as_tensor(x[:, None])).numpy().ravel()
         folds = torch.stack([m(torch.as_tensor(x[:, None])).ravel() for m in run.fold_models]).numpy()
@@ -223,7 +224,7 @@ def test_regression_predict_csv(reg_run, tmp_path):
     assert [r["prediction"] for r in predict(reg_run, [bare], echo=None)] == pytest.approx(want, abs=1e-6)
     lines = []
     rows = predict(reg_run, [TEST], echo=lines.append)
-    assert lines[0].splitlines()[0] == "x,y,prediction,fold_mean,fold_std" and "y" in rows[0]
+    assert lines[0].splitlines()[0] == "x,y,prediction,fold_mean,fold_std,lower,upper" and "y" in rows[0]
 
 
 def test_regression_standardized_ensemble(reg_ens_run, tmp_path):

@@ -4,12 +4,14 @@ All rows are measured in one process on one machine, so the ratios compare like 
 
 (a) ``typical``: a per-sample ``Dataset`` + ``DataLoader`` (batch 256, shuffled), Adam, the
     ``cnn`` preset's network, evaluated with a DataLoader too -- the notebook this replaces;
-(b) nndl's ``cnn`` preset; (c) nndl's ``fast`` preset;
+(b) nndl's ``cnn`` preset; (c) nndl's ``fast`` preset; (c') nndl's ``speed`` preset over seeds;
 (d) regression: the ``seed`` preset's 5-fold CV, folds one by one vs stacked into one model.
 
 Training time excludes evaluation. Time to X% is the training time up to the end of the
 first epoch whose test accuracy reaches X% (the test set is the per-epoch yardstick here,
-as in speed-run records; ``nndl classify`` itself never looks at it before the end).
+as in speed-run records; ``nndl classify`` itself never looks at it before the end). Times to X%
+are also given in epochs of the typical loop measured in the same run (``typical_epochs_to_X``), the
+unit that carries across machines.
 """
 from __future__ import annotations
 
@@ -34,7 +36,12 @@ from .regression import load_data, make_model_factory
 from .runs import environment, new_run_dir, write_json
 from .training import pick_device, train
 
-THRESHOLDS = (0.91, 0.93, 0.94)
+THRESHOLDS = (0.91, 0.93, 0.935, 0.94)
+
+
+def threshold_key(t: float) -> str:
+    """``time_to_91``, ``time_to_93.5``: the row key of the time to test accuracy ``t``."""
+    return f"time_to_{t * 100:g}"
 
 
 class _PerSampleFashion(Dataset):
@@ -108,14 +115,48 @@ def summarise(name: str, rows: list[dict], extra: dict | None = None) -> dict[st
     out = {"name": name, "epochs": len(rows), "sec_per_epoch": statistics.median(r["train_seconds"] for r in rows),
            "final_test_acc": rows[-1]["test_acc"], "train_seconds": sum(r["train_seconds"] for r in rows)}
     elapsed = 0.0
-    reached: dict[str, float | None] = {f"time_to_{int(t * 100)}": None for t in THRESHOLDS}
+    reached: dict[str, float | None] = {threshold_key(t): None for t in THRESHOLDS}
     for r in rows:
         elapsed += r["train_seconds"]
         for t in THRESHOLDS:
-            key = f"time_to_{int(t * 100)}"
+            key = threshold_key(t)
             if reached[key] is None and r["test_acc"] >= t:
                 reached[key] = elapsed
     return {**out, **reached, **(extra or {})}
+
+
+def in_typical_epochs(row: dict[str, Any], typical_seconds: float | None) -> dict[str, Any]:
+    """Add ``typical_epochs_to_X`` (and ``..._std`` where the row has a spread): each time to X% divided
+    by one epoch of the typical loop measured in the same run (None when no typical epoch was run)."""
+    for t in THRESHOLDS:
+        key = threshold_key(t)
+        for suffix in ("", "_std"):
+            if key + suffix in row:
+                seconds = row[key + suffix]
+                row[f"typical_epochs_to_{t * 100:g}{suffix}"] = (
+                    None if seconds is None or not typical_seconds else seconds / typical_seconds)
+    return row
+
+
+def over_seeds(name: str, summaries: list[dict], typical_seconds: float | None = None) -> dict[str, Any]:
+    """One table row from several seeds' :func:`summarise` rows: means and population stds over seeds.
+
+    A time to X% is the mean over seeds, and only when every seed got there (else None).
+    """
+    accs = [s["final_test_acc"] for s in summaries]
+    row = dict(summaries[0])
+    row.update({"name": name, "runs": len(summaries), "final_test_acc": statistics.mean(accs),
+                "final_test_acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                "train_seconds": statistics.mean(s["train_seconds"] for s in summaries),
+                "sec_per_epoch": statistics.mean(s["sec_per_epoch"] for s in summaries),
+                "per_seed": [in_typical_epochs(s, typical_seconds) for s in summaries]})
+    for t in THRESHOLDS:
+        key = threshold_key(t)
+        times = [s[key] for s in summaries]
+        reached = None not in times
+        row[key] = statistics.mean(times) if reached else None
+        row[f"{key}_std"] = statistics.pstdev(times) if reached else None
+    return in_typical_epochs(row, typical_seconds)
 
 
 def regression_typical(x: torch.Tensor, y: torch.Tensor, epochs: int = 600, folds: int = 5, seed: int = 0
@@ -223,19 +264,32 @@ def hardware(device: torch.device) -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
+def _typical_cell(row: dict[str, Any], t: float) -> str:
+    key = f"typical_epochs_to_{t * 100:g}"
+    if row.get(key) is None:
+        return "-"
+    std = row.get(key + "_std")
+    return f"{row[key]:.2f}" + (f" ± {std:.2f}" if std is not None and row.get("runs", 1) > 1 else "")
+
+
 def format_table(result: dict[str, Any]) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.1f}"
 
     lines = [f"{'run':<10} {'epochs':>6} {'s/epoch':>8} {'vs typical':>10} {'final acc':>9} "
-             f"{'to 91%':>7} {'to 93%':>7} {'to 94%':>7}"]
+             + " ".join(f"{'to ' + format(t * 100, 'g') + '%':>8}" for t in THRESHOLDS)]
     base = next((r["sec_per_epoch"] for r in result["classification"] if r["name"] == "typical"), None)
     for r in result["classification"]:
         ratio = f"{base / r['sec_per_epoch']:.2f}x" if base else "-"
         seeds = f"  (mean of {r['runs']} seeds, acc ± {r['final_test_acc_std']:.4f})" if r.get("runs", 1) > 1 else ""
         lines.append(f"{r['name']:<10} {r['epochs']:>6} {r['sec_per_epoch']:>8.2f} {ratio:>10} "
-                     f"{r['final_test_acc']:>9.4f} {fmt(r['time_to_91']):>7} {fmt(r['time_to_93']):>7} "
-                     f"{fmt(r['time_to_94']):>7}{seeds}")
+                     f"{r['final_test_acc']:>9.4f} "
+                     + " ".join(f"{fmt(r.get(threshold_key(t))):>8}" for t in THRESHOLDS) + seeds)
+    if base:
+        lines += ["", "time to accuracy in epochs of this run's typical loop (mean ± std over seeds):",
+                  f"{'run':<10} " + " ".join(f"{'to ' + format(t * 100, 'g') + '%':>14}" for t in THRESHOLDS)]
+        for r in result["classification"]:
+            lines.append(f"{r['name']:<10} " + " ".join(f"{_typical_cell(r, t):>14}" for t in THRESHOLDS))
     reg = result.get("regression")
     if reg:
         lines.append(f"\nregression 5-fold x {reg['epochs']} epochs (seed preset): typical loop "
@@ -261,7 +315,8 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, subset: int = 0, test_subset: int = 0,
+def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, speed_runs: int = 1, subset: int = 0,
+              test_subset: int = 0,
               regression_epochs: int = 600, search_trials: int = 8, extra_presets: tuple[str, ...] = (), data_dir: str | None = None, out: str | None = None,
               device: str = "auto", echo=print) -> dict[str, Any]:
     """Run the benchmark and write ``bench.json`` to a new run folder.
@@ -272,8 +327,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         Epochs of the typical loop (its time to accuracy is only known up to these).
     cnn_epochs : int
         Epochs of the ``cnn`` preset (0 = the preset's own).
-    fast_runs : int
-        Seeds of the ``fast`` preset (reported as mean ± std).
+    fast_runs, speed_runs : int
+        Seeds of the ``fast`` and ``speed`` presets (reported as mean ± std; 0 skips the row).
     subset, test_subset : int
         Use only that many training / test images (for quick checks; 0 = all).
     regression_epochs : int
@@ -289,7 +344,7 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     sizes = {"subset": subset, "test_subset": test_subset}
     result: dict[str, Any] = {"hardware": hardware(dev), "environment": environment(), "classification": [],
                               "settings": {"typical_epochs": typical_epochs, "cnn_epochs": cnn_epochs,
-                                           "fast_runs": fast_runs, **sizes}}
+                                           "fast_runs": fast_runs, "speed_runs": speed_runs, **sizes}}
     echo(f"bench: {result['hardware']} -> {run_dir}")
     if typical_epochs:
         rows = typical_loop(data, typical_epochs, dev, n_train=subset, n_test=test_subset)
@@ -298,23 +353,21 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     cnn = nndl_run(data, "cnn", dev, {**sizes, **({"epochs": cnn_epochs} if cnn_epochs else {})})
     result["classification"].append(summarise("cnn", cnn["rows"], {"compile_seconds": cnn["compile_seconds"]}))
     echo(f"  cnn:     {result['classification'][-1]['sec_per_epoch']:.2f} s/epoch")
-    fast = [nndl_run(data, "fast", dev, sizes, seed=s) for s in range(fast_runs)]
-    summaries = [summarise("fast", f["rows"]) for f in fast]
-    accs = [s["final_test_acc"] for s in summaries]
-    best = dict(summaries[0])
-    best.update({"runs": fast_runs, "final_test_acc": statistics.mean(accs),
-                 "final_test_acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-                 "train_seconds": statistics.mean(s["train_seconds"] for s in summaries),
-                 "sec_per_epoch": statistics.mean(s["sec_per_epoch"] for s in summaries),
-                 "per_seed": summaries})
-    for t in THRESHOLDS:  # a time to X% is the mean over seeds, and only when every seed got there
-        times = [s[f"time_to_{int(t * 100)}"] for s in summaries]
-        best[f"time_to_{int(t * 100)}"] = None if None in times else statistics.mean(times)
-    result["classification"].append(best)
-    echo(f"  fast:    {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {fast_runs} seed(s)")
+    # one epoch of the typical loop, this run: the unit of the typical_epochs_to_X columns
+    typical_seconds = result["classification"][0]["sec_per_epoch"] if typical_epochs else None
+    for row in result["classification"]:
+        in_typical_epochs(row, typical_seconds)
+    for preset, runs in (("fast", fast_runs), ("speed", speed_runs)):
+        if runs < 1:
+            continue
+        summaries = [summarise(preset, nndl_run(data, preset, dev, sizes, seed=s)["rows"]) for s in range(runs)]
+        best = over_seeds(preset, summaries, typical_seconds)
+        result["classification"].append(best)
+        echo(f"  {preset + ':':<8} {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {runs} seed(s)")
     for preset in extra_presets:
         run = nndl_run(data, preset, dev, sizes)
-        result["classification"].append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
+        result["classification"].append(in_typical_epochs(
+            summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}), typical_seconds))
         echo(f"  {preset}: {result['classification'][-1]['final_test_acc']:.4f}")
     if regression_epochs:
         result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}

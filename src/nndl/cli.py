@@ -142,7 +142,7 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
 
     run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
-              subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
+              speed_runs=args.speed_runs, subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
               search_trials=args.search_trials, extra_presets=tuple(args.presets), data_dir=args.data, out=args.out, device=args.device)
     return 0
 
@@ -222,6 +222,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--typical-epochs", type=int, default=2, help="epochs of the typical loop (default 2)")
     p.add_argument("--cnn-epochs", type=int, default=0, help="epochs of the cnn preset (default: the preset's)")
     p.add_argument("--fast-runs", type=int, default=3, help="seeds of the fast preset (default 3)")
+    p.add_argument("--speed-runs", type=int, default=3, help="seeds of the speed preset (default 3; 0 skips it)")
     p.add_argument("--subset", type=int, default=0, help="training images to use (default all)")
     p.add_argument("--test-subset", type=int, default=0, help="test images to use (default all)")
     p.add_argument("--regression-epochs", type=int, default=600,

@@ -200,6 +200,33 @@ class FastNet(nn.Module):
         return self.head(self.features(x).flatten(1)) * self.logit_scale
 
 
+class LiteCNN(nn.Module):
+    """A cheap CNN for time-to-accuracy on CPU: stride-2 3x3 stem, conv at 1/2, pool, conv at 1/4, pool, linear.
+
+    conv3x3/2(c1)+BN+ReLU, conv3x3(c2)+BN+ReLU, pool, conv3x3(c3)+BN+ReLU, pool, linear. The
+    stride-2 stem means no layer works at full resolution: on 2 CPU cores, where the reference
+    CNN's step is bound by its full-resolution conv and batch-norm, a step costs about a third
+    (at 24/48/96 channels), and the padded convs keep the border pixels the reference net drops.
+    For an H x W image the head sees ``c3 * (ceil(H/2) // 4) * (ceil(W/2) // 4)`` features.
+    """
+
+    def __init__(self, channels: list[int] = (24, 48, 96), num_classes: int = _CLASSES, in_channels: int = 1,
+                 image_size: tuple[int, int] = _FASHION_SHAPE[1:]):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),  # -> H/2
+            conv_bn(c1, c2), nn.MaxPool2d(2),  # -> H/4
+            conv_bn(c2, c3), nn.MaxPool2d(2))  # -> H/8
+        h, w = ((s + 1) // 2 // 4 for s in image_size)
+        if h < 1 or w < 1:
+            raise ValueError(f"the lite model needs images of at least 7x7 pixels, got {tuple(image_size)}")
+        self.head = nn.Linear(c3 * h * w, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
 def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, num_classes: int = _CLASSES) -> nn.Module:
     """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`).
 
@@ -216,6 +243,8 @@ def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, nu
         return ResNet(cfg.channels, num_classes, in_channels=c)
     if cfg.model == "fast":
         return FastNet(cfg.channels, num_classes, in_channels=c)
+    if cfg.model == "lite":
+        return LiteCNN(cfg.channels, num_classes, in_channels=c, image_size=(h, w))
     raise ValueError(f"unknown model '{cfg.model}'")
 
 

@@ -1,0 +1,58 @@
+"""The time-to-accuracy preset ``speed`` (the ``lite`` network) builds for any image size and learns on real data."""
+import pytest
+import torch
+
+import nndl
+from conftest import needs_fashion
+from nndl.config import resolve
+from nndl.errors import NndlError
+from nndl.models import LiteCNN, build_classifier
+
+QUIET = {"progress": False, "verbose": False, "echo": lambda s: None, "figures": False}
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 7, 7), (1, 29, 15)])
+def test_lite_network_gives_one_logit_per_class_for_any_image_size(shape):
+    cfg = resolve("classify", "speed", {})
+    net = build_classifier(cfg, shape, 7).eval()
+    assert isinstance(net, LiteCNN)
+    with torch.no_grad():
+        assert net(torch.randn(5, *shape)).shape == (5, 7)
+
+
+def test_lite_network_refuses_images_too_small_to_pool():
+    with pytest.raises(ValueError, match="at least 7x7"):
+        LiteCNN(image_size=(6, 28))
+
+
+def test_speed_preset_trains_the_lite_network_on_all_training_images():
+    cfg = resolve("classify", "speed", {})
+    assert cfg.model == "lite" and cfg.val_fraction == 0.0 and cfg.tta_flip
+
+
+@needs_fashion
+def test_speed_preset_learns_on_a_real_subset(tmp_path):
+    m = nndl.classify("speed", {"subset": 4000, "test_subset": 2000}, seed=0, out=tmp_path / "r", **QUIET)
+    assert m["test_accuracy"] > 0.75  # chance is 0.10; THRESHOLD_NOTE
+
+
+def test_speed_preset_on_a_table_says_to_use_the_mlp(tmp_path):
+    rows = "\n".join(f"{i % 7},{i % 5},{i % 2}" for i in range(40))
+    (tmp_path / "t.csv").write_text("a,b,label\n" + rows + "\n")
+    with pytest.raises(NndlError, match="'model' = 'lite'.*only model=mlp"):
+        nndl.classify("speed", {"data": str(tmp_path / "t.csv")}, out=tmp_path / "r", **QUIET)
+
+
+def test_bench_rows_over_seeds_in_typical_epochs():
+    from nndl.bench import over_seeds, summarise
+
+    def seed(accs):  # 10 s per epoch
+        return summarise("speed", [{"epoch": i + 1, "train_seconds": 10.0, "test_acc": a} for i, a in enumerate(accs)])
+
+    row = over_seeds("speed", [seed([0.90, 0.912, 0.931]), seed([0.911, 0.92, 0.936])], typical_seconds=40.0)
+    assert row["runs"] == 2 and row["final_test_acc"] == pytest.approx(0.9335)
+    assert row["time_to_91"] == pytest.approx(15.0) and row["time_to_91_std"] == pytest.approx(5.0)
+    assert row["typical_epochs_to_91"] == pytest.approx(15 / 40) and row["typical_epochs_to_91_std"] == pytest.approx(5 / 40)
+    assert row["time_to_93"] == pytest.approx(30.0) and row["typical_epochs_to_93"] == pytest.approx(0.75)
+    assert row["time_to_93.5"] is None and row["typical_epochs_to_93.5"] is None  # one seed never got there
+    assert over_seeds("speed", [seed([0.95])])["typical_epochs_to_94"] is None  # no typical epoch in this run
