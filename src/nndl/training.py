@@ -127,6 +127,28 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     return ckpt
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """The settings :func:`train` reads beyond :class:`~nndl.config.TrainConfig`'s, in one place.
+
+    Classification configs have them all; a regression config has none of them, and the
+    defaults here are what a regression run means (no smoothing, no test-time flip, no
+    autocast, no compile). ``amp`` is bf16 autocast and only ever applies on CUDA.
+    """
+
+    label_smoothing: float = 0.0
+    tta_flip: bool = False
+    amp: bool = False
+    compile: bool = False
+    eval_batch_size: int = 4096
+
+    @classmethod
+    def of(cls, cfg, device: torch.device) -> "ModelOptions":
+        values = {f: getattr(cfg, f) for f in cls.__dataclass_fields__ if hasattr(cfg, f)}
+        values["amp"] = bool(values.get("amp", False)) and device.type == "cuda"
+        return cls(**values)
+
+
 def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -145,8 +167,8 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     x_train, y_train : Tensor
         The whole training set, on the training device.
     cfg : TrainConfig
-        Optimiser, schedule, epochs, batch size, penalties, early stopping, seed
-        (plus ``label_smoothing``, ``tta_flip``, ``amp``, ``compile`` where present).
+        Optimiser, schedule, epochs, batch size, penalties, early stopping, seed; the
+        model-specific settings it also reads are listed in :class:`ModelOptions`.
     task : {"regression", "classification"}
     x_val, y_val : Tensor, optional
         Validation data: evaluated every epoch; early stopping (``cfg.patience``)
@@ -177,9 +199,8 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     if n == 0:
         raise NndlError("training set is empty")
     classify = task == "classification"
-    amp = bool(getattr(cfg, "amp", False)) and device.type == "cuda"
-    smoothing = float(getattr(cfg, "label_smoothing", 0.0))
-    tta = bool(getattr(cfg, "tta_flip", False))
+    options = ModelOptions.of(cfg, device)
+    amp, smoothing, tta = options.amp, float(options.label_smoothing), options.tta_flip
     monitor_higher = classify
     has_val = x_val is not None and len(x_val) > 0
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -217,7 +238,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
 
     train_model = model
-    if getattr(cfg, "compile", False):
+    if options.compile:
         # Compile on a throwaway copy of the state so BN statistics are untouched, and time it apart.
         t0 = time.perf_counter()
         train_model = torch.compile(model)
@@ -275,7 +296,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
             row["train_acc"] = correct.item() / n
         train_done = time.perf_counter()
         if has_val:
-            ev = evaluate(train_model, x_val, y_val, task, batch_size=getattr(cfg, "eval_batch_size", 4096),
+            ev = evaluate(train_model, x_val, y_val, task, batch_size=options.eval_batch_size,
                           transform=transform, tta_flip=tta, amp=amp)
             row["val_loss"] = ev["loss"]
             if classify:
