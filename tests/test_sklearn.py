@@ -20,7 +20,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from conftest import FASHION_DIR
 from nndl import config
 from nndl.errors import NndlError
-from nndl.sklearn import _NOT_PARAMETERS, _OWN_PARAMETERS, FitDivergedError, NNClassifier, NNRegressor, NndlValueError
+from nndl.sklearn import (_NOT_PARAMETERS, _OWN_PARAMETERS, IMAGE_MODELS, FitDivergedError, NNClassifier, NNRegressor,
+                          NndlValueError)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +48,7 @@ IMAGE_MODEL_NOT_APPLICABLE = {name: _NOT_SQUARE for name in [
 
 def expected_failed_checks(estimator) -> dict[str, str]:
     """Checks that cannot apply, with the reason (none for the MLP classifier and the regressor)."""
-    if isinstance(estimator, NNClassifier) and estimator.model in ("cnn", "resnet", "fast"):
+    if isinstance(estimator, NNClassifier) and estimator.model in IMAGE_MODELS:
         return IMAGE_MODEL_NOT_APPLICABLE
     return {}
 
@@ -279,7 +280,8 @@ def test_registry_augmentations_through_the_estimator(digits):
         NNClassifier(rotate=8.0, epochs=1).fit(X_train, y_train)
 
 
-@pytest.mark.parametrize("model, shape", [("cnn", (3, 12, 12)), ("resnet", (2, 8, 8)), ("fast", (3, 8, 10))])
+@pytest.mark.parametrize("model, shape", [("cnn", (3, 12, 12)), ("resnet", (2, 8, 8)), ("fast", (3, 8, 10)),
+                                          ("lite", (1, 10, 14))])
 def test_image_models_take_their_channels_and_size_from_the_data(model, shape):
     rng = np.random.default_rng(0)
     X = rng.random((40, *shape), dtype=np.float32)

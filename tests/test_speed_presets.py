@@ -33,7 +33,7 @@ def test_speed_preset_trains_the_lite_network_on_all_training_images():
 @needs_fashion
 def test_speed_preset_learns_on_a_real_subset(tmp_path):
     m = nndl.classify("speed", {"subset": 4000, "test_subset": 2000}, seed=0, out=tmp_path / "r", **QUIET)
-    assert m["test_accuracy"] > 0.75  # chance is 0.10; THRESHOLD_NOTE
+    assert m["test_accuracy"] > 0.8  # chance is 0.10; 0.846-0.859 measured over seeds 0-2 (2 cores, ~2 s)
 
 
 def test_speed_preset_on_a_table_says_to_use_the_mlp(tmp_path):

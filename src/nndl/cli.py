@@ -166,7 +166,9 @@ def _add_classify(sub) -> None:
                                    "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
                                    "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
                                    "Ctrl-C saves a checkpoint; --resume continues it.")
-    p.add_argument("--model", choices=["mlp", "cnn", "resnet", "fast"], help="network (default: the preset's)")
+    from .config import ClassifyConfig, field_choices  # the config's own list: one place for the models
+
+    p.add_argument("--model", choices=field_choices(ClassifyConfig, "model"), help="network (default: the preset's)")
     p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "
                                   "package's /usr/share/datasets/fashion-mnist, then the user cache)")
     p.add_argument("--label-col", help="CSV table: the class column (default: a column named 'label')")

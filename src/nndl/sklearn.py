@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = ["NNRegressor", "NNClassifier", "NndlValueError", "FitDivergedError"]
 
-IMAGE_MODELS = ("cnn", "resnet", "fast")
+IMAGE_MODELS = ("cnn", "resnet", "fast", "lite")
 
 # Config fields that are not estimator parameters, and why (a test keeps this list complete).
 _NOT_PARAMETERS = {
