@@ -205,7 +205,7 @@ class LiteCNN(nn.Module):
 
     conv3x3/2(c1)+BN+ReLU, conv3x3(c2)+BN+ReLU, pool, conv3x3(c3)+BN+ReLU, pool, linear. The
     stride-2 stem means no layer works at full resolution: at 16/32/64 channels it needs 1.8M
-    multiply-adds per 28x28 image against the reference CNN's 2.8M, and on 2 CPU cores, where
+    multiply-adds per Fashion-MNIST image against the reference CNN's 2.8M, and on 2 CPU cores, where
     those convolutions bound the step, an epoch takes ~0.62 of the reference's; the padded
     convs keep the border pixels the reference net drops.
     For an H x W image the head sees ``c3 * (ceil(H/2) // 4) * (ceil(W/2) // 4)`` features.
