@@ -21,6 +21,7 @@ import base64
 import csv
 import html
 import math
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -164,8 +165,9 @@ class _Folder(Mapping):
         return _png_figure(figures[name])
 
     # Mapping protocol: the metrics (or study summary) plus the folder key, as the old dicts had.
+    @abstractmethod
     def _data(self) -> dict:
-        raise NotImplementedError
+        """The mapping's values: a run's metrics, or a study's summary."""
 
     def __getitem__(self, key: str) -> Any:
         if key == self._mapping_extra:

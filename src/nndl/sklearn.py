@@ -149,6 +149,10 @@ class _NNBase(BaseEstimator):
     _train_task = ""  # "regression" | "classification", as training.train names them
 
     # -- configuration -----------------------------------------------------------------
+    def _continues(self) -> bool:
+        """Whether ``fit`` continues from the fitted weights (``warm_start`` on an already fitted estimator)."""
+        return bool(self.warm_start) and hasattr(self, "model_")
+
     def _resolve_config(self, epochs: int | None = None):
         """The config for this fit: defaults < preset < the parameters not left at None < random_state."""
         name = type(self).__name__
@@ -327,8 +331,7 @@ min_lr_factor, time_limit, device, threads
         -------
         self
         """
-        warm = bool(self.warm_start) and hasattr(self, "model_")
-        cfg = self._resolve_config()
+        warm, cfg = self._continues(), self._resolve_config()
         self._check_config(cfg)
         if warm:
             self._check_warm(cfg)
@@ -491,8 +494,7 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
         -------
         self
         """
-        warm = bool(self.warm_start) and hasattr(self, "model_")
-        cfg = self._resolve_config()
+        warm, cfg = self._continues(), self._resolve_config()
         return self._fit_checked(cfg, X, y, warm, classes=None)
 
     def partial_fit(self, X, y, classes=None):

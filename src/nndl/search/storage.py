@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import socket
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import optuna
@@ -84,10 +85,11 @@ def sqlite_file(url: str) -> Path | None | bool:
 
 
 # --------------------------------------------------------------------------- the trial lock
-class Slot:
+class Slot(ABC):
     """A cross-process lock around "count the trials, create one", so that --trials is exact.
 
     ``acquire`` and ``release`` may each be called when already in that state (no-ops).
+    Each storage kind supplies ``_lock``/``_unlock`` (see :func:`trial_lock` for which is used).
     """
 
     def __init__(self):
@@ -107,11 +109,13 @@ class Slot:
         """Release, and free the file or connection."""
         self.release()
 
+    @abstractmethod
     def _lock(self) -> None:
-        raise NotImplementedError
+        """Block until this process holds the lock."""
 
+    @abstractmethod
     def _unlock(self) -> None:
-        raise NotImplementedError
+        """Let the next process in."""
 
 
 class FileSlot(Slot):
