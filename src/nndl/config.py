@@ -423,8 +423,7 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
     values.update(parse_overrides(overrides))
     if seed is not None:
         values["seed"] = seed
-    cfg = cls(**{k: coerce(cls, k, v) for k, v in values.items()})
-    validate(cfg)
+    cfg = cls(**{k: coerce(cls, k, v) for k, v in values.items()})  # built = validated (_Checked)
     check_applies(task, cfg, values)
     return cfg
 
@@ -436,8 +435,7 @@ def to_dict(cfg) -> dict[str, Any]:
 def from_dict(task: str, data: dict[str, Any]):
     """Rebuild a config saved by :func:`to_dict` (keys unknown to this version are an error)."""
     cls = TASK_CONFIGS[task]
-    cfg = cls(**{k: coerce(cls, k, v) for k, v in data.items()})
-    validate(cfg)
+    cfg = cls(**{k: coerce(cls, k, v) for k, v in data.items()})  # built = validated (_Checked)
     return cfg
 
 

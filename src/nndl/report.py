@@ -19,12 +19,12 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import unused_settings
 from .errors import NndlError
+from .fileio import atomic_write_text
 
 # Captions for the figures nndl writes; any other PNG gets a caption from its file name.
 FIGURE_CAPTIONS = {
@@ -694,10 +694,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """
     text = render_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a half-written report is never left behind
-    return path
+    return atomic_write_text(path, text)  # a half-written report is never left behind
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -928,8 +925,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
 """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    return atomic_write_text(out, text)
 
 
 def finish_run(run_dir: Path, metrics: dict, tensorboard: bool = False, echo=print) -> dict:
