@@ -15,7 +15,7 @@ from .progress import progress_bar
 from .errors import NndlError
 from .models import MLP, StackedMLP
 from .callbacks import StackMemberState
-from .engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs
+from .engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs, train_steps
 from .training import TrainResult, evaluate, make_optimizer, train
 
 
@@ -315,6 +315,7 @@ class PerModelOptimizer:
         self.params, self.kind, self.weight_decay = params, cfg.optimizer, weight_decay
         self.momentum, self.nesterov = cfg.momentum, cfg.nesterov and cfg.momentum > 0
         self.betas, self.eps, self.steps = (0.9, 0.999), 1e-8, 0
+        self.lr: torch.Tensor | None = None  # one entry per model, set before each step
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -322,8 +323,9 @@ class PerModelOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor) -> None:
-        """One update; ``lr`` has one entry per model."""
+    def step(self, lr: torch.Tensor | None = None) -> None:
+        """One update with ``lr`` (one entry per model), or the ``lr`` set before."""
+        lr = self.lr if lr is None else lr
         self.steps += 1
         beta1, beta2 = self.betas
         for p, state in zip(self.params, self.state):
@@ -450,34 +452,38 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     events = Events(callbacks, states)
     events.train_begin()
 
+    alive = torch.ones(k, dtype=torch.bool, device=dev)  # stopped, diverged or done models stay where they are
+
+    def lr_at(at: int) -> list[float]:  # each distinct schedule once per step, spread over its models below
+        return [lr * lr_factor(at, total, warmup, kind, floor) for lr, total, warmup, kind, floor in distinct]
+
+    def set_lr(lrs: list[float]) -> None:
+        if uniform:
+            for group in optimizer.param_groups:
+                group["lr"] = lrs[0]
+        else:
+            optimizer.lr = torch.tensor(lrs, device=dev)[owner_t] * alive
+
+    def batch_loss(cols: torch.Tensor):
+        """Every model's masked MSE on its own rows of the batch (padding has weight 0)."""
+        idx, w = train_idx[:, cols], train_mask[:, cols]
+        losses = per_model_mse(forward(x[idx]), y[idx], w)
+        objective = torch.where(alive, losses, 0.0).sum()  # stopped models get exactly zero gradient
+        if l1 is not None:  # per-model L1 on the weight matrices, as l1_penalty does for one model
+            objective = objective + sum((l1.view(-1, 1, 1) * weight.abs()).sum() for weight in stack.weights)
+        return losses, objective, w.sum(1)
+
     def train_epoch(epoch: int) -> list[dict | None]:
-        """One epoch of every model still training, then its held-out MSE: one history row per model."""
-        nonlocal step
+        """One epoch of every model still training (the engine's step loop), then its held-out MSE:
+        one history row per model."""
+        nonlocal step, alive
         t0 = time.perf_counter()
-        alive = torch.tensor(policy.alive, device=dev)  # stopped, diverged or done models stay where they are
+        alive = torch.tensor(policy.alive, device=dev)
         if dropout:
             stack.train()
-        perm = torch.randperm(n, device=dev, generator=generator)
-        loss_sum = torch.zeros(k, device=dev)
-        for b in range(steps_per_epoch):
-            cols = perm[b * base.batch_size:(b + 1) * base.batch_size]
-            idx, w = train_idx[:, cols], train_mask[:, cols]
-            lrs = [lr * lr_factor(step, total, warmup, kind, floor) for lr, total, warmup, kind, floor in distinct]
-            if uniform:
-                for group in optimizer.param_groups:
-                    group["lr"] = lrs[0]
-            losses = per_model_mse(forward(x[idx]), y[idx], w)
-            objective = torch.where(alive, losses, 0.0).sum()  # stopped models get exactly zero gradient
-            if l1 is not None:  # per-model L1 on the weight matrices, as l1_penalty does for one model
-                objective = objective + sum((l1.view(-1, 1, 1) * weight.abs()).sum() for weight in stack.weights)
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if uniform:
-                optimizer.step()
-            else:
-                optimizer.step(torch.tensor(lrs, device=dev)[owner_t] * alive)
-            step += 1
-            loss_sum += losses.detach() * w.sum(1)
+        step, loss_sum, lrs = train_steps(step, rows=n, batch_size=base.batch_size, generator=generator, n_models=k,
+                                          lr_at=lr_at, set_lr=set_lr, batch_loss=batch_loss, optimizer=optimizer,
+                                          events=events)
         if dropout:
             stack.eval()
         with torch.no_grad():

@@ -17,8 +17,10 @@ checkpoint hook, time limit), and one :class:`StopPolicy` decides on per-model v
 
 Weights are reached through a small adapter, :class:`ModuleWeights` (one ``nn.Module``) or
 :class:`StackWeights` (stacked parameters whose dimension 0 is the model), so the policy
-never knows which loop it serves. :func:`lr_factor` is the lr schedule both loops use, and
-:class:`Events` dispatches the training events of each of the N models to the callbacks.
+never knows which loop it serves. :func:`train_steps` is the one step loop (a permutation,
+batches, the lr schedule, forward/backward/step, the loss sums) with the forward pass handed
+in; :func:`lr_factor` is the lr schedule, and :class:`Events` dispatches the training events
+of each of the N models to the callbacks.
 """
 from __future__ import annotations
 
@@ -307,6 +309,63 @@ class StopPolicy:
         """Copy model ``i``'s outcome into a :class:`~nndl.training.TrainResult`."""
         result.best_epoch, result.best_metric = self.best_epoch[i], self.best_metric[i]
         result.stop_reason, result.diverged, result.timed_out = self.reason[i], self.diverged[i], self.timed_out[i]
+
+
+# --------------------------------------------------------------------------- the step loop
+def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Generator, n_models: int,
+                lr_at: Callable[[int], list[float]], set_lr: Callable[[list[float]], None],
+                batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, object]], optimizer,
+                events: "Events | None" = None) -> tuple[int, torch.Tensor, list[float]]:
+    """One epoch of optimiser steps for N >= 1 models: the step loop every trainer runs.
+
+    Parameters
+    ----------
+    step : int
+        Optimiser steps taken before this epoch (the lr schedule's position).
+    rows, batch_size : int
+        A fresh permutation of ``range(rows)`` (drawn from ``generator``) is cut into
+        batches of ``batch_size`` indices; the last batch may be shorter.
+    n_models : int
+        N: 1 for one model, K x M for a stack.
+    lr_at : callable
+        ``lr_at(step) -> lrs``: the learning rate(s) at that step (one per distinct schedule).
+    set_lr : callable
+        ``set_lr(lrs)`` hands them to the optimiser before its step.
+    batch_loss : callable
+        ``batch_loss(idx) -> (losses, objective, weight)``: the forward pass on batch ``idx``;
+        ``losses`` holds each model's mean loss (N values), ``objective`` is the scalar to
+        differentiate (losses plus penalties), ``weight`` the rows each loss averaged (a number
+        or N values), so the epoch's loss is a row-weighted mean.
+    optimizer
+        ``zero_grad`` / ``step``.
+    events : Events, optional
+        Batch-end events for each model (sent only when a callback listens per batch).
+
+    Returns
+    -------
+    (step, loss_sum, lrs)
+        The step count after the epoch, the per-model sum of ``losses * weight`` (on the device:
+        no host sync here), and the last step's learning rates.
+    """
+    perm = torch.randperm(rows, device=generator.device, generator=generator)
+    loss_sum = torch.zeros(n_models, device=generator.device)
+    per_batch = events is not None and events.per_batch
+    lrs: list[float] = []
+    for b in range(math.ceil(rows / batch_size)):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        lrs = lr_at(step)
+        set_lr(lrs)
+        losses, objective, weight = batch_loss(idx)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        step += 1
+        losses = losses.detach()
+        loss_sum += losses * weight
+        if per_batch:
+            for i in range(n_models):
+                events.batch_end(b, losses[i], i)
+    return step, loss_sum, lrs
 
 
 # --------------------------------------------------------------------------- the epoch loop

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .callbacks import CallbackList, ProgressBar, TrainState
-from .engine import Events, ModuleWeights, StopPolicy, lr_factor, run_epochs  # noqa: F401 - lr_factor re-exported
+from .engine import Events, ModuleWeights, StopPolicy, lr_factor, run_epochs, train_steps  # noqa: F401 - lr_factor re-exported
 from .errors import NndlError, TrainingInterrupted  # noqa: F401 - re-exported
 from .fileio import atomic_torch_save
 
@@ -257,41 +257,43 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                        steps_per_epoch=steps_per_epoch)
     state.epoch = start_epoch
     events = Events(CallbackList([bar, callbacks] if bar is not None else callbacks), [state])
-    per_batch = events.per_batch
     events.train_begin()
 
+    def lr_at(at: int) -> list[float]:
+        return [cfg.lr * lr_factor(at, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)]
+
+    def set_lr(lrs: list[float]) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[0]
+
+    correct = torch.zeros((), device=device)  # right training predictions of the epoch (classification)
+
+    def batch_loss(idx: torch.Tensor):
+        """The forward pass of one batch: its loss (N = 1), the objective with the L1 term, its rows."""
+        nonlocal correct
+        xb, yb = x_train[idx], y_train[idx]
+        if transform is not None:
+            xb = transform(xb, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = train_model(xb)
+        # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
+        mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
+        loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
+        if classify:
+            correct += (out.detach().argmax(1) == yb).sum()
+        objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
+        return loss.reshape(1), objective, len(idx)
+
     def train_epoch(epoch: int) -> list[dict]:
-        """One epoch of optimiser steps over a fresh permutation, then the evaluation: the history row."""
-        nonlocal step
+        """One epoch of optimiser steps (the engine's step loop), then the evaluation: the history row."""
+        nonlocal step, correct
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if transform is not None:
-                xb = transform(xb, generator)
-            lr = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = train_model(xb)
-            # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
-            mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
-            loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
-            objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            step += 1
-            loss_sum += loss.detach() * len(idx)
-            if classify:
-                correct += (out.detach().argmax(1) == yb).sum()
-            if per_batch:
-                events.batch_end(b, loss.detach())
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n}
+        step, loss_sum, (lr,) = train_steps(step, rows=n, batch_size=cfg.batch_size, generator=generator, n_models=1,
+                                           lr_at=lr_at, set_lr=set_lr, batch_loss=batch_loss, optimizer=optimizer,
+                                           events=events)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum[0].item() / n}
         if classify:
             row["train_acc"] = correct.item() / n
         train_done = time.perf_counter()
