@@ -10,7 +10,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # (layer, module prefixes). A module may import modules of its own layer or lower ones.
 LAYERS = [
-    (0, ["nndl", "nndl.errors", "nndl.masking", "nndl.fileio", "nndl.progress", "nndl.config"]),
+    (0, ["nndl", "nndl.errors", "nndl.masking", "nndl.fileio", "nndl.progress", "nndl.model_kinds",
+         "nndl.config"]),
     (1, ["nndl.data", "nndl.datasets", "nndl.models", "nndl.inference", "nndl.uncertainty", "nndl.figures",
          "nndl.runs", "nndl.tensorboard"]),
     (2, ["nndl.callbacks", "nndl.engine", "nndl.training", "nndl.crossval", "nndl.report", "nndl.predict",

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from nndl import config
 from nndl.config import PRESETS, RegressConfig, format_config, read_preset_file, resolve, to_dict
 from nndl.errors import NndlError
 
@@ -53,3 +54,32 @@ def test_every_preset_resolves_and_prints():
         for name in presets:
             assert "lr" in format_config(resolve(task, name))
     assert isinstance(resolve("regress"), RegressConfig)
+
+
+def test_model_registry_drives_builders_choices_and_what_applies():
+    """One list of models: every registered kind has a builder, is a config choice and a CLI
+    choice, and a model setting it does not read is refused for it (and only for it)."""
+    import torch
+
+    from nndl.cli import build_parser
+    from nndl.errors import NndlError
+    from nndl.model_kinds import MODEL_KINDS, MODEL_SETTINGS
+    from nndl.models import BUILDERS
+
+    assert set(BUILDERS) == set(MODEL_KINDS)
+    assert config.field_choices(config.ClassifyConfig, "model") == list(MODEL_KINDS)
+    classify_cli = build_parser()._subparsers._group_actions[0].choices["classify"]
+    model_arg = next(a for a in classify_cli._actions if "--model" in a.option_strings)
+    assert list(model_arg.choices) == list(MODEL_KINDS)
+    changed = {"hidden": [32], "dropout": [0.5], "activation": "tanh", "init": "xavier", "channels": [8, 8, 8]}
+    assert set(changed) == set(MODEL_SETTINGS)
+    for name, kind in MODEL_KINDS.items():
+        model = BUILDERS[name](config.ClassifyConfig(model=name, channels=[4, 8, 8], hidden=[8], dropout=[0.0]),
+                               (1, 28, 28), 3)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+        for key, value in changed.items():
+            if key in kind.reads:
+                config.resolve("classify", None, {"model": name, key: value})
+            else:
+                with pytest.raises(NndlError, match=f"'{key}' = .* does not apply"):
+                    config.resolve("classify", None, {"model": name, key: value})

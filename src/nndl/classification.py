@@ -18,6 +18,7 @@ from .datasets import Dataset
 from .crossval import thread_policy
 from .errors import NndlError, TrainingInterrupted
 from .inference import input_transform
+from .model_kinds import MODEL_KINDS
 from .models import build_classifier
 from .runs import (environment, new_run_dir, read_json, removed_on_failure, save_model, write_history_csv,
                    write_json)
@@ -34,9 +35,10 @@ def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
         data = from_fashion(data)
     ds = data if data is not None else datasets.load(cfg)
     if not ds.is_image:
-        if cfg.model != "mlp":
+        if MODEL_KINDS[cfg.model].images_only:
+            readers = ", ".join(k.name for k in MODEL_KINDS.values() if not k.images_only)
             raise NndlError(f"config key 'model' = {cfg.model!r}: {ds.source} is a table ({ds.input_shape[0]} "
-                            "features); only model=mlp reads table rows")
+                            f"features); only model={readers} reads table rows")
         if cfg.tta_flip:
             raise NndlError(f"config key 'tta_flip' = true: {ds.source} is a table; mirroring applies to images "
                             "only; set tta_flip=false")
@@ -98,7 +100,7 @@ def _check_split(cfg, labels: torch.Tensor, train_idx: torch.Tensor, val_idx: to
 def _channels_last(cfg, device: torch.device) -> bool:
     # oneDNN (CPU) and cuDNN (CUDA) convolutions run in NHWC without layout reorders: the
     # reference CNN's training step is ~1.45x faster on 2 CPU cores (bench/cpu_layout.py).
-    return cfg.model != "mlp" and device.type in ("cpu", "cuda")
+    return MODEL_KINDS[cfg.model].images_only and device.type in ("cpu", "cuda")
 
 
 def _meta(dataset: Dataset | dict | None) -> dict:

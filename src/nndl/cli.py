@@ -84,9 +84,12 @@ def cmd_tune(args) -> int:
 
 def cmd_presets(args) -> int:
     from .config import PRESETS, describe_presets
+    from .model_kinds import describe_models
 
     for task in [args.task] if args.task else list(PRESETS):
         print(describe_presets(task))
+        if task == "classify":
+            print(describe_models())
     return 0
 
 
@@ -166,7 +169,7 @@ def _add_classify(sub) -> None:
                                    "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
                                    "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
                                    "Ctrl-C saves a checkpoint; --resume continues it.")
-    from .config import ClassifyConfig, field_choices  # the config's own list: one place for the models
+    from .config import ClassifyConfig, field_choices  # the model registry (nndl.model_kinds) via the config
 
     p.add_argument("--model", choices=field_choices(ClassifyConfig, "model"), help="network (default: the preset's)")
     p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NndlError
+from .model_kinds import MODEL_KINDS, MODEL_SETTINGS, why_unused
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,7 +105,7 @@ class RegressConfig(TrainConfig):
 class ClassifyConfig(TrainConfig):
     """Image or table classification (Fashion-MNIST by default; see :mod:`nndl.datasets`)."""
 
-    model: str = _choice("mlp", ["mlp", "cnn", "resnet", "fast", "lite"], "network architecture")
+    model: str = _choice("mlp", list(MODEL_KINDS), "network architecture (nndl.model_kinds; `nndl presets` lists them)")
     data: str = _doc("", "dataset: an IDX folder, a folder of class subfolders of images, or a .csv table; "
                          "empty = Fashion-MNIST from $NNDL_DATA, the Debian package, the cache")
     dataset: str = _choice("auto", ["auto", "fashion_mnist", "idx", "image_folder", "csv_table"],
@@ -307,7 +308,8 @@ def validate(cfg) -> None:
                    ("test_subset", cfg.test_subset >= 0, "must be >= 0 (0 = all test images)"),
                    ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
                    ("hidden", bool(cfg.hidden) and all(h >= 1 for h in cfg.hidden), "needs sizes >= 1"),
-                   ("channels", cfg.model == "mlp" or (len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels)),
+                   ("channels", "channels" not in MODEL_KINDS[cfg.model].reads
+                    or (len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels)),
                     "needs three widths >= 1")]
     for key, ok, why in checks:
         if not ok:
@@ -321,8 +323,9 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
     The report lists only what a run used; ``config.json`` keeps everything. The
     rules mirror what the training code reads: SGD alone reads ``momentum`` and
     ``nesterov``; a constant schedule never decays to ``min_lr_factor``; only the
-    MLP classifier reads ``hidden``/``dropout``/``activation``/``init`` and only
-    the convolutional ones ``channels``; ``amp`` is bf16 autocast on CUDA only.
+    classifiers whose :data:`~nndl.model_kinds.MODEL_KINDS` entry lists a model setting read it
+    (the MLP ``hidden``/``dropout``/``activation``/``init``, the CNNs ``channels``); ``amp`` is
+    bf16 autocast on CUDA only.
     """
     out: dict[str, str] = {}
     opt = config.get("optimizer")
@@ -333,12 +336,10 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
     if config.get("schedule") == "constant":
         out["min_lr_factor"] = "the constant schedule does not decay"
     model = config.get("model")
-    if task == "classify" and isinstance(model, str):
-        if model == "mlp":
-            out["channels"] = "the MLP has no convolutions"
-        else:
-            for k in ("hidden", "dropout", "activation", "init"):
-                out[k] = f"only the MLP uses it (model {model})"
+    if task == "classify" and model in MODEL_KINDS:  # the registry says which settings each model reads
+        for key in MODEL_SETTINGS:
+            if key not in MODEL_KINDS[model].reads:
+                out[key] = why_unused(model, key)
     if "amp" in config and device and not device.startswith("cuda"):
         out["amp"] = f"bf16 autocast runs on CUDA only (device {device})"
     return out

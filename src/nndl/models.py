@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -228,25 +229,55 @@ class LiteCNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+# The builders of the classifiers in nndl.model_kinds.MODEL_KINDS: name -> builder(cfg, (C, H, W), classes).
+BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def builds(name: str):
+    """Register a classifier builder under the ``model`` name of its :class:`~nndl.model_kinds.ModelKind`."""
+    def register(fn):
+        BUILDERS[name] = fn
+        return fn
+
+    return register
+
+
+@builds("mlp")
+def _mlp(cfg, shape, classes):
+    c, h, w = shape
+    return MLP(c * h * w, cfg.hidden, classes, cfg.activation, cfg.dropout, cfg.init)
+
+
+@builds("cnn")
+def _cnn(cfg, shape, classes):
+    return SmallCNN(cfg.channels, classes, in_channels=shape[0], image_size=shape[1:])
+
+
+@builds("resnet")
+def _resnet(cfg, shape, classes):
+    return ResNet(cfg.channels, classes, in_channels=shape[0])
+
+
+@builds("fast")
+def _fast(cfg, shape, classes):
+    return FastNet(cfg.channels, classes, in_channels=shape[0])
+
+
+@builds("lite")
+def _lite(cfg, shape, classes):
+    return LiteCNN(cfg.channels, classes, in_channels=shape[0], image_size=shape[1:])
+
+
 def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, num_classes: int = _CLASSES) -> nn.Module:
-    """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`).
+    """The classifier named by ``cfg.model`` (a :class:`~nndl.config.ClassifyConfig`), from :data:`BUILDERS`.
 
     ``input_shape`` is (channels, height, width) of one image (the MLP sees it flattened; a table
     of F features is ``(1, 1, F)``) and ``num_classes`` the number of logits; the defaults are
     Fashion-MNIST's (see :mod:`nndl.datasets.fashion_mnist`).
     """
-    c, h, w = input_shape
-    if cfg.model == "mlp":
-        return MLP(c * h * w, cfg.hidden, num_classes, cfg.activation, cfg.dropout, cfg.init)
-    if cfg.model == "cnn":
-        return SmallCNN(cfg.channels, num_classes, in_channels=c, image_size=(h, w))
-    if cfg.model == "resnet":
-        return ResNet(cfg.channels, num_classes, in_channels=c)
-    if cfg.model == "fast":
-        return FastNet(cfg.channels, num_classes, in_channels=c)
-    if cfg.model == "lite":
-        return LiteCNN(cfg.channels, num_classes, in_channels=c, image_size=(h, w))
-    raise ValueError(f"unknown model '{cfg.model}'")
+    if cfg.model not in BUILDERS:
+        raise ValueError(f"unknown model '{cfg.model}'")
+    return BUILDERS[cfg.model](cfg, tuple(input_shape), num_classes)
 
 
 def build_regressor(cfg, in_features: int) -> MLP:

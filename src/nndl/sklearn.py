@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from . import config as config_mod
+from .model_kinds import MODEL_KINDS
 from .data import augment
 from .data.fashion import stratified_split
 from .errors import NndlError
@@ -46,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = ["NNRegressor", "NNClassifier", "NndlValueError", "FitDivergedError"]
 
-IMAGE_MODELS = ("cnn", "resnet", "fast", "lite")
+IMAGE_MODELS = tuple(k.name for k in MODEL_KINDS.values() if k.images_only)
 
 # Config fields that are not estimator parameters, and why (a test keeps this list complete).
 _NOT_PARAMETERS = {
