@@ -29,6 +29,13 @@ def run_cli(*args, check=None):
     return proc
 
 
+# How a Ctrl-C'd nndl may end: exit code 130 -- or death by SIGINT, which a shell also reports as 130.
+# CPython 3.11 marks a KeyboardInterrupt as unhandled when it passed through exec() of generated code
+# (a dataclass being defined, e.g. while torch imports a module on the first optimiser step), even
+# though nndl caught it, cleaned up and returned 130; the interpreter then ends itself by SIGINT.
+INTERRUPTED_CODES = (130, -2)
+
+
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                                    reason="Fashion-MNIST Debian package (dataset-fashion-mnist) not installed")
 

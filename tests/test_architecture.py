@@ -16,8 +16,8 @@ LAYERS = [
          "nndl.runs", "nndl.tensorboard"]),
     (2, ["nndl.callbacks", "nndl.engine", "nndl.training", "nndl.crossval", "nndl.report", "nndl.predict",
          "nndl.export"]),
-    (3, ["nndl.results"]),
-    (4, ["nndl.regression", "nndl.classification", "nndl.lrfinder", "nndl.sklearn"]),
+    (3, ["nndl.results", "nndl.pipeline"]),
+    (4, ["nndl.regression", "nndl.classification", "nndl.tasks", "nndl.lrfinder", "nndl.sklearn"]),
     (5, ["nndl.search", "nndl.bench"]),
     (6, ["nndl.cli", "nndl.__main__"]),
 ]

@@ -26,7 +26,7 @@ from nndl.errors import NndlError
 from nndl.runs import RUN_MARKER, _protected_reason
 from nndl.search import load_space
 
-from conftest import FASHION_DIR, ROOT, needs_fashion
+from conftest import FASHION_DIR, INTERRUPTED_CODES, ROOT, needs_fashion
 
 TRAIN_CSV = "x,y\n" + "".join(f"{i / 10:.2f},{np.sin(i / 10):.4f}\n" for i in range(30))
 SPACE_HEAD = '[fixed]\nepochs = 5\n'
@@ -365,7 +365,7 @@ def test_ctrl_c_of_regress_leaves_no_half_folder(scratch):
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 130 and "interrupted" in output, output
+    assert proc.returncode in INTERRUPTED_CODES and "interrupted" in output, output
     assert not (scratch / "run").exists()
     assert (scratch / "train.csv").read_text() == TRAIN_CSV
 

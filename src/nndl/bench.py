@@ -15,7 +15,6 @@ unit that carries across machines.
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -32,7 +31,7 @@ from .datasets.fashion_mnist import MEAN, STD  # the notebook baseline normalise
 from .data.fashion import FashionData, load_fashion
 from .errors import NndlError
 from .models import SmallCNN
-from .regression import load_data, make_model_factory
+from .tasks import get_task
 from .runs import environment, new_run_dir, write_json
 from .training import pick_device, train
 
@@ -193,8 +192,8 @@ def regression_auto(device: torch.device) -> dict[str, Any]:
     from .regression import fit_arrays
 
     cfg = config_mod.resolve("regress", "auto", {"test_path": ""})
-    train_data, _ = load_data(cfg)
-    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+    setup = get_task("regress").setup(cfg, None, device)
+    x, y = setup.x, setup.y
     t0 = time.perf_counter()
     fit = fit_arrays(cfg, x, y)
     return {"seconds": time.perf_counter() - t0, "candidates": fit.extra["search_candidates"],
@@ -207,15 +206,14 @@ def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
     and nndl batched, same data; seconds and val MSE of each."""
     out = {}
     cfg = config_mod.resolve("regress", "seed", {"epochs": epochs})
-    train_data, _ = load_data(cfg)
-    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
-    out["typical"] = regression_typical(x, y, epochs, cfg.folds, cfg.seed)
+    setup = get_task("regress").setup(cfg, None, device)
+    out["typical"] = regression_typical(setup.x, setup.y, epochs, cfg.folds, cfg.seed)
     for batched in (False, True):
         cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "batched": batched})
-        train_data, _ = load_data(cfg)
-        x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
+        setup = get_task("regress").setup(cfg, None, device)
+        x, y = setup.x, setup.y
         t0 = time.perf_counter()
-        folds = cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=batched, progress=False)
+        folds = cross_validate(setup.make_model, x, y, cfg, batched=batched, progress=False)
         out["batched" if batched else "sequential"] = {
             "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
     out["speedup"] = out["sequential"]["seconds"] / out["batched"]["seconds"]
@@ -233,9 +231,9 @@ def regression_search(device: torch.device, trials: int = 8, epochs: int = 600) 
     lrs = [0.02 * 0.5 ** (i // 2) for i in range(trials)]
     cfgs = [config_mod.resolve("regress", "seed", {"epochs": epochs, "lr": lr, "weight_decay": 1e-5 * 10 ** (i % 2)})
             for i, lr in enumerate(lrs)]
-    train_data, _ = load_data(cfgs[0])
-    x, y = torch.as_tensor(train_data.x, device=device), torch.as_tensor(train_data.y, device=device)
-    factories = [make_model_factory(c, x, y) for c in cfgs]
+    setups = [get_task("regress").setup(c, None, device) for c in cfgs]
+    x, y = setups[0].x, setups[0].y
+    factories = [s.make_model for s in setups]
     runs = {"sequential": lambda: [cross_validate(f, x, y, c, batched=False, progress=False)
                                    for f, c in zip(factories, cfgs)],
             "folds_stacked": lambda: [cross_validate(f, x, y, c, batched=True, progress=False)

@@ -20,8 +20,8 @@ from .errors import NndlError, TrainingInterrupted
 from .inference import input_transform
 from .model_kinds import MODEL_KINDS
 from .models import build_classifier
-from .runs import (environment, new_run_dir, read_json, removed_on_failure, save_model, write_history_csv,
-                   write_json)
+from .pipeline import Setup, Task, run_task
+from .runs import read_json, save_model, write_history_csv
 from .training import evaluate, load_checkpoint, pick_device
 from .training import train as fit
 
@@ -142,6 +142,93 @@ def classifier_on(cfg, device: torch.device, dataset: Dataset | dict | None = No
     return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
 
 
+class ClassificationTask(Task):
+    """Classification of images or table rows: one model trained on a stratified split, tested once."""
+
+    name = "classify"
+    keep_on = (TrainingInterrupted,)  # Ctrl-C keeps the checkpoint for --resume
+
+    def threads(self, cfg):
+        return thread_policy(math.inf, cfg.threads)  # the caller's torch thread count is restored afterwards
+
+    def inputs(self, cfg) -> list[str]:
+        return [cfg.data]
+
+    def load(self, cfg, data: Dataset | FashionData | None = None) -> dict[str, Any]:
+        return prepare_data(cfg, data, pick_device(cfg.device))
+
+    def setup(self, cfg, data: dict[str, Any] | None, device) -> Setup:
+        tensors = data if data is not None else prepare_data(cfg, None, device)
+        ds = tensors["dataset"]  # shape, classes and normalisation of whichever dataset cfg names
+
+        def make_model(i: int) -> torch.nn.Module:
+            torch.manual_seed(cfg.seed + i)
+            return classifier_on(cfg, device, ds)
+
+        return Setup(make_model, tensors["x_train"], tensors["y_train"], transform_for(cfg, device, ds),
+                     "classification")
+
+    def cross_validate(self, cfg, data: Dataset | FashionData | None = None, folds: int | None = None,
+                       on_fold=None) -> list[dict]:
+        scored = cross_validate_classifier(cfg, data, folds or 3, on_fold=on_fold)
+        return [{"score": f["val_accuracy"], **f} for f in scored]
+
+    def header(self, cfg, data: dict[str, Any]) -> list[str]:
+        ds = data["dataset"]
+        shape = "x".join(map(str, ds.input_shape))
+        return [f"data: {data['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; {len(data['y_train'])} train"
+                f" / {len(data['y_val'])} validation / {len(data['y_test'])} test)"]
+
+    def fit(self, cfg, data: dict[str, Any], ctx) -> dict[str, Any]:
+        device = data["x_train"].device
+        torch.manual_seed(cfg.seed)
+        model = classifier_on(cfg, device, data["dataset"])
+        transform = transform_for(cfg, device, data["dataset"])
+        result = fit(model, data["x_train"], data["y_train"], cfg, task="classification", x_val=data["x_val"],
+                     y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
+                     resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks)
+        return {"model": model, "transform": transform, "result": result, "device": device}
+
+    def test(self, cfg, data: dict[str, Any], fitted: dict[str, Any]) -> dict:
+        model, result, device, ds = fitted["model"], fitted["result"], fitted["device"], data["dataset"]
+        test = evaluate(model, data["x_test"], data["y_test"], "classification", batch_size=cfg.eval_batch_size,
+                        transform=fitted["transform"], tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
+        fitted["test_outputs"] = test["outputs"]  # for the figures
+        pred, y_test = test["outputs"].argmax(1), data["y_test"]
+        per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
+                     if (y_test == c).any()}
+        last = result.history[-1] if result.history else {}
+        val_acc = (result.best_metric if cfg.patience > 0 and result.best_epoch else last.get("val_acc", float("nan")))
+        return {"test_accuracy": test["accuracy"], "val_accuracy": val_acc, "test_loss": test["loss"],
+                "per_class_accuracy": per_class, "train_seconds": result.train_seconds,
+                "epochs": len(result.history), "best_epoch": result.best_epoch,
+                "compile_seconds": result.compile_seconds, "stop_reason": result.stop_reason,
+                "diverged": result.diverged, "model": cfg.model,
+                "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+                "train_images": len(data["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
+                "classes": ds.num_classes}
+
+    def save(self, cfg, data: dict[str, Any], fitted: dict[str, Any], run_dir: Path) -> None:
+        write_history_csv(run_dir / "history.csv", fitted["result"].history)
+        save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [fitted["model"].state_dict()],
+                   **data["dataset"].meta())
+
+    def figures(self, cfg, data: dict[str, Any], fitted: dict[str, Any], fig_dir: Path) -> None:
+        from .figures.classification import write_classification_figures
+
+        ds, transform, device = data["dataset"], fitted["transform"], fitted["device"]
+        probs = fitted["test_outputs"].softmax(1).cpu()
+        write_classification_figures(fitted["model"], lambda xb: transform(xb.to(device), None),
+                                     data["x_test"].cpu(), data["y_test"].cpu(), probs, fitted["result"].history,
+                                     list(ds.class_names), fig_dir, input_shape=ds.input_shape, tta_flip=cfg.tta_flip)
+
+    def warnings(self, metrics: dict, fitted: dict[str, Any]) -> list[str]:
+        return [fitted["result"].stop_reason] if fitted["result"].diverged else []
+
+
+TASK = ClassificationTask()
+
+
 def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
              out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
              figures: bool = True, tensorboard: bool = False, data: Dataset | FashionData | None = None,
@@ -188,23 +275,14 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     from .results import is_verbose
 
     cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
-    verbose = is_verbose(verbose)
     if resume:
         cfg = _resume_config(Path(resume), overrides, seed, echo)
         if not isinstance(cfg, config_mod.ClassifyConfig):
             return cfg  # a finished run: nothing to do
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)
-    with thread_policy(math.inf, cfg.threads):  # the caller's torch thread count is restored afterwards
-        device = pick_device(cfg.device)
-        tensors = prepare_data(cfg, data, device)  # input problems surface before anything is written
-        if resume:
-            return _run(cfg, Path(resume), tensors, device, True, progress, figures, echo, cbs, verbose)
-        run_dir = new_run_dir(out, "classify", overwrite, inputs=[cfg.data])
-        # a run that fails is removed; one interrupted by Ctrl-C keeps its checkpoint for --resume
-        with removed_on_failure(run_dir, keep=(TrainingInterrupted,)):
-            write_json(run_dir / "config.json", config_mod.to_dict(cfg))
-            return _run(cfg, run_dir, tensors, device, False, progress, figures, echo, cbs, verbose)
+    return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=Path(resume) if resume else None,
+                    progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
 
 
 def _resume_config(run_dir: Path, overrides, seed, echo):
@@ -230,58 +308,6 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
     cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
     load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
     return cfg
-
-
-def _run(cfg, run_dir: Path, tensors: dict[str, Any], device: torch.device, resume: bool, progress: bool,
-         figures: bool, echo, cbs, verbose: bool):
-    """Train (or continue), test once, and write metrics, model, history and figures to ``run_dir``."""
-    from .callbacks import RunInfo
-    from .results import finish
-
-    ds = tensors["dataset"]
-    shape = "x".join(map(str, ds.input_shape))
-    echo(f"run folder: {run_dir}\ndata: {tensors['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; "
-         f"{len(tensors['y_train'])} train / {len(tensors['y_val'])} validation / {len(tensors['y_test'])} test)"
-         + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
-    cbs.run_begin(RunInfo(run_dir, "classify", config_mod.to_dict(cfg)))
-
-    torch.manual_seed(cfg.seed)
-    model = classifier_on(cfg, device, ds)
-    transform = transform_for(cfg, device, ds)
-    result = fit(model, tensors["x_train"], tensors["y_train"], cfg, task="classification",
-                 x_val=tensors["x_val"], y_val=tensors["y_val"], transform=transform,
-                 checkpoint_path=run_dir / "checkpoint.pt", resume=bool(resume), progress=progress, echo=echo,
-                 callbacks=cbs)
-
-    test = evaluate(model, tensors["x_test"], tensors["y_test"], "classification", batch_size=cfg.eval_batch_size,
-                    transform=transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
-    pred = test["outputs"].argmax(1)
-    y_test = tensors["y_test"]
-    per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
-                 if (y_test == c).any()}
-    last = result.history[-1] if result.history else {}
-    val_acc = (result.best_metric if cfg.patience > 0 and result.best_epoch else last.get("val_acc", float("nan")))
-    metrics = {"test_accuracy": test["accuracy"], "val_accuracy": val_acc, "test_loss": test["loss"],
-               "per_class_accuracy": per_class, "train_seconds": result.train_seconds, "epochs": len(result.history),
-               "best_epoch": result.best_epoch, "compile_seconds": result.compile_seconds,
-               "stop_reason": result.stop_reason, "diverged": result.diverged, "model": cfg.model,
-               "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
-               "train_images": len(tensors["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
-               "classes": ds.num_classes}
-    write_history_csv(run_dir / "history.csv", result.history)
-    save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [model.state_dict()], **ds.meta())
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "environment.json", environment())
-    if figures:
-        from .figures.classification import write_classification_figures
-
-        probs = test["outputs"].softmax(1).cpu()
-        write_classification_figures(model, lambda xb: transform(xb.to(device), None), tensors["x_test"].cpu(),
-                                     y_test.cpu(), probs, result.history, list(ds.class_names), run_dir / "figures",
-                                     input_shape=ds.input_shape, tta_flip=cfg.tta_flip)
-    if result.diverged:
-        echo(f"WARNING: {result.stop_reason}")
-    return finish(run_dir, "classify", metrics, cbs, echo, verbose)
 
 
 def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, folds: int = 3, progress: bool = False,

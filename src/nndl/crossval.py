@@ -13,7 +13,7 @@ from torch import nn
 from .progress import progress_bar
 
 from .errors import NndlError
-from .models import MLP, StackedMLP
+from .models import StackedMLP
 from .callbacks import StackMemberState
 from .engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs, train_steps
 from .training import TrainResult, evaluate, make_optimizer, train

@@ -132,21 +132,12 @@ def _finite(lrs, losses) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _setup(task: str, cfg, data, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Callable | None, str]:
-    """A fresh model and the training tensors of ``cfg``'s task."""
-    if task == "regress":
-        from .regression import load_data, make_model_factory
+    """A fresh model and the training tensors of ``cfg``'s task (its :meth:`~nndl.pipeline.Task.setup`)."""
+    from .tasks import get_task
 
-        train_data, _ = load_data(cfg)
-        x = torch.as_tensor(train_data.x, device=device)
-        y = torch.as_tensor(train_data.y, device=device)
-        return make_model_factory(cfg, x, y)(0), x, y, None, "regression"
-    from .classification import classifier_on, prepare_data, transform_for
-
-    tensors = prepare_data(cfg, data, device)
-    torch.manual_seed(cfg.seed)
-    ds = tensors["dataset"]  # shape, classes and normalisation of whichever dataset cfg names
-    return (classifier_on(cfg, device, ds), tensors["x_train"], tensors["y_train"], transform_for(cfg, device, ds),
-            "classification")
+    plugin = get_task(task)
+    setup = plugin.setup(cfg, plugin.load(cfg, data), device)
+    return setup.make_model(0), setup.x, setup.y, setup.transform, setup.loss
 
 
 def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[str, Any] | list[str] | None = None,

@@ -17,7 +17,8 @@ from .data.regression import RegressionData, read_csv, read_table
 from .errors import NndlError
 from .figures import common, regression as regfig
 from .models import Ensemble, Standardized, build_regressor
-from .runs import environment, new_run_dir, removed_on_failure, save_model, write_history_csv, write_json
+from .pipeline import Setup, Task, run_task
+from .runs import save_model, write_history_csv
 from .training import evaluate, pick_device
 from .training import train as fit
 
@@ -285,6 +286,94 @@ def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
                                x_names=train_data.x_names)
 
 
+@dataclass
+class RegressionInputs:
+    """The checked inputs of a regression run: training and test tables and the group column."""
+
+    train: RegressionData
+    test: RegressionData | None
+    groups: np.ndarray | None
+
+
+@dataclass
+class Trained:
+    """What :meth:`RegressionTask.fit` hands to the later steps."""
+
+    fit: Fit
+    x: torch.Tensor
+    y: torch.Tensor
+    device: torch.device
+    started: float
+
+
+class RegressionTask(Task):
+    """Regression of a target column on numeric columns: CV (any splitter), a final model or
+    ensemble, the test MSE and the 90% interval's coverage."""
+
+    name = "regress"
+
+    def inputs(self, cfg) -> list[str]:
+        return [cfg.train_path, cfg.test_path]
+
+    def load(self, cfg, data=None) -> RegressionInputs:
+        train_data, test_data = load_data(cfg)
+        return RegressionInputs(train_data, test_data, load_groups(cfg))
+
+    def setup(self, cfg, data: RegressionInputs | None, device) -> Setup:
+        data = data or self.load(cfg)
+        x = torch.as_tensor(data.train.x, device=device)
+        y = torch.as_tensor(data.train.y, device=device)
+        return Setup(make_model_factory(cfg, x, y), x, y, None, "regression")
+
+    def cross_validate(self, cfg, data=None, folds: int | None = None, on_fold=None) -> list[dict]:
+        from dataclasses import replace
+
+        cfg = replace(cfg, folds=folds) if folds else cfg
+        setup = self.setup(cfg, data, pick_device(cfg.device))
+        done = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=cfg.batched, progress=False,
+                              groups=data.groups if data is not None else None)
+        return [{"score": f.val_mse, "diverged": f.result.diverged, "timed_out": f.result.timed_out,
+                 "stop_reason": f.result.stop_reason} for f in done]
+
+    def fit(self, cfg, data: RegressionInputs, ctx) -> Trained:
+        device = pick_device(cfg.device)
+        x = torch.as_tensor(data.train.x, device=device)
+        y = torch.as_tensor(data.train.y, device=device)
+        started = time.perf_counter()
+        result = fit_arrays(cfg, x, y, data.groups, ctx.progress, callbacks=ctx.callbacks, echo=ctx.echo)
+        return Trained(result, x, y, device, started)
+
+    def test(self, cfg, data: RegressionInputs, fitted: Trained) -> dict:
+        result = fitted.fit
+        with thread_policy(step_work(len(result.members), len(fitted.x), result.members[0]), cfg.threads):
+            metrics = _metrics(cfg, result, fitted.x, fitted.y, data.test, fitted.device)
+        metrics["cv_seconds"] = result.extra.get("search_seconds", result.cv_seconds)
+        metrics["train_seconds"] = time.perf_counter() - fitted.started
+        return metrics
+
+    def save(self, cfg, data: RegressionInputs, fitted: Trained, run_dir: Path) -> None:
+        result = fitted.fit
+        folds, refit = result.folds, result.refit
+        rows = [{"fold": i + 1, **r} for i, f in enumerate(folds) for r in f.result.history]
+        rows += [{"fold": "refit", **r} for r in (refit.history if refit is not None else [])]
+        write_history_csv(run_dir / "history.csv", rows)
+        # An auto ensemble may mix networks: config holds the best member's, member_configs each member's.
+        saved_cfg = {**config_mod.to_dict(cfg), **result.member_configs[0]}
+        save_model(run_dir / "model.pt", "regress", saved_cfg, [m.state_dict() for m in result.members],
+                   fold_state_dicts=[f.model.state_dict() for f in folds], in_features=fitted.x.shape[1],
+                   x_names=data.train.x_names, y_name=data.train.y_name, interval=result.interval,
+                   member_configs=result.member_configs)
+
+    def figures(self, cfg, data: RegressionInputs, fitted: Trained, fig_dir: Path) -> None:
+        _figures(cfg, fig_dir, fitted.fit, data.train, data.test, fitted.x)
+
+    def warnings(self, metrics: dict, fitted) -> list[str]:
+        return list(metrics.get("stop_reasons", []))
+
+
+TASK = RegressionTask()
+
+
 def regress(train: str | None = None, test: str | None = None, preset: str | None = "seed",
             overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None, out: str | None = None,
             overwrite: bool = False, progress: bool = True, figures: bool = True, tensorboard: bool = False,
@@ -295,7 +384,7 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     The split is ``splitter``: shuffled K-fold, blocked K-fold (contiguous ranges of x, which
     validate across gaps) or leave-one-cluster-out; ``metrics.json`` names it (``splitter``)
     beside the validation score, and reports ``test_coverage_90``, the fraction of test points
-    inside the interval.
+    inside the interval. The steps are :func:`nndl.pipeline.run_task`'s, with :data:`TASK`.
 
     Parameters
     ----------
@@ -332,57 +421,11 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     from .results import is_verbose
 
     cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
-    verbose = is_verbose(verbose)
     overrides = config_mod.parse_overrides(overrides)
     if train is not None:
         overrides["train_path"] = train
     if test is not None:
         overrides["test_path"] = test
     cfg = config_mod.resolve("regress", preset, overrides, seed)
-    train_data, test_data = load_data(cfg)  # all input checks happen before anything is written
-    groups = load_groups(cfg)
-    run_dir = new_run_dir(out, "regress", overwrite, inputs=[cfg.train_path, cfg.test_path])
-    with removed_on_failure(run_dir):  # a failed or interrupted run leaves no half-written folder
-        return _run(cfg, run_dir, train_data, test_data, groups, progress, figures, echo, cbs, verbose)
-
-
-def _run(cfg, run_dir: Path, train_data, test_data, groups, progress: bool, figures: bool, echo, cbs,
-         verbose: bool):
-    """Cross-validate, fit the final model, test it once and write everything to ``run_dir``."""
-    from .callbacks import RunInfo
-    from .results import finish
-
-    echo(f"run folder: {run_dir}" + (f"\nresolved config:\n{config_mod.format_config(cfg)}" if verbose else ""))
-    write_json(run_dir / "config.json", config_mod.to_dict(cfg))
-    cbs.run_begin(RunInfo(run_dir, "regress", config_mod.to_dict(cfg)))
-
-    device = pick_device(cfg.device)
-    x = torch.as_tensor(train_data.x, device=device)
-    y = torch.as_tensor(train_data.y, device=device)
-    t0 = time.perf_counter()
-    result = fit_arrays(cfg, x, y, groups, progress, callbacks=cbs, echo=echo)
-    cv_seconds = result.extra.get("search_seconds", result.cv_seconds)
-    with thread_policy(step_work(len(result.members), len(x), result.members[0]), cfg.threads):
-        metrics = _metrics(cfg, result, x, y, test_data, device)
-    metrics["cv_seconds"] = cv_seconds
-    metrics["train_seconds"] = time.perf_counter() - t0
-    for line in metrics.get("stop_reasons", []):
-        echo(f"WARNING {line}")
-
-    folds, refit = result.folds, result.refit
-    rows = [{"fold": i + 1, **r} for i, f in enumerate(folds) for r in f.result.history]
-    rows += [{"fold": "refit", **r} for r in (refit.history if refit is not None else [])]
-    write_history_csv(run_dir / "history.csv", rows)
-    # An auto ensemble may mix networks: config holds the best member's, member_configs each member's.
-    saved_cfg = {**config_mod.to_dict(cfg), **result.member_configs[0]}
-    save_model(run_dir / "model.pt", "regress", saved_cfg, [m.state_dict() for m in result.members],
-               fold_state_dicts=[f.model.state_dict() for f in folds], in_features=x.shape[1],
-               x_names=train_data.x_names, y_name=train_data.y_name, interval=result.interval,
-               member_configs=result.member_configs)
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "environment.json", environment())
-
-    if figures:
-        _figures(cfg, run_dir / "figures", result, train_data, test_data, x)
-
-    return finish(run_dir, "regress", metrics, cbs, echo, verbose)
+    return run_task(TASK, cfg, out=out, overwrite=overwrite, progress=progress, figures=figures, echo=echo,
+                    callbacks=cbs, verbose=is_verbose(verbose))

@@ -165,20 +165,20 @@ class Objective:
     def _cross_validate(self, cfgs: list) -> list[list]:
         """K-fold results of regression configs: one stack for all when ``len(cfgs) > 1`` (they share a
         ``stack_key``), otherwise the config's own ``batched`` choice."""
-        import torch
-
         from ..crossval import cross_validate, cross_validate_many
-        from ..regression import load_data, make_model_factory
+        from ..tasks import get_task
         from ..training import pick_device
 
+        task = get_task("regress")
         cfgs = [dataclasses.replace(c, test_path="") for c in cfgs]  # trials never read the test set
-        data, _ = load_data(cfgs[0])
+        data = task.load(cfgs[0])
         device = pick_device(cfgs[0].device)
-        x, y = torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device)
-        factories = [make_model_factory(c, x, y) for c in cfgs]
+        setups = [task.setup(c, data, device) for c in cfgs]
+        x, y = setups[0].x, setups[0].y
         if len(cfgs) > 1:
-            return cross_validate_many(factories, x, y, cfgs)
-        return [cross_validate(factories[0], x, y, cfgs[0], batched=cfgs[0].batched, progress=False)]
+            return cross_validate_many([s.make_model for s in setups], x, y, cfgs, groups=data.groups)
+        return [cross_validate(setups[0].make_model, x, y, cfgs[0], batched=cfgs[0].batched, progress=False,
+                               groups=data.groups)]
 
     def _score_regress(self, trial, folds) -> float:
         # The folds train together (stacked), so pruning can only mark a trial, not shorten it.
@@ -193,7 +193,8 @@ class Objective:
         return self._score_regress(trial, self._cross_validate([cfg])[0])
 
     def _classify(self, trial, cfg) -> float:
-        from ..classification import cross_validate_classifier, load_dataset
+        from ..classification import load_dataset
+        from ..tasks import get_task
 
         if self.data is None:  # any dataset kind the config names (nndl.datasets), read once per process
             self.data = load_dataset(cfg)
@@ -204,6 +205,6 @@ class Objective:
                 seen.append(acc)
                 self.report(trial, i, acc, seen)
 
-        folds = cross_validate_classifier(cfg, self.data, self.folds or 3, on_fold=on_fold)
+        folds = get_task("classify").cross_validate(cfg, self.data, self.folds or 3, on_fold=on_fold)
         self.check(trial, [(f["diverged"], f["timed_out"], f["stop_reason"]) for f in folds])
-        return self.score(trial, [f["val_accuracy"] for f in folds])
+        return self.score(trial, [f["score"] for f in folds])

@@ -145,14 +145,15 @@ def _figures(plan: Plan, st, n_complete: int, n_params: int) -> dict[str, str]:
 
 def _retrain(task, folder, data, test_metric, echo) -> dict[str, Any]:
     """Train the best config once on all training data and evaluate it once on the test set."""
-    from ..classification import classify
-    from ..regression import regress
+    from .. import config as config_mod
+    from ..callbacks import CallbackList
+    from ..pipeline import run_task
+    from ..tasks import get_task
 
     preset, out = str(folder / "best_preset.toml"), str(folder / "best")
-    quiet = lambda s: None  # noqa: E731 - the run folder holds the details
-    if task == "regress":
-        m = regress(preset=preset, out=out, overwrite=True, progress=False, echo=quiet)
-    else:
-        m = classify(preset=preset, out=out, overwrite=True, progress=False, data=data, echo=quiet)
+    cfg = config_mod.resolve(task, preset)
+    # the task's own run skeleton: a run folder like any other, quietly (the run folder holds the details)
+    m = run_task(get_task(task), cfg, data=data if task == "classify" else None, out=out, overwrite=True,
+                 progress=False, echo=lambda s: None, callbacks=CallbackList([]))
     echo(f"best config retrained on all training data: {test_metric} = {m[test_metric]:.6g} (run folder {out})")
     return {"dir": out, test_metric: m[test_metric], "diverged": m.get("diverged", False)}

@@ -146,6 +146,12 @@ def _plan(task: str, space, opts: TuneOptions) -> tuple[Plan, Any, int]:
                                 settings=study_settings(sp, base_preset, opts.overrides, opts.seed, k),
                                 allow_changes=opts.allow_changes)
     store, journal = open_storage(storage, folder, opts.heartbeat)
+    # Load the task's modules now, not inside the first trial: a Ctrl-C that lands while a module
+    # defines its dataclasses (exec of generated code) is still handled, but CPython 3.11 then
+    # records it as unhandled and ends the process by SIGINT instead of with exit code 130.
+    from ..tasks import get_task
+
+    get_task(task)
     plan = Plan(task, sp, sampler, n_total, k, objective, name, folder, storage, journal)
     return plan, store, base_cfg.seed
 
