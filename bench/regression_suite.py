@@ -118,43 +118,18 @@ def run_one(strategy: str, data) -> dict:
             "seconds": seconds}
 
 
-BUSY = "import numpy as np, time\na = np.random.rand(400, 400)\nwhile True: a @ a"  # one busy core
-
-
 def speed(out: Path) -> None:
     """The regression speed rows in one process: the plain student loop, nndl one by one, nndl batched
     and ``--preset auto``; then typical vs batched (thread policy, and forced 2 threads) with one
-    extra busy process on the machine, to show what the thread policy is for."""
-    import os
-    import statistics
-    import subprocess
-    import sys
-
-    from nndl.bench import format_table, hardware, regression_auto, regression_kfold, regression_typical
-    from nndl.crossval import cross_validate
-    from nndl.regression import make_model_factory
+    extra busy process on the machine (``nndl.bench.regression_loaded``), at the full 600 epochs."""
+    from nndl.bench import format_table, hardware, regression_auto, regression_kfold, regression_loaded
     from nndl.runs import environment
 
     dev = torch.device("cpu")
     reg = {"epochs": 600, **regression_kfold(dev, 600), "auto": regression_auto(dev)}
-    result = {"hardware": hardware(dev), "environment": environment(), "classification": [], "regression": reg}
+    result = {"hardware": hardware(dev), "environment": environment(), "classification": [], "regression": reg,
+              "regression_loaded": regression_loaded(dev, 600)}
     print(format_table(result), flush=True)
-    busy = subprocess.Popen([sys.executable, "-c", BUSY], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        x, y, _, _ = bundled()
-        x, y = torch.as_tensor(x), torch.as_tensor(y)
-        loaded = {"typical": regression_typical(x, y, 600)}
-        for threads in (0, 2):
-            cfg = config.resolve("regress", "seed", {"threads": threads})
-            t0 = time.perf_counter()
-            folds = cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=True, progress=False)
-            loaded[f"batched_threads_{threads or 'policy'}"] = {
-                "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
-    finally:
-        busy.terminate()
-        busy.wait()
-    result["loaded"] = loaded
-    print("with one extra busy process: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in loaded.items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {out}")

@@ -9,7 +9,7 @@ from conftest import needs_fashion, run_cli
 def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "bench"
     proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--speed-runs", "2", "--subset", "1024",
-                   "--test-subset", "500", "--regression-epochs", "20", "--out", out, check=0)
+                   "--test-subset", "500", "--regression-epochs", "20", "--loaded-epochs", "5", "--out", out, check=0)
     assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout and "all trials stacked" in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["classification"]]
@@ -28,6 +28,10 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert search["trials"] == 8 and search["speedup_vs_sequential"] > 0
     for way in ("folds_stacked", "trials_stacked"):  # same seeds: every way scores every trial alike
         assert search[way]["val_mse"] == pytest.approx(search["sequential"]["val_mse"], rel=1e-3)
+    loaded = result["regression_loaded"]  # the same CV beside one busy process: the thread policy's row
+    assert loaded["epochs"] == 5 and "one other busy process" in proc.stdout
+    assert loaded["batched_policy"]["val_mse"] == pytest.approx(loaded["batched_2_threads"]["val_mse"], rel=1e-3)
+    assert loaded["typical"]["seconds"] > 0 and loaded["speedup_vs_typical"] > 0
     assert result["hardware"]["device"] == "cpu" and result["environment"]["torch"]
 
 

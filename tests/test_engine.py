@@ -325,3 +325,30 @@ def test_on_fold_can_end_the_cross_validation():
     folds = cross_validate(lambda i: build_regressor(cfg, 1), x, y, cfg, progress=False,
                            on_fold=lambda i, fold: seen.append(i) or i == 1)
     assert seen == [0, 1] and len(folds) == 2
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_lean_adam_is_bit_identical_to_torch_fused_adam(kind):
+    """LeanAdam skips torch.optim's import cost; it must move weights exactly as torch's fused Adam does,
+    including a parameter that gets no gradient (skipped by both)."""
+    import torch
+
+    from nndl.config import RegressConfig
+    from nndl.training import LeanAdam, make_optimizer
+
+    torch.manual_seed(0)
+    used, unused = torch.randn(7, 5), torch.randn(3)
+    ours = [used.clone().requires_grad_(), unused.clone().requires_grad_()]
+    theirs = [used.clone().requires_grad_(), unused.clone().requires_grad_()]
+    cfg = RegressConfig(optimizer=kind, lr=0.03, weight_decay=0.01)
+    lean = make_optimizer(ours, cfg, resumable=False)
+    assert isinstance(lean, LeanAdam)
+    ref = (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(theirs, lr=0.03, weight_decay=0.01, fused=True)
+    for step in range(25):
+        for params, opt in ((ours, lean), (theirs, ref)):
+            opt.param_groups[0]["lr"] = 0.03 * (1 - step / 25)
+            opt.zero_grad(set_to_none=True)
+            (params[0].sin() ** 2).sum().backward()
+            opt.step()
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    assert not torch.equal(ours[0], used)

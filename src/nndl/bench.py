@@ -221,6 +221,39 @@ def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
     return out
 
 
+# One extra busy core, as a shared laptop or CI runner has: a numpy matrix product in a loop.
+BUSY_PROCESS = "import numpy as np\na = np.random.rand(400, 400)\nwhile True: a @ a"
+
+
+def regression_loaded(device: torch.device, epochs: int = 150) -> dict[str, Any]:
+    """The ``seed`` preset's 5-fold CV while another process keeps one core busy: the plain student loop
+    (torch's default threads), nndl batched under its thread policy, and nndl batched with 2 threads forced.
+
+    Tiny steps with two spinning OpenMP threads on a shared machine wait on each other: this row
+    shows what the thread policy (:func:`nndl.crossval.thread_policy`) is for.
+    """
+    import os
+    import subprocess
+    import sys
+
+    setup = get_task("regress").setup(config_mod.resolve("regress", "seed", {"epochs": epochs}), None, device)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_PROCESS], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out: dict[str, Any] = {"epochs": epochs, "typical": regression_typical(setup.x, setup.y, epochs)}
+        for threads in (0, 2):
+            cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "threads": threads})
+            t0 = time.perf_counter()
+            folds = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=True, progress=False)
+            out["batched_policy" if threads == 0 else "batched_2_threads"] = {
+                "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
+    finally:
+        busy.terminate()
+        busy.wait()
+    out["speedup_vs_typical"] = out["typical"]["seconds"] / out["batched_policy"]["seconds"]
+    return out
+
+
 def regression_search(device: torch.device, trials: int = 8, epochs: int = 600) -> dict[str, Any]:
     """A search's trials (the ``seed`` network, 5-fold CV, lr x weight decay varying) trained three ways.
 
@@ -300,6 +333,13 @@ def format_table(result: dict[str, Any]) -> str:
             auto = reg["auto"]
             lines.append(f"regression --preset auto: {auto['candidates']} candidates x 5 {auto['splitter']} folds + "
                          f"{auto['members']}-member ensemble in {auto['seconds']:.2f} s")
+    loaded = result.get("regression_loaded")
+    if loaded:
+        lines.append(f"same CV x {loaded['epochs']} epochs with one other busy process: typical loop "
+                     f"{loaded['typical']['seconds']:.2f} s ({loaded['typical']['threads']} threads), nndl batched "
+                     f"{loaded['batched_policy']['seconds']:.2f} s (thread policy), "
+                     f"{loaded['batched_2_threads']['seconds']:.2f} s (2 threads forced) -> "
+                     f"{loaded['speedup_vs_typical']:.1f}x vs typical")
     search = result.get("regression_search")
     if search:
         lines.append(f"regression search, {search['trials']} trials x 5 folds x {search['epochs']} epochs: one model "
@@ -315,7 +355,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, speed_runs: int = 1, subset: int = 0,
               test_subset: int = 0,
-              regression_epochs: int = 600, search_trials: int = 8, extra_presets: tuple[str, ...] = (), data_dir: str | None = None, out: str | None = None,
+              regression_epochs: int = 600, search_trials: int = 8, loaded_epochs: int = 150,
+              extra_presets: tuple[str, ...] = (), data_dir: str | None = None, out: str | None = None,
               device: str = "auto", echo=print) -> dict[str, Any]:
     """Run the benchmark and write ``bench.json`` to a new run folder.
 
@@ -333,6 +374,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         Epochs of the regression K-fold and search comparisons (0 skips them).
     search_trials : int
         Trials of the regression search comparison (0 skips it).
+    loaded_epochs : int
+        Epochs of the regression CV timed while another process keeps a core busy (0 skips it).
     extra_presets : tuple of str
         More classify presets to time after ``fast`` (e.g. ``wide``, ``resnet`` for the 93%/94% rows).
     """
@@ -373,6 +416,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
             result["regression"]["auto"] = regression_auto(dev)
         if search_trials:
             result["regression_search"] = regression_search(dev, search_trials, regression_epochs)
+    if loaded_epochs:
+        result["regression_loaded"] = regression_loaded(dev, loaded_epochs)
     table = format_table(result)
     result["table"] = table
     write_json(run_dir / "bench.json", result)

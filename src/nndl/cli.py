@@ -146,6 +146,7 @@ def cmd_bench(args) -> int:
 
     run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
               speed_runs=args.speed_runs, subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
+              loaded_epochs=args.loaded_epochs,
               search_trials=args.search_trials, extra_presets=tuple(args.presets), data_dir=args.data, out=args.out, device=args.device)
     return 0
 
@@ -230,6 +231,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--speed-runs", type=int, default=3, help="seeds of the speed preset (default 3; 0 skips it)")
     p.add_argument("--subset", type=int, default=0, help="training images to use (default all)")
     p.add_argument("--test-subset", type=int, default=0, help="test images to use (default all)")
+    p.add_argument("--loaded-epochs", type=int, default=150,
+                   help="epochs of the regression CV timed beside one busy process (default 150; 0 skips it)")
     p.add_argument("--regression-epochs", type=int, default=600,
                    help="epochs of the regression K-fold and search comparisons (0 skips them)")
     p.add_argument("--presets", nargs="*", default=[], metavar="PRESET",

@@ -434,7 +434,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     owner = [distinct.index(s) for s in schedules]
     owner_t = torch.tensor(owner, device=dev)
     if uniform:
-        optimizer = make_optimizer(params, base)
+        optimizer = make_optimizer(params, base, resumable=False)
     else:
         optimizer = PerModelOptimizer(params, base, torch.tensor([c.weight_decay for c in cfgs], device=dev))
     l1 = torch.tensor([c.l1 for c in cfgs], device=dev) if any(c.l1 > 0 for c in cfgs) else None
