@@ -22,7 +22,7 @@ from .model_kinds import MODEL_KINDS
 from .models import build_classifier
 from .pipeline import Setup, Task, run_task
 from .runs import read_json, save_model, write_history_csv
-from .training import evaluate, load_checkpoint, pick_device
+from .training import ModelOptions, evaluate, load_checkpoint, pick_device
 from .training import train as fit
 
 
@@ -186,7 +186,8 @@ class ClassificationTask(Task):
         transform = transform_for(cfg, device, data["dataset"])
         result = fit(model, data["x_train"], data["y_train"], cfg, task="classification", x_val=data["x_val"],
                      y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
-                     resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks)
+                     resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks,
+                     options=ModelOptions.of(cfg, device))
         return {"model": model, "transform": transform, "result": result, "device": device}
 
     def test(self, cfg, data: dict[str, Any], fitted: dict[str, Any]) -> dict:

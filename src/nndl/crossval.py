@@ -390,6 +390,15 @@ def cross_validate_many(make_models: list, x: torch.Tensor, y: torch.Tensor, cfg
     return [folds[i * k:(i + 1) * k] for i in range(len(cfgs))]
 
 
+def _schedules(cfgs: list, steps_per_epoch: int) -> tuple[list[tuple], list[int]]:
+    """The distinct lr schedules of a stack's configs, and which one each model follows (computed once
+    per step, then spread over its models)."""
+    schedules = [(c.lr, c.epochs * steps_per_epoch, int(c.warmup_epochs * steps_per_epoch), c.schedule,
+                  c.min_lr_factor) for c in cfgs]
+    distinct = list(dict.fromkeys(schedules))
+    return distinct, [distinct.index(s) for s in schedules]
+
+
 def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                   splits: list[tuple[torch.Tensor, torch.Tensor]], cfg, progress: bool = True,
                   callbacks=None) -> list[TrainResult]:
@@ -426,12 +435,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     torch.manual_seed(base.seed)
     generator = torch.Generator(device=dev).manual_seed(base.seed)
     params = list(stack.parameters())
-    steps_per_epoch = math.ceil(n / base.batch_size)
-    # Each distinct schedule is computed once per step, then spread over its models.
-    schedules = [(c.lr, c.epochs * steps_per_epoch, int(c.warmup_epochs * steps_per_epoch), c.schedule,
-                  c.min_lr_factor) for c in cfgs]
-    distinct = list(dict.fromkeys(schedules))
-    owner = [distinct.index(s) for s in schedules]
+    distinct, owner = _schedules(cfgs, math.ceil(n / base.batch_size))
     owner_t = torch.tensor(owner, device=dev)
     if uniform:
         optimizer = make_optimizer(params, base, resumable=False)

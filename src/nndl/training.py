@@ -202,11 +202,61 @@ def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _restore(path: Path, model: nn.Module, optimizer, generator: torch.Generator, policy: StopPolicy,
+             result: TrainResult) -> tuple[int, int]:
+    """Load a checkpoint of :func:`_checkpoint` into the run's objects; returns (start epoch, step)."""
+    device = generator.device
+    ckpt = load_checkpoint(path, device)
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:  # another model's or optimiser's checkpoint
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise NndlError(f"{path}: does not fit this run's model/optimiser ({first}); "
+                        "resume the run that wrote it, or start a new run") from None
+    result.history, result.train_seconds = ckpt["history"], ckpt["train_seconds"]
+    policy.resume(best=ckpt["best_state"], best_epoch=[ckpt["best_epoch"]], best_metric=[ckpt["best_metric"]],
+                  bad_epochs=[ckpt["bad_epochs"]], elapsed=ckpt["train_seconds"])
+    if result.history:
+        policy.last_epoch, policy.last_train_loss = [len(result.history)], [result.history[-1]["train_loss"]]
+    generator.set_state(ckpt["generator"].to(generator.get_state().device))
+    torch.set_rng_state(ckpt["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in ckpt:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"])
+    return ckpt["epoch"], ckpt["step"]
+
+
+def _checkpoint(model: nn.Module, optimizer, generator: torch.Generator, policy: StopPolicy, result: TrainResult,
+                epochs_done: int, step: int) -> dict:
+    """Everything an exact resume needs: weights, optimiser, best snapshot, counters, history, RNG states."""
+    ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": policy.best,
+            "epoch": epochs_done, "step": step, "bad_epochs": policy.bad_epochs[0], "history": result.history,
+            "best_epoch": policy.best_epoch[0], "best_metric": policy.best_metric[0],
+            "train_seconds": result.train_seconds, "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state()}
+    if generator.device.type == "cuda":
+        ckpt["cuda_rng"] = torch.cuda.get_rng_state()
+    return ckpt
+
+
+def _compiled(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, task: str, transform) -> tuple[nn.Module, float]:
+    """``torch.compile(model)`` warmed up on one batch, and the seconds that took (reported apart).
+
+    The warm-up runs on a throwaway copy of the state, so BN statistics are untouched."""
+    t0 = time.perf_counter()
+    compiled = torch.compile(model)
+    saved = _state_copy(model)
+    loss_fn(task, compiled(transform(xb, None) if transform else xb), yb).backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    return compiled, time.perf_counter() - t0
+
+
 def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *, task: str,
           x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
           transform: Transform | None = None, checkpoint_path: str | Path | None = None, resume: bool = False,
           progress: bool = True, desc: str = "", echo: Callable[[str], None] | None = None,
-          callbacks=None, fold: int | str | None = None) -> TrainResult:
+          callbacks=None, fold: int | str | None = None, options: ModelOptions | None = None) -> TrainResult:
     """Train ``model`` in place and return its history.
 
     Parameters
@@ -216,8 +266,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     x_train, y_train : Tensor
         The whole training set, on the training device.
     cfg : TrainConfig
-        Optimiser, schedule, epochs, batch size, penalties, early stopping, seed; the
-        model-specific settings it also reads are listed in :class:`ModelOptions`.
+        Optimiser, schedule, epochs, batch size, penalties, early stopping, seed.
     task : {"regression", "classification"}
     x_val, y_val : Tensor, optional
         Validation data: evaluated every epoch; early stopping (``cfg.patience``)
@@ -238,6 +287,10 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         may call ``state.request_stop(reason)`` to end training after that epoch.
     fold : int or str, optional
         Which model of a run this is (``state.fold`` of the callbacks: fold number or "refit").
+    options : ModelOptions, optional
+        Label smoothing, test-time flip, autocast, compile and the evaluation batch size;
+        default: those of ``cfg`` where it has them (a classification config), else none
+        (:meth:`ModelOptions.of`).
 
     Returns
     -------
@@ -248,7 +301,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     if n == 0:
         raise NndlError("training set is empty")
     classify = task == "classification"
-    options = ModelOptions.of(cfg, device)
+    options = options if options is not None else ModelOptions.of(cfg, device)
     amp, smoothing, tta = options.amp, float(options.label_smoothing), options.tta_flip
     monitor_higher = classify
     has_val = x_val is not None and len(x_val) > 0
@@ -267,37 +320,12 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
 
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        ckpt = load_checkpoint(checkpoint_path, device)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:  # another model's or optimiser's checkpoint
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise NndlError(f"{checkpoint_path}: does not fit this run's model/optimiser ({first}); "
-                            "resume the run that wrote it, or start a new run") from None
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
-        result.history, result.train_seconds = ckpt["history"], ckpt["train_seconds"]
-        policy.resume(best=ckpt["best_state"], best_epoch=[ckpt["best_epoch"]], best_metric=[ckpt["best_metric"]],
-                      bad_epochs=[ckpt["bad_epochs"]], elapsed=ckpt["train_seconds"])
-        if result.history:
-            policy.last_epoch, policy.last_train_loss = [len(result.history)], [result.history[-1]["train_loss"]]
-        generator.set_state(ckpt["generator"].to(generator.get_state().device))
-        torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+        start_epoch, step = _restore(checkpoint_path, model, optimizer, generator, policy, result)
 
     train_model = model
     if options.compile:
-        # Compile on a throwaway copy of the state so BN statistics are untouched, and time it apart.
-        t0 = time.perf_counter()
-        train_model = torch.compile(model)
-        saved = _state_copy(model)
-        xb = x_train[: cfg.batch_size]
-        out = train_model(transform(xb, None) if transform else xb)
-        loss_fn(task, out, y_train[: cfg.batch_size]).backward()
-        model.zero_grad(set_to_none=True)
-        model.load_state_dict(saved)
-        result.compile_seconds = time.perf_counter() - t0
+        train_model, result.compile_seconds = _compiled(model, x_train[: cfg.batch_size], y_train[: cfg.batch_size],
+                                                        task, transform)
 
     # a live loss is a host sync: free on CPU, a stall on a GPU
     bar = ProgressBar(echo, live_loss=device.type == "cpu") if progress else None
@@ -358,16 +386,9 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         return [row]
 
     def save_checkpoint(epoch: int) -> None:
-        if checkpoint_path is None:
-            return
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": policy.best,
-                "epoch": epoch + 1, "step": step, "bad_epochs": policy.bad_epochs[0], "history": result.history,
-                "best_epoch": policy.best_epoch[0], "best_metric": policy.best_metric[0],
-                "train_seconds": result.train_seconds, "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
-        if device.type == "cuda":
-            ckpt["cuda_rng"] = torch.cuda.get_rng_state()
-        atomic_torch_save(ckpt, checkpoint_path)
+        if checkpoint_path is not None:
+            atomic_torch_save(_checkpoint(model, optimizer, generator, policy, result, epoch + 1, step),
+                              checkpoint_path)
 
     monitor = "val_acc" if classify else "val_loss"
     try:
