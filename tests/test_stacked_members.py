@@ -70,3 +70,59 @@ def test_configs_that_cannot_share_a_stack_are_refused():
     x, y = data(a)
     with pytest.raises(NndlError, match="differ only in"):
         cross_validate_many([make_model_factory(cfg, x, y) for cfg in (a, c)], x, y, [a, c])
+
+
+def test_thread_count_changes_time_not_results():
+    """The thread probe may switch a stack between 1 and 2 threads mid-training; that is only sound
+    because the batched kernels give the same numbers on either count."""
+    before = torch.get_num_threads()
+    scores = {}
+    for threads in (1, 2):
+        cfg = config.resolve("regress", "seed", {"epochs": 60, "threads": threads})
+        x, y = data(cfg)
+        folds = cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=True, progress=False)
+        scores[threads] = [f.val_mse for f in folds]
+    assert scores[1] == scores[2]
+    assert torch.get_num_threads() == before
+
+
+def test_thread_probe_keeps_the_faster_count_and_measures_again():
+    from nndl.crossval import ThreadProbe
+
+    before = torch.get_num_threads()
+    try:
+        probe = ThreadProbe((1, 2), probe=2, hold=5)
+        seconds = {1: 1.0, 2: 0.5}  # two threads are faster here ...
+        used = []
+        for epoch in range(20):
+            probe.begin(epoch)
+            used.append(torch.get_num_threads())
+            probe.end(epoch, seconds[torch.get_num_threads()])
+            if epoch == 9:
+                seconds = {1: 1.0, 2: 4.0}  # ... until the machine gets busy
+        assert used[:5] == [1, 1, 1, 2, 2]  # warm-up, then each count twice
+        assert used[5:10] == [2] * 5  # kept for `hold` epochs
+        assert used[10:14] == [1, 1, 2, 2] and used[14:] == [1] * 6  # measured again: one thread wins now
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_batched_cv_probes_threads_and_restores_the_callers_count():
+    from nndl.crossval import thread_policy
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = config.resolve("regress", "seed", {"epochs": 30})
+        x, y = data(cfg)
+        seen = set()
+
+        def spy(state, logs):
+            seen.add(torch.get_num_threads())
+
+        with thread_policy(0.0):  # tiny work: one thread, the caller (2 threads) probed during training
+            cross_validate(make_model_factory(cfg, x, y), x, y, cfg, batched=True, progress=False, callbacks=[spy])
+            assert torch.get_num_threads() == 1
+        assert seen == {1, 2} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -152,11 +152,14 @@ def _check_sizes(n: int, k: int) -> None:
 
 
 # Below this many multiply-adds per optimiser step (models x rows x weights) a second OpenMP
-# thread costs more in wake-ups than it saves, and on a busy machine it is ruinous: the seed
+# thread may cost more in wake-ups than it saves, and on a busy machine it is ruinous: the seed
 # preset's batched 5-fold CV took 4.0 s on 1 thread and 44 s on 2 on a 2-core machine shared with
-# other users' jobs (load average 2-4, measured back to back). Above the threshold the caller's
-# count is kept: no measurement yet shows where a second thread starts to pay.
+# other users' jobs (load average 2-4, measured back to back), while on a quiet machine 2 threads
+# take 0.65 s against 1 thread's 1.0 s. So tiny work starts on one thread, and a stack of models
+# (the batched CV) measures both counts as it trains and keeps the faster (ThreadProbe).
 ONE_THREAD_BELOW = 2e8
+
+_caller_threads: list[int] = []  # the thread count the outermost thread_policy found (the caller's)
 
 
 def step_work(n_models: int, rows: int, model: nn.Module) -> float:
@@ -170,19 +173,70 @@ def thread_policy(work: float, threads: int = 0):
     """Run a block with a torch intra-op thread count chosen for ``work`` (see :func:`step_work`).
 
     ``threads > 0`` is used as given; ``0`` means one thread for tiny work (below
-    :data:`ONE_THREAD_BELOW`) and the caller's count otherwise. The caller's count is
-    restored on exit, so a library call never leaks a thread setting into the user's
-    process.
+    :data:`ONE_THREAD_BELOW`; a stack trained inside may then probe the caller's count, see
+    :class:`ThreadProbe`) and the caller's count otherwise. The caller's count is restored on
+    exit, so a library call never leaks a thread setting into the user's process.
     """
     before = torch.get_num_threads()
+    _caller_threads.append(_caller_threads[0] if _caller_threads else before)
     want = threads if threads > 0 else (1 if work < ONE_THREAD_BELOW else before)
     if want != before:
         torch.set_num_threads(want)
     try:
         yield want
     finally:
+        _caller_threads.pop()
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+class ThreadProbe:
+    """While a stack trains, use the faster of one thread and the caller's thread count, measured.
+
+    Which is faster depends on how busy the machine is at the moment, not on the work alone
+    (see :data:`ONE_THREAD_BELOW`). After a warm-up epoch each count trains ``probe`` epochs;
+    the one with the lower median epoch time is kept for ``hold`` epochs, then both are
+    measured again. The thread count changes only the time: the batched matrix products give
+    the same numbers on 1 or 2 threads (``tests/test_stacked_members.py`` checks it).
+    """
+
+    def __init__(self, counts: tuple[int, ...], probe: int = 3, hold: int = 60):
+        self.counts, self.probe, self.hold = counts, probe, hold
+        self.queue: list[int] = []
+        self.samples: dict[int, list[float]] = {}
+        self.current, self.hold_until = counts[0], 0
+        self._measure_again()
+
+    @classmethod
+    def for_stack(cls, threads_setting: int) -> "ThreadProbe | None":
+        """A probe when the thread policy put tiny work on one thread and the caller has more
+        (``threads = 0``); None when the count was given or there is nothing to choose from."""
+        caller = _caller_threads[0] if _caller_threads else torch.get_num_threads()
+        if threads_setting or torch.get_num_threads() != 1 or caller <= 1:
+            return None
+        return cls((1, caller))
+
+    def _measure_again(self) -> None:
+        self.queue = [c for c in self.counts for _ in range(self.probe)]
+        self.samples = {c: [] for c in self.counts}
+
+    def begin(self, epoch: int) -> None:
+        """Set the thread count for epoch ``epoch`` (0-based; epoch 0 warms up on the current count)."""
+        want = self.queue[0] if epoch > 0 and self.queue else self.current
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+
+    def end(self, epoch: int, seconds: float) -> None:
+        """Record epoch ``epoch``'s time; choose once every count has been measured."""
+        if epoch == 0:
+            return
+        if self.queue:
+            self.samples[self.queue.pop(0)].append(seconds)
+            if not self.queue:
+                self.current = min(self.counts, key=lambda c: sorted(self.samples[c])[len(self.samples[c]) // 2])
+                self.hold_until = epoch + self.hold
+        elif epoch >= self.hold_until:
+            self._measure_again()
 
 
 @dataclass
@@ -457,6 +511,7 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     events.train_begin()
 
     alive = torch.ones(k, dtype=torch.bool, device=dev)  # stopped, diverged or done models stay where they are
+    probe = ThreadProbe.for_stack(getattr(base, "threads", 0)) if dev.type == "cpu" else None
 
     def lr_at(at: int) -> list[float]:  # each distinct schedule once per step, spread over its models below
         return [lr * lr_factor(at, total, warmup, kind, floor) for lr, total, warmup, kind, floor in distinct]
@@ -481,6 +536,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
         """One epoch of every model still training (the engine's step loop), then its held-out MSE:
         one history row per model."""
         nonlocal step, alive
+        if probe is not None:
+            probe.begin(epoch)
         t0 = time.perf_counter()
         alive = torch.tensor(policy.alive, device=dev)
         if dropout:
@@ -494,6 +551,8 @@ def train_stacked(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
             val = per_model_mse(forward(x_val), y_val, val_mask)
         train_loss = loss_sum / train_mask.sum(1)
         values = torch.stack([train_loss, val]).tolist()  # the epoch's one host sync
+        if probe is not None:
+            probe.end(epoch, time.perf_counter() - t0)
         seconds = (time.perf_counter() - t0) / k
         if progress:
             bar.update(1)
