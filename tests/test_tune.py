@@ -40,6 +40,9 @@ type = "categorical"
 choices = ["16", "32,32"]
 """
 SLOW = "epochs=100000"  # minutes per trial: only started in order to be killed
+# Seconds per trial: six of them outlast a second worker's start-up (a new Python process importing
+# torch), so both processes run trials however fast the machine is.
+TRIAL_FOR_TWO = "epochs=6000"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -345,7 +348,8 @@ def test_other_study_folder_is_never_reused(tmp_path, space):
 
 def test_journal_two_local_workers_run_exactly_n_trials(tmp_path, space):
     out = tmp_path / "s"
-    tune_cli(space, out, "--trials", 6, "--workers", 2, "--set", "epochs=600", check=0)
+    # trials of a few seconds each, so the worker (a new process: ~3 s to start) surely claims some
+    tune_cli(space, out, "--trials", 6, "--workers", 2, "--set", TRIAL_FOR_TWO, check=0)
     study = load("regress-space", out / "journal.log")
     assert [t.number for t in study.trials] == list(range(6))
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
@@ -357,7 +361,7 @@ def test_sqlite_two_local_workers_run_exactly_n_trials(tmp_path, space):
     """SQLite has no advisory lock: the trial lock is a file lock beside the database file."""
     url = f"sqlite:///{tmp_path / 'study.db'}"
     out = tmp_path / "s"
-    tune_cli(space, out, "--trials", 6, "--workers", 2, "--storage", url, "--set", "epochs=600", check=0)
+    tune_cli(space, out, "--trials", 6, "--workers", 2, "--storage", url, "--set", TRIAL_FOR_TWO, check=0)
     study = load("regress-space", url)
     assert sorted(t.number for t in study.trials) == list(range(6))
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
