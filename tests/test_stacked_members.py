@@ -86,23 +86,29 @@ def test_thread_count_changes_time_not_results():
     assert torch.get_num_threads() == before
 
 
-def test_thread_probe_keeps_the_faster_count_and_measures_again():
+def test_thread_probe_keeps_the_faster_count_drops_it_on_a_stall_and_measures_again():
     from nndl.crossval import ThreadProbe
 
     before = torch.get_num_threads()
     try:
-        probe = ThreadProbe((1, 2), probe=2, hold=5)
+        probe = ThreadProbe((1, 2), probe=2, hold=10)
         seconds = {1: 1.0, 2: 0.5}  # two threads are faster here ...
         used = []
-        for epoch in range(20):
+        for epoch in range(30):
             probe.begin(epoch)
             used.append(torch.get_num_threads())
             probe.end(epoch, seconds[torch.get_num_threads()])
             if epoch == 9:
                 seconds = {1: 1.0, 2: 4.0}  # ... until the machine gets busy
-        assert used[:5] == [1, 1, 1, 2, 2]  # warm-up, then each count twice
-        assert used[5:10] == [2] * 5  # kept for `hold` epochs
-        assert used[10:14] == [1, 1, 2, 2] and used[14:] == [1] * 6  # measured again: one thread wins now
+        assert used[:7] == [1, 1, 1, 1, 2, 2, 2]  # warm-up, then each count: one unmeasured epoch + two measured
+        assert used[7:11] == [2] * 4  # chosen; epoch 10 stalls (4.0 > 3 x 0.5) ...
+        assert used[11:21] == [1] * 10  # ... so one thread at once, held for 10 epochs
+        assert used[21:27] == [1, 1, 1, 2, 2, 2] and used[27:] == [1] * 3  # measured again: one thread wins
+        uneven = ThreadProbe((1, 2), probe=3, hold=10)  # mostly fast, one stall among the measured epochs
+        for epoch, (threads, secs) in enumerate([(1, 1)] * 5 + [(2, 0.1), (2, 0.3), (2, 0.3), (2, 1.2)]):
+            uneven.begin(epoch)
+            uneven.end(epoch, secs)
+        assert uneven.current == 1  # a mean of 0.6 < 0.8 x 1, but not steady: one thread is kept
     finally:
         torch.set_num_threads(before)
 

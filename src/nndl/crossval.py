@@ -191,20 +191,25 @@ def thread_policy(work: float, threads: int = 0):
 
 
 class ThreadProbe:
-    """While a stack trains, use the faster of one thread and the caller's thread count, measured.
+    """While a stack trains, use one thread or the caller's thread count, whichever is measured faster.
 
     Which is faster depends on how busy the machine is at the moment, not on the work alone
-    (see :data:`ONE_THREAD_BELOW`). After a warm-up epoch each count trains ``probe`` epochs;
-    the one with the lower median epoch time is kept for ``hold`` epochs, then both are
-    measured again. The thread count changes only the time: the batched matrix products give
-    the same numbers on 1 or 2 threads (``tests/test_stacked_members.py`` checks it).
+    (see :data:`ONE_THREAD_BELOW`). Each count trains one unmeasured epoch (switching counts
+    wakes new threads) and then ``probe`` measured ones. More threads are chosen only when their
+    mean epoch is clearly shorter (below ``margin`` times one thread's) and steady: on a busy
+    machine OpenMP threads that wait for each other give mostly short epochs with rare 50x
+    stalls, which a mean over a few epochs can miss. So while more threads are in use, one epoch
+    three times slower than they measured switches back to one thread at once. The choice holds
+    for ``hold`` epochs, then both counts are measured again. The thread count changes only the
+    time: the batched matrix products give the same numbers on 1 or 2 threads
+    (``tests/test_stacked_members.py`` checks it).
     """
 
-    def __init__(self, counts: tuple[int, ...], probe: int = 3, hold: int = 60):
-        self.counts, self.probe, self.hold = counts, probe, hold
-        self.queue: list[int] = []
+    def __init__(self, counts: tuple[int, ...], probe: int = 4, hold: int = 60, margin: float = 0.8):
+        self.counts, self.probe, self.hold, self.margin = counts, probe, hold, margin
+        self.plan: list[tuple[int, bool]] = []  # (threads, measured) for the coming epochs
         self.samples: dict[int, list[float]] = {}
-        self.current, self.hold_until = counts[0], 0
+        self.current, self.hold_until, self.reference = counts[0], 0, math.inf
         self._measure_again()
 
     @classmethod
@@ -217,12 +222,19 @@ class ThreadProbe:
         return cls((1, caller))
 
     def _measure_again(self) -> None:
-        self.queue = [c for c in self.counts for _ in range(self.probe)]
+        self.plan = [(c, measured) for c in self.counts for measured in [False] + [True] * self.probe]
         self.samples = {c: [] for c in self.counts}
+
+    def _choose(self, epoch: int) -> None:
+        one, many = self.counts[0], self.counts[-1]
+        mean = {c: sum(v) / len(v) for c, v in self.samples.items()}
+        steady = max(self.samples[many]) < 3 * min(self.samples[many])
+        self.current = many if steady and mean[many] < self.margin * mean[one] else one
+        self.reference, self.hold_until = mean[self.current], epoch + self.hold
 
     def begin(self, epoch: int) -> None:
         """Set the thread count for epoch ``epoch`` (0-based; epoch 0 warms up on the current count)."""
-        want = self.queue[0] if epoch > 0 and self.queue else self.current
+        want = self.plan[0][0] if epoch > 0 and self.plan else self.current
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
 
@@ -230,11 +242,14 @@ class ThreadProbe:
         """Record epoch ``epoch``'s time; choose once every count has been measured."""
         if epoch == 0:
             return
-        if self.queue:
-            self.samples[self.queue.pop(0)].append(seconds)
-            if not self.queue:
-                self.current = min(self.counts, key=lambda c: sorted(self.samples[c])[len(self.samples[c]) // 2])
-                self.hold_until = epoch + self.hold
+        if self.plan:
+            threads, measured = self.plan.pop(0)
+            if measured:
+                self.samples[threads].append(seconds)
+            if not self.plan:
+                self._choose(epoch)
+        elif self.current != self.counts[0] and seconds > 3 * self.reference:
+            self.current, self.hold_until = self.counts[0], epoch + self.hold  # a stall: back to one thread
         elif epoch >= self.hold_until:
             self._measure_again()
 
