@@ -6,6 +6,7 @@ decides the input shape, the classes and the normalisation; nothing here assumes
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,6 +143,17 @@ def classifier_on(cfg, device: torch.device, dataset: Dataset | dict | None = No
     return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
 
 
+@dataclass
+class TrainedClassifier:
+    """What :meth:`ClassificationTask.fit` hands to the later steps (``test`` adds the test logits)."""
+
+    model: torch.nn.Module
+    transform: Any
+    result: Any  # TrainResult
+    device: torch.device
+    test_outputs: torch.Tensor | None = None
+
+
 class ClassificationTask(Task):
     """Classification of images or table rows: one model trained on a stratified split, tested once."""
 
@@ -179,7 +191,7 @@ class ClassificationTask(Task):
         return [f"data: {data['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; {len(data['y_train'])} train"
                 f" / {len(data['y_val'])} validation / {len(data['y_test'])} test)"]
 
-    def fit(self, cfg, data: dict[str, Any], ctx) -> dict[str, Any]:
+    def fit(self, cfg, data: dict[str, Any], ctx) -> "TrainedClassifier":
         device = data["x_train"].device
         torch.manual_seed(cfg.seed)
         model = classifier_on(cfg, device, data["dataset"])
@@ -188,13 +200,13 @@ class ClassificationTask(Task):
                      y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
                      resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks,
                      options=ModelOptions.of(cfg, device))
-        return {"model": model, "transform": transform, "result": result, "device": device}
+        return TrainedClassifier(model, transform, result, device)
 
-    def test(self, cfg, data: dict[str, Any], fitted: dict[str, Any]) -> dict:
-        model, result, device, ds = fitted["model"], fitted["result"], fitted["device"], data["dataset"]
+    def test(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier") -> dict:
+        model, result, device, ds = fitted.model, fitted.result, fitted.device, data["dataset"]
         test = evaluate(model, data["x_test"], data["y_test"], "classification", batch_size=cfg.eval_batch_size,
-                        transform=fitted["transform"], tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
-        fitted["test_outputs"] = test["outputs"]  # for the figures
+                        transform=fitted.transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
+        fitted.test_outputs = test["outputs"]  # for the figures
         pred, y_test = test["outputs"].argmax(1), data["y_test"]
         per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
                      if (y_test == c).any()}
@@ -209,22 +221,22 @@ class ClassificationTask(Task):
                 "train_images": len(data["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
                 "classes": ds.num_classes}
 
-    def save(self, cfg, data: dict[str, Any], fitted: dict[str, Any], run_dir: Path) -> None:
-        write_history_csv(run_dir / "history.csv", fitted["result"].history)
-        save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [fitted["model"].state_dict()],
+    def save(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", run_dir: Path) -> None:
+        write_history_csv(run_dir / "history.csv", fitted.result.history)
+        save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [fitted.model.state_dict()],
                    **data["dataset"].meta())
 
-    def figures(self, cfg, data: dict[str, Any], fitted: dict[str, Any], fig_dir: Path) -> None:
+    def figures(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", fig_dir: Path) -> None:
         from .figures.classification import write_classification_figures
 
-        ds, transform, device = data["dataset"], fitted["transform"], fitted["device"]
-        probs = fitted["test_outputs"].softmax(1).cpu()
-        write_classification_figures(fitted["model"], lambda xb: transform(xb.to(device), None),
-                                     data["x_test"].cpu(), data["y_test"].cpu(), probs, fitted["result"].history,
+        ds, transform, device = data["dataset"], fitted.transform, fitted.device
+        probs = fitted.test_outputs.softmax(1).cpu()
+        write_classification_figures(fitted.model, lambda xb: transform(xb.to(device), None),
+                                     data["x_test"].cpu(), data["y_test"].cpu(), probs, fitted.result.history,
                                      list(ds.class_names), fig_dir, input_shape=ds.input_shape, tta_flip=cfg.tta_flip)
 
-    def warnings(self, metrics: dict, fitted: dict[str, Any]) -> list[str]:
-        return [fitted["result"].stop_reason] if fitted["result"].diverged else []
+    def warnings(self, metrics: dict, fitted: "TrainedClassifier") -> list[str]:
+        return [fitted.result.stop_reason] if fitted.result.diverged else []
 
 
 TASK = ClassificationTask()
