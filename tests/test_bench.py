@@ -9,16 +9,18 @@ from conftest import needs_fashion, run_cli
 def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "bench"
     proc = run_cli("bench", "--typical-epochs", "1", "--cnn-epochs", "1", "--fast-runs", "2", "--speed-runs", "2", "--subset", "1024",
-                   "--test-subset", "500", "--regression-epochs", "20", "--loaded-epochs", "5", "--out", out, check=0)
+                   "--test-subset", "500", "--regression-epochs", "20", "--loaded-epochs", "5", "--presets", "accurate",
+                   "--preset-runs", "2", "--out", out, check=0)
     assert "s/epoch" in proc.stdout and "regression 5-fold" in proc.stdout and "all trials stacked" in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in result["classification"]]
-    assert names == ["typical", "cnn", "fast", "speed"]
+    assert names == ["typical", "cnn", "fast", "speed", "accurate"]
     for row in result["classification"]:
         assert row["sec_per_epoch"] > 0 and 0 <= row["final_test_acc"] <= 1
         assert {"time_to_91", "time_to_93", "time_to_93.5", "time_to_94", "typical_epochs_to_91"} <= set(row)
-    for row in result["classification"][2:]:
+    for row in result["classification"][2:]:  # fast, speed and the --presets row: two seeds each
         assert row["runs"] == 2 and len(row["per_seed"]) == 2 and "time_to_93.5_std" in row
+    assert result["classification"][4]["epochs"] == 26 and result["settings"]["preset_runs"] == 2
     speed = result["classification"][3]
     assert speed["final_test_acc"] > 0.4 and speed["epochs"] == 4  # chance 0.1; the speed preset's own schedule
     assert "to 93.5%" in proc.stdout and "epochs of this run's typical loop" in proc.stdout

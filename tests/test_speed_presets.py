@@ -56,3 +56,21 @@ def test_bench_rows_over_seeds_in_typical_epochs():
     assert row["time_to_93"] == pytest.approx(30.0) and row["typical_epochs_to_93"] == pytest.approx(0.75)
     assert row["time_to_93.5"] is None and row["typical_epochs_to_93.5"] is None  # one seed never got there
     assert over_seeds("speed", [seed([0.95])])["typical_epochs_to_94"] is None  # no typical epoch in this run
+
+
+def test_accurate_preset_is_the_deeper_lite_network():
+    from nndl.models import LiteCNN
+
+    cfg = resolve("classify", "accurate", {})
+    net = build_classifier(cfg, (1, 28, 28), 10)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert cfg.model == "lite4" and isinstance(net, LiteCNN) and len(convs) == 4 and cfg.val_fraction == 0.0
+    lite = build_classifier(resolve("classify", "speed", {"channels": [32, 64, 128]}), (1, 28, 28), 10)
+    assert set(lite.state_dict()) < set(net.state_dict())  # lite's weights keep their names (old model.pt load)
+
+
+@needs_fashion
+def test_accurate_preset_learns_on_a_real_subset(tmp_path):
+    m = nndl.classify("accurate", {"subset": 4000, "test_subset": 2000, "epochs": 4}, seed=0, out=tmp_path / "r",
+                      **QUIET)
+    assert m["test_accuracy"] > 0.8 and m["model"] == "lite4"  # chance is 0.10

@@ -356,7 +356,7 @@ def format_table(result: dict[str, Any]) -> str:
 def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, speed_runs: int = 1, subset: int = 0,
               test_subset: int = 0,
               regression_epochs: int = 600, search_trials: int = 8, loaded_epochs: int = 150,
-              extra_presets: tuple[str, ...] = (), data_dir: str | None = None, out: str | None = None,
+              extra_presets: tuple[str, ...] = (), preset_runs: int = 1, data_dir: str | None = None, out: str | None = None,
               device: str = "auto", echo=print) -> dict[str, Any]:
     """Run the benchmark and write ``bench.json`` to a new run folder.
 
@@ -377,7 +377,10 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     loaded_epochs : int
         Epochs of the regression CV timed while another process keeps a core busy (0 skips it).
     extra_presets : tuple of str
-        More classify presets to time after ``fast`` (e.g. ``wide``, ``resnet`` for the 93%/94% rows).
+        More classify presets to time after ``fast`` (e.g. ``accurate``, ``wide``, ``resnet``).
+    preset_runs : int
+        How many seeds (0, 1, ...) each of ``extra_presets`` trains with, at least one; more than one
+        gives mean ± std rows.
     """
     dev = pick_device(device)
     data = load_fashion(data_dir)
@@ -385,7 +388,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     sizes = {"subset": subset, "test_subset": test_subset}
     result: dict[str, Any] = {"hardware": hardware(dev), "environment": environment(), "classification": [],
                               "settings": {"typical_epochs": typical_epochs, "cnn_epochs": cnn_epochs,
-                                           "fast_runs": fast_runs, "speed_runs": speed_runs, **sizes}}
+                                           "fast_runs": fast_runs, "speed_runs": speed_runs,
+                                           "presets": list(extra_presets), "preset_runs": preset_runs, **sizes}}
     echo(f"bench: {result['hardware']} -> {run_dir}")
     if typical_epochs:
         rows = typical_loop(data, typical_epochs, dev, n_train=subset, n_test=test_subset)
@@ -406,10 +410,14 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         result["classification"].append(best)
         echo(f"  {preset + ':':<8} {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {runs} seed(s)")
     for preset in extra_presets:
-        run = nndl_run(data, preset, dev, sizes)
-        result["classification"].append(in_typical_epochs(
-            summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}), typical_seconds))
-        echo(f"  {preset}: {result['classification'][-1]['final_test_acc']:.4f}")
+        summaries = []
+        for s in range(max(1, preset_runs)):
+            run = nndl_run(data, preset, dev, sizes, seed=s)
+            summaries.append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
+        row = (over_seeds(preset, summaries, typical_seconds) if len(summaries) > 1
+               else in_typical_epochs(summaries[0], typical_seconds))
+        result["classification"].append(row)
+        echo(f"  {preset}: {row['final_test_acc']:.4f} over {len(summaries)} seed(s)")
     if regression_epochs:
         result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
         if regression_epochs >= 600:  # the auto preset's own budget; tiny smoke runs skip it

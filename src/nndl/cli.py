@@ -147,7 +147,8 @@ def cmd_bench(args) -> int:
     run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
               speed_runs=args.speed_runs, subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
               loaded_epochs=args.loaded_epochs,
-              search_trials=args.search_trials, extra_presets=tuple(args.presets), data_dir=args.data, out=args.out, device=args.device)
+              search_trials=args.search_trials, extra_presets=tuple(args.presets),
+              preset_runs=args.preset_runs, data_dir=args.data, out=args.out, device=args.device)
     return 0
 
 
@@ -236,7 +237,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--regression-epochs", type=int, default=600,
                    help="epochs of the regression K-fold and search comparisons (0 skips them)")
     p.add_argument("--presets", nargs="*", default=[], metavar="PRESET",
-                   help="more classify presets to time after fast (e.g. wide resnet)")
+                   help="more classify presets to time after fast (e.g. accurate wide resnet)")
+    p.add_argument("--preset-runs", type=int, default=1, help="seeds of each --presets preset (default 1)")
     p.add_argument("--search-trials", type=int, default=8,
                    help="trials of the regression search comparison (default 8; 0 skips it)")
     p.add_argument("--data", help="Fashion-MNIST folder (default: the usual search)")

@@ -48,6 +48,7 @@ MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
     ModelKind("resnet", "a small ResNet: stem and three residual stages, global pooling", CONV_SETTINGS),
     ModelKind("fast", "speed-run net (after airbench): conv-pool-BN-GELU blocks, max-pooled head", CONV_SETTINGS),
     ModelKind("lite", "cheap CNN for CPUs: stride-2 stem, nothing at full resolution", CONV_SETTINGS),
+    ModelKind("lite4", "lite with a second conv at 1/4 resolution (4 convs): accuracy per CPU second", CONV_SETTINGS),
 )}
 
 # Every model-specific setting: a setting of this set that the chosen model does not read does not apply.

@@ -213,13 +213,16 @@ class LiteCNN(nn.Module):
     """
 
     def __init__(self, channels: list[int] = (24, 48, 96), num_classes: int = _CLASSES, in_channels: int = 1,
-                 image_size: tuple[int, int] = _FASHION_SHAPE[1:]):
+                 image_size: tuple[int, int] = _FASHION_SHAPE[1:], second_conv: bool = False):
         super().__init__()
         c1, c2, c3 = channels
+        # second_conv: one more conv3x3(c3) at H/4 (the ``lite4`` model): depth where the maps are small and
+        # cheap, which bought more accuracy per CPU second than width (93.41% vs 48/96/192's 93.27% in 20 epochs)
+        deeper = [conv_bn(c3, c3)] if second_conv else []
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),  # -> H/2
             conv_bn(c1, c2), nn.MaxPool2d(2),  # -> H/4
-            conv_bn(c2, c3), nn.MaxPool2d(2))  # -> H/8
+            conv_bn(c2, c3), *deeper, nn.MaxPool2d(2))  # -> H/8
         h, w = ((s + 1) // 2 // 4 for s in image_size)
         if h < 1 or w < 1:
             raise ValueError(f"the lite model needs images of at least 7x7 pixels, got {tuple(image_size)}")
@@ -266,6 +269,11 @@ def _fast(cfg, shape, classes):
 @builds("lite")
 def _lite(cfg, shape, classes):
     return LiteCNN(cfg.channels, classes, in_channels=shape[0], image_size=shape[1:])
+
+
+@builds("lite4")
+def _lite4(cfg, shape, classes):
+    return LiteCNN(cfg.channels, classes, in_channels=shape[0], image_size=shape[1:], second_conv=True)
 
 
 def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, num_classes: int = _CLASSES) -> nn.Module:
