@@ -281,7 +281,7 @@ def test_registry_augmentations_through_the_estimator(digits):
 
 
 @pytest.mark.parametrize("model, shape", [("cnn", (3, 12, 12)), ("resnet", (2, 8, 8)), ("fast", (3, 8, 10)),
-                                          ("lite", (1, 10, 14))])
+                                          ("lite", (1, 10, 14)), ("lite4", (3, 9, 9))])
 def test_image_models_take_their_channels_and_size_from_the_data(model, shape):
     rng = np.random.default_rng(0)
     X = rng.random((40, *shape), dtype=np.float32)
