@@ -13,10 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nndl import config
-from nndl.bench import BUSY_PROCESS
-from nndl.crossval import cross_validate
-from nndl.tasks import get_task
+from nndl.bench import BUSY_PROCESS, time_seed_cv
 
 
 def measure(busy: bool, repeats: int = 3) -> dict[str, list[float]]:
@@ -28,11 +25,7 @@ def measure(busy: bool, repeats: int = 3) -> dict[str, list[float]]:
         time.sleep(1.0 if busy else 0.0)
         for _ in range(repeats):
             for threads, name in ((0, "probe"), (1, "1 thread"), (2, "2 threads")):
-                cfg = config.resolve("regress", "seed", {"threads": threads})
-                setup = get_task("regress").setup(cfg, None, torch.device("cpu"))
-                t0 = time.perf_counter()
-                cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=True, progress=False)
-                times[name].append(round(time.perf_counter() - t0, 3))
+                times[name].append(round(time_seed_cv(torch.device("cpu"), threads=threads)["seconds"], 3))
     finally:
         if proc is not None:
             proc.terminate()

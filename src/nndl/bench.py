@@ -201,21 +201,24 @@ def regression_auto(device: torch.device) -> dict[str, Any]:
             "splitter": cfg.splitter}
 
 
+def time_seed_cv(device: torch.device, **overrides) -> dict[str, Any]:
+    """Seconds and mean val MSE of the ``seed`` preset's 5-fold CV with ``overrides`` (e.g. ``epochs``,
+    ``batched``, ``threads``); data and model setup are not timed."""
+    cfg = config_mod.resolve("regress", "seed", overrides)
+    setup = get_task("regress").setup(cfg, None, device)
+    t0 = time.perf_counter()
+    folds = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=cfg.batched, progress=False)
+    return {"seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
+
+
 def regression_kfold(device: torch.device, epochs: int = 600) -> dict[str, Any]:
     """The ``seed`` preset's 5-fold CV: the plain student loop (:func:`regression_typical`), nndl one by one
     and nndl batched, same data; seconds and val MSE of each."""
-    out = {}
     cfg = config_mod.resolve("regress", "seed", {"epochs": epochs})
     setup = get_task("regress").setup(cfg, None, device)
-    out["typical"] = regression_typical(setup.x, setup.y, epochs, cfg.folds, cfg.seed)
-    for batched in (False, True):
-        cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "batched": batched})
-        setup = get_task("regress").setup(cfg, None, device)
-        x, y = setup.x, setup.y
-        t0 = time.perf_counter()
-        folds = cross_validate(setup.make_model, x, y, cfg, batched=batched, progress=False)
-        out["batched" if batched else "sequential"] = {
-            "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
+    out = {"typical": regression_typical(setup.x, setup.y, epochs, cfg.folds, cfg.seed),
+           "sequential": time_seed_cv(device, epochs=epochs, batched=False),
+           "batched": time_seed_cv(device, epochs=epochs, batched=True)}
     out["speedup"] = out["sequential"]["seconds"] / out["batched"]["seconds"]
     out["speedup_vs_typical"] = out["typical"]["seconds"] / out["batched"]["seconds"]
     return out
@@ -240,13 +243,9 @@ def regression_loaded(device: torch.device, epochs: int = 150) -> dict[str, Any]
     busy = subprocess.Popen([sys.executable, "-c", BUSY_PROCESS], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out: dict[str, Any] = {"epochs": epochs, "typical": regression_typical(setup.x, setup.y, epochs)}
-        for threads in (0, 2):
-            cfg = config_mod.resolve("regress", "seed", {"epochs": epochs, "threads": threads})
-            t0 = time.perf_counter()
-            folds = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=True, progress=False)
-            out["batched_policy" if threads == 0 else "batched_2_threads"] = {
-                "seconds": time.perf_counter() - t0, "val_mse": statistics.mean(f.val_mse for f in folds)}
+        out: dict[str, Any] = {"epochs": epochs, "typical": regression_typical(setup.x, setup.y, epochs),
+                               "batched_policy": time_seed_cv(device, epochs=epochs, threads=0),
+                               "batched_2_threads": time_seed_cv(device, epochs=epochs, threads=2)}
     finally:
         busy.terminate()
         busy.wait()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from . import config as config_mod
+
 
 @dataclass
 class Setup:
@@ -137,15 +139,12 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
         run_dir = new_run_dir(out, task.name, overwrite, inputs=task.inputs(cfg))
         # a run that fails is removed (unless the task keeps it, e.g. a checkpoint for --resume)
         with removed_on_failure(run_dir, keep=task.keep_on):
-            from . import config as config_mod
-
             write_json(run_dir / "config.json", config_mod.to_dict(cfg))
             return _run(task, cfg, loaded, RunContext(run_dir, progress, figures, echo, callbacks, verbose))
 
 
 def _run(task: Task, cfg, data, ctx: RunContext):
     """The skeleton's steps after the run folder exists."""
-    from . import config as config_mod
     from .callbacks import RunInfo
     from .results import finish
     from .runs import environment, write_json

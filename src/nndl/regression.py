@@ -337,11 +337,10 @@ class RegressionTask(Task):
 
     def fit(self, cfg, data: RegressionInputs, ctx) -> Trained:
         device = pick_device(cfg.device)
-        x = torch.as_tensor(data.train.x, device=device)
-        y = torch.as_tensor(data.train.y, device=device)
+        setup = self.setup(cfg, data, device)
         started = time.perf_counter()
-        result = fit_arrays(cfg, x, y, data.groups, ctx.progress, callbacks=ctx.callbacks, echo=ctx.echo)
-        return Trained(result, x, y, device, started)
+        result = fit_arrays(cfg, setup.x, setup.y, data.groups, ctx.progress, callbacks=ctx.callbacks, echo=ctx.echo)
+        return Trained(result, setup.x, setup.y, device, started)
 
     def test(self, cfg, data: RegressionInputs, fitted: Trained) -> dict:
         result = fitted.fit
