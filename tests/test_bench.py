@@ -22,7 +22,8 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
         assert row["runs"] == 2 and len(row["per_seed"]) == 2 and "time_to_93.5_std" in row
     assert result["classification"][4]["epochs"] == 26 and result["settings"]["preset_runs"] == 2
     speed = result["classification"][3]
-    assert speed["final_test_acc"] > 0.4 and speed["epochs"] == 4  # chance 0.1; the speed preset's own schedule
+    assert speed["final_test_acc"] > 0.4 and speed["epochs"] == 3  # chance 0.1; the speed preset's own schedule
+    assert "accurate seed 1:" in proc.stdout  # each seed's result as it finishes (long presets)
     assert "to 93.5%" in proc.stdout and "epochs of this run's typical loop" in proc.stdout
     reg = result["regression"]
     assert reg["speedup"] > 0 and reg["sequential"]["val_mse"] == pytest.approx(reg["batched"]["val_mse"], rel=1e-3)

@@ -70,7 +70,57 @@ def test_accurate_preset_is_the_deeper_lite_network():
 
 
 @needs_fashion
-def test_accurate_preset_learns_on_a_real_subset(tmp_path):
-    m = nndl.classify("accurate", {"subset": 4000, "test_subset": 2000, "epochs": 4}, seed=0, out=tmp_path / "r",
+@pytest.mark.parametrize("preset", ["accurate", "record"])
+def test_lite4_presets_learn_on_a_real_subset(tmp_path, preset):
+    m = nndl.classify(preset, {"subset": 4000, "test_subset": 2000, "epochs": 4}, seed=0, out=tmp_path / "r",
                       **QUIET)
     assert m["test_accuracy"] > 0.8 and m["model"] == "lite4"  # chance is 0.10
+
+
+def test_record_preset_is_accurate_at_twice_the_width_with_erasing():
+    accurate, record = resolve("classify", "accurate", {}), resolve("classify", "record", {})
+    assert record.model == accurate.model and record.channels == [2 * c for c in accurate.channels]
+    assert record.erase > 0 and record.epochs > accurate.epochs and record.amp_cpu and record.amp
+
+
+@pytest.mark.parametrize("device, amp, amp_cpu, native, expected", [
+    ("cuda", True, False, False, True),    # amp is CUDA's switch
+    ("cuda", False, True, True, False),    # amp_cpu never turns on autocast on a GPU
+    ("cpu", True, False, True, False),     # amp alone never turns on autocast on a CPU
+    ("cpu", False, True, True, True),      # amp_cpu on a CPU with native bf16
+    ("cpu", False, True, False, False),    # ... and fp32 on one without (bf16 would be emulated: slower)
+    ("mps", True, True, True, False),
+])
+def test_autocast_is_decided_by_device_setting_and_cpu(monkeypatch, device, amp, amp_cpu, native, expected):
+    from nndl import training
+
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: native)
+    cfg = resolve("classify", "cnn", {"amp": amp, "amp_cpu": amp_cpu})
+    assert training.autocast_on(cfg, torch.device(device)) is expected
+    assert training.ModelOptions.of(cfg, torch.device(device)).amp is expected
+    assert training.autocast_on(resolve("regress", "seed", {}), torch.device(device)) is False  # no amp keys
+
+
+def test_amp_cpu_is_refused_for_no_device_but_reported_unused_off_the_cpu():
+    from nndl.config import unused_settings
+
+    cfg = resolve("classify", "cnn", {"amp_cpu": True})  # no refusal: which device runs it is known later
+    assert cfg.amp_cpu
+    assert "amp_cpu" in unused_settings("classify", {"amp_cpu": True}, "cuda")
+    assert "amp_cpu" not in unused_settings("classify", {"amp_cpu": True}, "cpu")
+    with pytest.raises(NndlError, match="amp_cpu"):
+        resolve("classify", "cnn", {"amp_cpu": "yes please"})
+
+
+@needs_fashion
+def test_bf16_autocast_on_cpu_learns_and_is_recorded(tmp_path):
+    from nndl.training import cpu_computes_bf16
+
+    m = nndl.classify("speed", {"subset": 4000, "test_subset": 2000, "amp_cpu": True}, seed=0, out=tmp_path / "r",
+                      **QUIET)
+    assert m["autocast"] == ("bf16" if cpu_computes_bf16() else "off")
+    assert m["test_accuracy"] > 0.8  # as in fp32 (test_speed_preset_learns_on_a_real_subset)
+    fp32 = nndl.classify("speed", {"subset": 4000, "test_subset": 2000, "amp_cpu": False}, seed=0,
+                         out=tmp_path / "f", **QUIET)
+    assert fp32["autocast"] == "off"
+    assert abs(m["test_accuracy"] - fp32["test_accuracy"]) < 0.03

@@ -417,6 +417,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         for s in range(max(1, preset_runs)):
             run = nndl_run(data, preset, dev, sizes, seed=s)
             summaries.append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
+            echo(f"    {preset} seed {s}: {summaries[-1]['final_test_acc']:.4f} after "
+                 f"{summaries[-1]['train_seconds']:.1f} s of training")
         row = (over_seeds(preset, summaries, typical_seconds) if len(summaries) > 1
                else in_typical_epochs(summaries[0], typical_seconds))
         result["classification"].append(row)

@@ -23,7 +23,7 @@ from .model_kinds import MODEL_KINDS
 from .models import build_classifier
 from .pipeline import Setup, Task, run_task
 from .runs import read_json, save_model, write_history_csv
-from .training import ModelOptions, evaluate, load_checkpoint, pick_device
+from .training import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
 from .training import train as fit
 
 
@@ -204,8 +204,9 @@ class ClassificationTask(Task):
 
     def test(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier") -> dict:
         model, result, device, ds = fitted.model, fitted.result, fitted.device, data["dataset"]
+        bf16 = autocast_on(cfg, device)
         test = evaluate(model, data["x_test"], data["y_test"], "classification", batch_size=cfg.eval_batch_size,
-                        transform=fitted.transform, tta_flip=cfg.tta_flip, amp=cfg.amp and device.type == "cuda")
+                        transform=fitted.transform, tta_flip=cfg.tta_flip, amp=bf16)
         fitted.test_outputs = test["outputs"]  # for the figures
         pred, y_test = test["outputs"].argmax(1), data["y_test"]
         per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
@@ -216,7 +217,7 @@ class ClassificationTask(Task):
                 "per_class_accuracy": per_class, "train_seconds": result.train_seconds,
                 "epochs": len(result.history), "best_epoch": result.best_epoch,
                 "compile_seconds": result.compile_seconds, "stop_reason": result.stop_reason,
-                "diverged": result.diverged, "model": cfg.model,
+                "diverged": result.diverged, "model": cfg.model, "autocast": "bf16" if bf16 else "off",
                 "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
                 "train_images": len(data["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
                 "classes": ds.num_classes}

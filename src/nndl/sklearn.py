@@ -36,7 +36,7 @@ from .data import augment
 from .data.fashion import stratified_split
 from .errors import NndlError
 from .models import Standardized, build_classifier, build_regressor
-from .training import evaluate, pick_device, train
+from .training import autocast_on, evaluate, pick_device, train
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -245,7 +245,7 @@ class _NNBase(BaseEstimator):
             out = evaluate(model, x.to(device), dummy_y.to(device), self._train_task,
                            batch_size=getattr(cfg, "eval_batch_size", 4096),
                            tta_flip=bool(getattr(cfg, "tta_flip", False)),
-                           amp=bool(getattr(cfg, "amp", False)) and device.type == "cuda")["outputs"]
+                           amp=autocast_on(cfg, device))["outputs"]
         finally:
             model.cpu()  # kept on the CPU between calls, so a pickled estimator loads anywhere
         return out.cpu()
@@ -392,8 +392,9 @@ class NNClassifier(ClassifierMixin, _NNBase):
     hidden, dropout, channels, activation, init
         The network (see :class:`nndl.config.ClassifyConfig`).
     optimizer, lr, momentum, nesterov, weight_decay, l1, epochs, batch_size, schedule, warmup_epochs, \
-min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compile, threads
-        Training, as in ``nndl classify`` (``threads`` is restored after each fit).
+min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, amp_cpu, compile, threads
+        Training, as in ``nndl classify`` (``threads`` is restored after each fit; ``amp_cpu`` is bf16
+        autocast on a CPU with native bf16).
     patience, val_fraction
         With ``patience > 0``, a stratified ``val_fraction`` of the training data is held out for
         early stopping and the best epoch's weights are kept; with ``patience = 0`` all the data train.
@@ -429,8 +430,8 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, compil
                  epochs=None, batch_size=None, schedule=None, warmup_epochs=None, min_lr_factor=None,
                  label_smoothing=None, patience=None, val_fraction=None, flip=None, translate=None, erase=None,
                  rotate=None, scale=None, noise=None, mixup=None, cutmix=None, cutmix_prob=None,
-                 tta_flip=None, time_limit=None, device=None, eval_batch_size=None, amp=None, compile=None,
-                 threads=None, random_state=None, verbose=False, warm_start=False):
+                 tta_flip=None, time_limit=None, device=None, eval_batch_size=None, amp=None, amp_cpu=None,
+                 compile=None, threads=None, random_state=None, verbose=False, warm_start=False):
         _store_params(self, locals())
 
     # -- inputs ------------------------------------------------------------------------
