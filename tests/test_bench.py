@@ -17,9 +17,10 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert names == ["typical", "cnn", "fast", "speed", "accurate"]
     for row in result["classification"]:
         assert row["sec_per_epoch"] > 0 and 0 <= row["final_test_acc"] <= 1
-        assert {"time_to_91", "time_to_93", "time_to_93.5", "time_to_94", "typical_epochs_to_91"} <= set(row)
+        assert {"time_to_91", "time_to_93", "time_to_93.5", "time_to_94", "time_to_94.5", "typical_epochs_to_91"} <= set(row)
     for row in result["classification"][2:]:  # fast, speed and the --presets row: two seeds each
         assert row["runs"] == 2 and len(row["per_seed"]) == 2 and "time_to_93.5_std" in row
+        assert all(len(seed["test_acc_by_epoch"]) == row["epochs"] for seed in row["per_seed"])
     assert result["classification"][4]["epochs"] == 26 and result["settings"]["preset_runs"] == 2
     speed = result["classification"][3]
     assert speed["final_test_acc"] > 0.4 and speed["epochs"] == 3  # chance 0.1; the speed preset's own schedule

@@ -73,9 +73,14 @@ def test_cnn_learns_on_a_real_subset(tmp_path, fashion):
 
 
 @needs_fashion
-def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypatch):
-    overrides = {"subset": 1500, "epochs": 3, "test_subset": 500, "flip": True, "translate": 1, "erase": 0.2}
-    full = nndl.classify("mlp", overrides, out=tmp_path / "full", figures=False, data=fashion, **QUIET)
+@pytest.mark.parametrize("preset, more", [
+    ("mlp", {}),
+    # the lite CNN under bf16 autocast where the CPU has it (amp_cpu): resume is exact there too
+    ("speed", {"batch_size": 256, "val_fraction": 0.1, "amp_cpu": True}),
+])
+def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypatch, preset, more):
+    overrides = {"subset": 1500, "epochs": 3, "test_subset": 500, "flip": True, "translate": 1, "erase": 0.2, **more}
+    full = nndl.classify(preset, overrides, out=tmp_path / "full", figures=False, data=fashion, **QUIET)
 
     original = clf.transform_for
     calls = {"n": 0}
@@ -93,7 +98,7 @@ def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypa
 
     monkeypatch.setattr(clf, "transform_for", interrupting)
     with pytest.raises(TrainingInterrupted, match="checkpoint holds epoch 1"):
-        nndl.classify("mlp", overrides, out=tmp_path / "cut", figures=False, data=fashion, **QUIET)
+        nndl.classify(preset, overrides, out=tmp_path / "cut", figures=False, data=fashion, **QUIET)
     monkeypatch.setattr(clf, "transform_for", original)
     resumed = nndl.classify(resume=str(tmp_path / "cut"), figures=False, data=fashion, **QUIET)
     assert resumed["test_accuracy"] == full["test_accuracy"]
