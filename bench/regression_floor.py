@@ -14,6 +14,7 @@ what any autograd implementation pays before its own bookkeeping.
 
 Also timed: ``import torch`` in a fresh interpreter (every ``nndl regress`` pays it before any work).
 """
+import contextlib
 import json
 import statistics
 import subprocess
@@ -30,11 +31,19 @@ from nndl.tasks import get_task
 EPOCHS, FOLDS, ROWS, WIDTHS = 600, 5, 80, (128, 256)
 
 
-def layer2_products(threads: int) -> float:
-    """Seconds of the 128x256 layer's three products for 5 models x 600 epochs, ``threads`` threads."""
+@contextlib.contextmanager
+def torch_threads(threads: int):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def layer2_products(threads: int) -> float:
+    """Seconds of the 128x256 layer's three products for 5 models x 600 epochs, ``threads`` threads."""
+    with torch_threads(threads):
         h = torch.rand(FOLDS, ROWS, WIDTHS[0])
         w = torch.randn(FOLDS, *WIDTHS)
         grad = torch.randn(FOLDS, ROWS, WIDTHS[1])
@@ -46,16 +55,12 @@ def layer2_products(threads: int) -> float:
             torch.bmm(grad, w.transpose(1, 2))  # gradient of the layer's input
             torch.bmm(h.transpose(1, 2), grad)  # gradient of its weight
         return time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(before)
 
 
 def bare_training_steps(threads: int) -> float:
     """Seconds of 600 bare training steps of the 5 stacked fold models: the three batched layers,
     sigmoids, the MSE and its backward; no optimiser, validation, shuffling or bookkeeping."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         sizes = (1, *WIDTHS, 1)
         weights = [torch.randn(FOLDS, a, b).mul_(a ** -0.5).requires_grad_() for a, b in zip(sizes, sizes[1:])]
         biases = [torch.zeros(FOLDS, 1, b, requires_grad=True) for b in sizes[1:]]
@@ -69,8 +74,6 @@ def bare_training_steps(threads: int) -> float:
                 h = torch.sigmoid(h) if i < len(weights) - 1 else h
             torch.nn.functional.mse_loss(h, y).backward()
         return time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(before)
 
 
 def import_torch_seconds() -> float:

@@ -109,6 +109,21 @@ def nndl_run(data: FashionData, preset: str, device: torch.device, overrides: di
     return {"rows": rows, "compile_seconds": res.compile_seconds}
 
 
+def preset_row(data: FashionData, preset: str, device: torch.device, sizes: dict[str, int], runs: int,
+               typical_seconds: float | None, echo=print) -> dict[str, Any]:
+    """One bench row: ``preset`` trained with seeds 0 .. runs-1 (:func:`over_seeds`), a line per seed
+    as it finishes (long presets take minutes each)."""
+    summaries = []
+    for seed in range(runs):
+        run = nndl_run(data, preset, device, sizes, seed=seed)
+        summaries.append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
+        echo(f"    {preset} seed {seed}: {summaries[-1]['final_test_acc']:.4f} after "
+             f"{summaries[-1]['train_seconds']:.1f} s of training")
+    row = over_seeds(preset, summaries, typical_seconds)
+    echo(f"  {preset + ':':<8} {row['final_test_acc']:.4f} ± {row['final_test_acc_std']:.4f} over {runs} seed(s)")
+    return row
+
+
 def summarise(name: str, rows: list[dict], extra: dict | None = None) -> dict[str, Any]:
     """Seconds per epoch (median), final accuracy, and time to each accuracy threshold."""
     out = {"name": name, "epochs": len(rows), "sec_per_epoch": statistics.median(r["train_seconds"] for r in rows),
@@ -407,24 +422,10 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     typical_seconds = result["classification"][0]["sec_per_epoch"] if typical_epochs else None
     for row in result["classification"]:
         in_typical_epochs(row, typical_seconds)
-    for preset, runs in (("fast", fast_runs), ("speed", speed_runs)):
-        if runs < 1:
-            continue
-        summaries = [summarise(preset, nndl_run(data, preset, dev, sizes, seed=s)["rows"]) for s in range(runs)]
-        best = over_seeds(preset, summaries, typical_seconds)
-        result["classification"].append(best)
-        echo(f"  {preset + ':':<8} {best['final_test_acc']:.4f} ± {best['final_test_acc_std']:.4f} over {runs} seed(s)")
-    for preset in extra_presets:
-        summaries = []
-        for s in range(max(1, preset_runs)):
-            run = nndl_run(data, preset, dev, sizes, seed=s)
-            summaries.append(summarise(preset, run["rows"], {"compile_seconds": run["compile_seconds"]}))
-            echo(f"    {preset} seed {s}: {summaries[-1]['final_test_acc']:.4f} after "
-                 f"{summaries[-1]['train_seconds']:.1f} s of training")
-        row = (over_seeds(preset, summaries, typical_seconds) if len(summaries) > 1
-               else in_typical_epochs(summaries[0], typical_seconds))
-        result["classification"].append(row)
-        echo(f"  {preset}: {row['final_test_acc']:.4f} over {len(summaries)} seed(s)")
+    seeded = [("fast", fast_runs), ("speed", speed_runs)] + [(p, max(1, preset_runs)) for p in extra_presets]
+    for preset, runs in seeded:
+        if runs >= 1:
+            result["classification"].append(preset_row(data, preset, dev, sizes, runs, typical_seconds, echo))
     if regression_epochs:
         result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
         if regression_epochs >= 600:  # the auto preset's own budget; tiny smoke runs skip it

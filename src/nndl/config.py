@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # 2/3 of the reference CNN's multiply-adds) at 16/32/64, 3 one-cycle epochs at batch 64 (more steps
         # per second of training beat 128/256/512 here) with lr 8e-3, label smoothing, flips + flip TTA,
         # and bf16 autocast where the CPU computes bf16 natively (amp_cpu; fp32 on other CPUs, where
-        # this recipe needs ~1.3-1.5 typical-loop epochs). Chosen on 2 AMD EPYC cores against 4 epochs
+        # this recipe needs ~1.0-1.3 typical-loop epochs: bench/speed_interleaved.py --fp32). Chosen on 2 AMD EPYC cores against 4 epochs
         # at 128, batch 32/48, lr 6e-3 and wider nets (README, Speed).
         "speed": {"model": "lite", "channels": [16, 32, 64], "optimizer": "adamw", "lr": 8e-3, "weight_decay": 5e-2,
                   "schedule": "onecycle", "epochs": 3, "batch_size": 64, "label_smoothing": 0.1, "flip": True,
@@ -369,7 +369,8 @@ def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
     Only keys given explicitly (by a preset file or ``--set``/overrides) whose value differs
     from the task's default are refused: ``--set hidden=64`` for a CNN or ``--set momentum=0.5``
     under Adam would otherwise be ignored in silence. ``amp`` and ``amp_cpu`` depend on the device
-    (and the CPU) at run time and are only left out of the report. The rules are :func:`unused_settings`, shared with the report.
+    (and the CPU) at run time and are only left out of the report. The rules are
+    :func:`unused_settings`, shared with the report.
     """
     defaults = to_dict(TASK_CONFIGS[task]())
     unused = unused_settings(task, to_dict(cfg))
