@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import nndl
 from nndl import masking
@@ -50,6 +50,12 @@ def installed(module: str) -> bool:
 def tune_argv(*extra) -> list:
     return ["tune", "regress", "--space", "space.toml", "--set", "train_path=train.csv", "--trials", 1, "--folds", 2,
             "--sampler", "random", "--out", "study", *extra]
+
+
+def cli_main(argv) -> int:
+    from nndl import cli
+
+    return cli.main([str(a) for a in argv])
 
 
 @pytest.fixture
@@ -251,12 +257,6 @@ def test_optuna_skips_a_cut_last_line_and_then_glues_a_record_onto_it(tmp_path, 
         study.set_user_attr("second", 2)
 
 
-def cli_main(argv) -> int:
-    from nndl import cli
-
-    return cli.main([str(a) for a in argv])
-
-
 # ------------------------------------------------------------------ family: a setting named twice
 NAMED_TWICE = [
     ('[grid]\nmax_epochs = [2, 50]\nepochs = [3]\nlr = [0.01]\n', "max_epochs is another name for epochs"),
@@ -350,8 +350,18 @@ FORMS = ["url", "url-encoded", "query", "dsn", "dsn-unquoted", "sqlite"]
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+# Pinned examples: the issue's raw '@', spaces and quotes (which a pattern stopping at whitespace missed).
+HARD = ("Zqalpha@Zqbeta:/ Zqgamma", ["Zqalpha", "Zqbeta", "Zqgamma"])
+QUOTED = ("Zqalpha '\"Zqbeta\\ é密Zqgamma", ["Zqalpha", "Zqbeta", "Zqgamma"])
+
+
 @PROPERTY
 @given(secret=passwords(), form=st.sampled_from(FORMS), from_env=st.booleans())
+@example(secret=HARD, form="url", from_env=False)
+@example(secret=HARD, form="url", from_env=True)
+@example(secret=QUOTED, form="dsn", from_env=True)
+@example(secret=QUOTED, form="dsn-unquoted", from_env=False)
+@example(secret=QUOTED, form="url", from_env=False)
 def test_property_no_password_reaches_a_line_or_a_file_on_errors(tmp_path, capfd, monkeypatch, secret, form,
                                                                  from_env):
     password, pieces = secret
@@ -381,6 +391,8 @@ def run_tune_process(work: Path, *extra, env=None) -> subprocess.CompletedProces
 @pytest.mark.postgres
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=passwords(), form=st.sampled_from(["url", "url-encoded", "query"]), from_env=st.booleans())
+@example(secret=QUOTED, form="url", from_env=False)
+@example(secret=HARD, form="query", from_env=True)
 def test_property_no_password_reaches_a_line_or_a_file_of_a_finished_search(tmp_path, secret, form, from_env):
     """A whole search against PostgreSQL, with a password the server ignores (it trusts local
     connections): stdout, stderr, the study folder (study.json, tune.json, report.html,
@@ -413,7 +425,7 @@ def test_no_password_reaches_the_files_of_workers(tmp_path):
 
     url = sqlalchemy.engine.make_url(PG_URL)
     pieces = ["ZqWorkerSecret", "ZqSecondPart"]
-    storage = storage_in("url-encoded", f"{pieces[0]}@:/ {pieces[1]}", f"{url.host}:{url.port}", url.database)
+    storage = storage_in("url", f"{pieces[0]} :/?{pieces[1]}", f"{url.host}:{url.port}", url.database)
     work = tmp_path / "w"
     work.mkdir()
     (work / "space.toml").write_text(SPACE)
@@ -446,3 +458,10 @@ def test_a_remembered_password_is_masked_wherever_it_appears():
     masking.remember_secrets("postgresql://u:Zq%40Remembered@h/db")
     line = 'server said: "Zq@Remembered" is wrong (tried Zq%40Remembered)'
     assert "Remembered" not in masking.mask_secrets(line)
+
+
+def test_a_journal_given_as_a_path_object(user):
+    s = nndl.tune("regress", "space.toml", sampler="random", trials=1, folds=2, out="study", storage=user / "j.log",
+                  overrides=["train_path=train.csv"], retrain=False, figures=False, echo=lambda s: None)
+    assert s["counts"] == {"COMPLETE": 1} and s["storage"] == str(user / "j.log")
+    check_journal(user / "j.log")

@@ -35,8 +35,8 @@ class TuneOptions:
         ``study`` (name; default ``TASK-SPACESTEM``, or the one already in ``out``), ``storage``
         (a database URL or a journal file path; default ``journal.log`` in the study folder;
         checked before anything is written; passwords are masked in output), ``repair_journal``
-        (drop a journal's last line when a crash cut it short, keeping the damaged file), ``out`` (study folder; default ``runs/tune-TASK-TIMESTAMP``; reusing it
-        resumes its study), ``workers`` (processes on this machine: this one plus ``workers - 1``
+        (drop a journal's last line when a crash cut it short, keeping the damaged file), ``out``
+        (study folder; default ``runs/tune-TASK-TIMESTAMP``; reusing it resumes its study), ``workers`` (processes on this machine: this one plus ``workers - 1``
         started here), ``heartbeat`` (RDB storage: seconds between heartbeats; a trial is lost
         after 3 silent intervals), ``worker_only`` (only run trials, write no outputs: for extra
         processes, here or on other machines), ``worker_index`` (set for the workers a run

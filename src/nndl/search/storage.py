@@ -1,4 +1,6 @@
-"""Storage: opening it, the trial lock that keeps ``--trials`` exact, and recovering lost trials.
+"""Storage: checking it before anything is written (:func:`check_storage`: a database connected to
+once, a journal read to its end without writing), opening it, the trial lock that keeps
+``--trials`` exact, and recovering lost trials.
 
 A process counts the study's trials and creates the next one only while it holds the study's
 trial lock (:func:`trial_lock`), so parallel workers never overshoot. The lock, by backend:
@@ -184,7 +186,8 @@ def _check_sqlite(parsed, url: str, shown: str) -> None:
         raise NndlError(f"--storage {shown}: an in-memory SQLite database vanishes with the process (and its "
                         "heartbeats cannot reach it); give a file: sqlite:///study.db")
     if database.is_dir():
-        raise NndlError(f"--storage {shown}: {database} is a folder; give a database file: sqlite:///{database}/study.db")
+        raise NndlError(f"--storage {shown}: {database} is a folder; give a database file in it: "
+                        f"sqlite:///{database}/study.db")
     if not database.parent.is_dir():
         raise NndlError(f"--storage {shown}: folder {database.parent} does not exist (SQLite creates the database "
                         "file, not its folder); create it first or choose another path")

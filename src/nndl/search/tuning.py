@@ -107,7 +107,10 @@ def _options(options: TuneOptions | None, kwargs: dict[str, Any]) -> TuneOptions
     unknown = sorted(set(kwargs) - names)
     if unknown:
         raise TypeError(f"tune() got an unexpected keyword argument '{unknown[0]}'")
-    return dataclasses.replace(options or TuneOptions(), **kwargs)
+    opts = dataclasses.replace(options or TuneOptions(), **kwargs)
+    if isinstance(opts.storage, os.PathLike):  # a journal given as a Path
+        opts.storage = os.fspath(opts.storage)
+    return opts
 
 
 def _signature() -> inspect.Signature:
