@@ -146,3 +146,29 @@ def test_a_changed_symbol_fails_loudly_with_its_name(monkeypatch):
         shim.heartbeat(study, study.ask())
     with pytest.raises(shim.OptunaChanged, match=r"optuna\.study\.Study\._storage"):
         shim.storage_of(object())
+
+
+def test_journal_records_replay_in_memory_and_the_culprit_is_named(tmp_path):
+    import json
+
+    path = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="s", storage=shim.journal_storage(str(path)))
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=2)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    with relies_on(shim.JOURNAL_BACKEND):
+        assert shim.first_unreplayable(records) is None
+        index, error = shim.first_unreplayable(records[:2] + [{"op_code": 4, "worker_id": "w"}] + records[2:])
+    assert index == 2 and isinstance(error, KeyError), f"{shim.JOURNAL_BACKEND}: replay no longer reads lazily"
+
+
+def test_journal_lock_is_a_file_beside_the_journal_while_held(tmp_path):
+    """The lock nndl reads a journal under is the one its writers append under (journal_storage passes it)."""
+    import os
+
+    path = str(tmp_path / "journal.log")
+    with relies_on(shim.JOURNAL_LOCK):
+        lock = shim.journal_lock(path)
+        lock.acquire()
+        held = os.path.lexists(path + ".lock")
+        lock.release()
+    assert held and not os.path.lexists(path + ".lock"), f"{shim.JOURNAL_LOCK} no longer locks with JOURNAL.lock"

@@ -171,7 +171,7 @@ def test_run_records_splitter_coverage_and_interval(tmp_path):
 def test_tune_regress_without_a_space_uses_the_default(tmp_path):
     from nndl.search import tune
 
-    summary = tune("regress", trials=2, overrides=["epochs=20"], out=tmp_path / "study", figures=False,
+    summary = tune("regress", trials=2, out=tmp_path / "study", figures=False,
                    retrain=False, sampler="random", echo=lambda s: None)
     marker = json.loads((tmp_path / "study" / "tune.json").read_text())
     assert marker["space"].endswith("regress_default.toml") and summary["counts"]["COMPLETE"] == 2

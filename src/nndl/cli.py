@@ -74,11 +74,18 @@ def cmd_tune(args) -> int:
 
     from .search import tune
 
-    summary = tune(args.task, args.space, sampler=args.sampler, trials=args.trials, folds=args.folds,
-                   pruner=args.pruner, study=args.study, storage=args.storage or os.environ.get("NNDL_TUNE_STORAGE"),
-                   workers=args.workers, out=args.out, preset=args.preset, overrides=args.overrides, seed=args.seed,
-                   timeout_per_trial=args.timeout_per_trial, heartbeat=args.heartbeat, worker_only=args.worker_only,
-                   worker_index=args.worker_index, batch_trials=args.batch_trials, allow_changes=args.allow_changes)
+    from_env = not args.storage and os.environ.get("NNDL_TUNE_STORAGE")
+    try:
+        summary = tune(args.task, args.space, sampler=args.sampler, trials=args.trials, folds=args.folds,
+                       pruner=args.pruner, study=args.study, storage=args.storage or from_env or None,
+                       repair_journal=args.repair_journal, workers=args.workers, out=args.out, preset=args.preset,
+                       overrides=args.overrides, seed=args.seed, timeout_per_trial=args.timeout_per_trial,
+                       heartbeat=args.heartbeat, worker_only=args.worker_only, worker_index=args.worker_index,
+                       batch_trials=args.batch_trials, allow_changes=args.allow_changes)
+    except NndlError as e:  # say where a storage nobody typed came from
+        if from_env and str(e).startswith("--storage"):
+            raise NndlError(f"--storage (from $NNDL_TUNE_STORAGE){str(e)[len('--storage'):]}") from None
+        raise
     return 0 if summary.get("ok", True) else 3  # 3: most trials failed, or none completed
 
 
@@ -198,8 +205,13 @@ def _add_tune(sub) -> None:
     p.add_argument("--folds", type=int, help="K of the K-fold CV (default: config folds for regress, 3 for classify)")
     p.add_argument("--pruner", default="none", help="none, median, hyperband or wilcoxon (default: none)")
     p.add_argument("--study", help="study name (default: TASK-SPACESTEM, or the one already in --out)")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. postgresql://user:pw@host/db (default: "
-                                                    "$NNDL_TUNE_STORAGE, else journal.log in the study folder)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage: a database URL, e.g. postgresql://user:pw@host/db "
+                                                    "(percent-encode @ : / in the password), or a journal file path "
+                                                    "(default: $NNDL_TUNE_STORAGE, else journal.log in the study "
+                                                    "folder)")
+    p.add_argument("--repair-journal", action="store_true",
+                   help="the journal's last line was cut short by a crash: drop it (the damaged file is kept as "
+                        "JOURNAL.damaged); any other damage is still refused")
     p.add_argument("--workers", type=int, default=1, help="trial processes on this machine (default: 1)")
     p.add_argument("--batch-trials", type=int, default=1, metavar="N",
                    help="regress: claim N trials at a time and train those sharing a network as one stacked "

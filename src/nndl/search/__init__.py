@@ -18,7 +18,8 @@ Modules, in the order a search uses them:
 - :mod:`.space` -- search-space files: parsing, validation, sampling a trial's values
 - :mod:`.objective` -- the K-fold objective, pruning, FAIL reasons, batched (stacked) trials
 - :mod:`.folder` -- the study folder and the settings a resumed study must keep
-- :mod:`.storage` -- opening the storage, the trial lock of every backend, recovering lost trials
+- :mod:`.storage` -- checking and opening the storage (journals validated, never written when damaged),
+  the trial lock of every backend, recovering lost trials
 - :mod:`.workers` -- the claim-and-run loop, local worker processes, their signals
 - :mod:`.outputs` -- trials.csv, the trial table, best_preset.toml, the retrained best run, study.json
 - :mod:`.optuna_shim` -- every private Optuna symbol the search uses, behind one small module

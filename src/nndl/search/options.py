@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import NndlError
-from .storage import mask_url
+from .storage import is_url, mask_url
 
 if TYPE_CHECKING:
     from .objective import Objective
@@ -33,9 +33,10 @@ class TuneOptions:
         ``timeout_per_trial``: seconds of training after which a trial stops and FAILs.
     Where the study lives and who runs it
         ``study`` (name; default ``TASK-SPACESTEM``, or the one already in ``out``), ``storage``
-        (an Optuna storage URL; default ``journal.log`` in the study folder; passwords are masked
-        in output), ``out`` (study folder; default ``runs/tune-TASK-TIMESTAMP``; reusing it
-        resumes its study), ``workers`` (processes on this machine: this one plus ``workers - 1``
+        (a database URL or a journal file path; default ``journal.log`` in the study folder;
+        checked before anything is written; passwords are masked in output), ``repair_journal``
+        (drop a journal's last line when a crash cut it short, keeping the damaged file), ``out``
+        (study folder; default ``runs/tune-TASK-TIMESTAMP``; reusing it resumes its study), ``workers`` (processes on this machine: this one plus ``workers - 1``
         started here), ``heartbeat`` (RDB storage: seconds between heartbeats; a trial is lost
         after 3 silent intervals), ``worker_only`` (only run trials, write no outputs: for extra
         processes, here or on other machines), ``worker_index`` (set for the workers a run
@@ -58,6 +59,7 @@ class TuneOptions:
     timeout_per_trial: float | None = None
     study: str | None = None
     storage: str | None = None
+    repair_journal: bool = False
     out: str | Path | None = None
     workers: int = 1
     heartbeat: int = 10
@@ -80,6 +82,9 @@ class TuneOptions:
         if ((self.trials is not None and self.trials < 1) or self.workers < 1 or self.batch_trials < 1
                 or (self.folds is not None and self.folds < 2)):
             raise NndlError("--trials, --workers and --batch-trials must be >= 1, --folds >= 2")
+        if self.heartbeat < 1:
+            raise NndlError(f"--heartbeat {self.heartbeat}: must be >= 1 (seconds between the heartbeats a "
+                            "database storage gets from each running trial)")
         if self.batch_trials > 1 and task != "regress":
             raise NndlError("--batch-trials stacks regression MLPs; for classify leave it at 1 (use --workers)")
 
@@ -115,4 +120,4 @@ class Plan:
     @property
     def where(self) -> str:
         """The storage as printed and saved: a URL with its password masked, or the journal path."""
-        return mask_url(self.storage) if self.storage and "://" in self.storage else str(self.journal)
+        return mask_url(self.storage) if is_url(self.storage) else str(self.journal)

@@ -4,7 +4,8 @@ The search needs a few things Optuna keeps to itself: the per-trial heartbeat th
 ``Study.optimize`` starts (batched trials run outside ``optimize`` and must beat themselves),
 a study's storage and a trial's storage id (to read a trial back after ``tell``), the
 ``retry_history`` of a retried trial, the message of the ``Study.stop`` error a GridSampler
-raises after its last point, and the text of the "heartbeat outside optimize" warning.
+raises after its last point, the text of the "heartbeat outside optimize" warning, the journal
+file's writer lock, and replaying journal records in memory to validate a journal before opening it.
 
 They are reached only through the functions below. When an installed Optuna renames or drops
 one, the call raises :class:`OptunaChanged` naming the symbol and the Optuna version, and
@@ -28,6 +29,8 @@ RETRY_HISTORY = "optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history"
 RETRY_CALLBACK = "optuna.storages.RetryHeartbeatStaleTrialCallback"
 FAIL_STALE = "optuna.storages.fail_stale_trials"
 JOURNAL_FILE = "optuna.storages.journal.JournalFileBackend"
+JOURNAL_LOCK = "optuna.storages.journal.JournalFileSymlinkLock"
+JOURNAL_BACKEND = "optuna.storages.journal.BaseJournalBackend"
 # Matched by text: Optuna gives neither its own class.
 GRID_STOP_MESSAGE = "Study.stop"  # RuntimeError from a GridSampler's study.stop() after tell() outside optimize
 HEARTBEAT_WARNING = "Heartbeat of storage"  # study.ask() on a heartbeat storage outside optimize
@@ -109,8 +112,40 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 
 def journal_storage(path: str) -> optuna.storages.BaseStorage:
-    """A journal-file storage at ``path``."""
-    return optuna.storages.JournalStorage(_resolve(JOURNAL_FILE)(path))
+    """A journal-file storage at ``path``, appending under :func:`journal_lock`."""
+    return optuna.storages.JournalStorage(_resolve(JOURNAL_FILE)(path, lock_obj=journal_lock(path)))
+
+
+def journal_lock(path: str):
+    """The lock every writer of the journal at ``path`` holds while it appends (``acquire``/``release``):
+    a reader holding it never sees a record half-written."""
+    return _resolve(JOURNAL_LOCK)(path)
+
+
+def first_unreplayable(records: list[dict]) -> tuple[int, Exception] | None:
+    """(index, error) of the first journal record Optuna cannot replay, or None when all replay.
+
+    The records are replayed in memory by Optuna's own ``JournalStorage``, from a backend that
+    hands them out one at a time and refuses to append: the record being replayed when it raises is
+    the culprit. Relies on ``JournalStorage`` reading its backend lazily, in order.
+    """
+    class ReadOnly(_resolve(JOURNAL_BACKEND)):
+        handed_out = 0
+
+        def read_logs(self, log_number_from: int):
+            for i in range(log_number_from, len(records)):
+                self.handed_out = i + 1
+                yield records[i]
+
+        def append_logs(self, logs) -> None:
+            raise RuntimeError("a journal under validation is read-only")
+
+    backend = ReadOnly()
+    try:
+        optuna.storages.JournalStorage(backend).get_all_studies()
+    except Exception as e:  # noqa: BLE001 - whatever Optuna fails on, the record is not one it can use
+        return max(backend.handed_out - 1, 0), e
+    return None
 
 
 def is_grid_stop(error: RuntimeError) -> bool:
@@ -136,7 +171,8 @@ def check() -> list[str]:
     (The instance attributes and the message texts need a study to check: see the tests.)
     """
     problems = []
-    for symbol in (HEARTBEAT_THREAD, RETRY_HISTORY, RETRY_CALLBACK, FAIL_STALE, JOURNAL_FILE):
+    for symbol in (HEARTBEAT_THREAD, RETRY_HISTORY, RETRY_CALLBACK, FAIL_STALE, JOURNAL_FILE, JOURNAL_LOCK,
+                   JOURNAL_BACKEND):
         try:
             if not callable(_resolve(symbol)):
                 problems.append(f"{symbol} is not callable")

@@ -59,6 +59,11 @@ def load_space(path: str | Path, task: str) -> Space:
     extra = set(data) - {"preset", "fixed", "params", "grid"}
     if extra:
         raise bad(", ".join(sorted(extra)), "unknown top-level key; use preset, [fixed], [params.NAME] or [grid]")
+    for table in ("fixed", "params", "grid"):
+        if not isinstance(data.get(table, {}), dict):
+            raise bad(table, f"needs a table ([{table}] on a line of its own, then key = value lines)")
+    if not isinstance(data.get("preset", ""), str):
+        raise bad("preset", f"= {data['preset']!r}: needs a preset name or file, as a string")
     fixed = {ALIASES.get(k, k): check(f"[fixed] {k}", k, v) for k, v in data.get("fixed", {}).items()}
     params = {name: _param(f"[params.{name}]", name, spec, check, bad) for name, spec in data.get("params", {}).items()}
     grid = data.get("grid", {})
@@ -67,11 +72,43 @@ def load_space(path: str | Path, task: str) -> Space:
             raise bad(f"[grid] {name}", "needs a non-empty list of scalars")
         for v in values:
             check(f"[grid] {name}", name, v)
-    both = set(params) & set(grid)
-    if both or not (params or grid):
-        raise bad(", ".join(both) or "[params]/[grid]", "each key once, in [params] or [grid]" if both
-                  else "nothing to search: add [params.NAME] tables or a [grid] table")
+    _check_each_setting_once(data, bad)
+    if not (params or grid):
+        raise bad("[params]/[grid]", "nothing to search: add [params.NAME] tables or a [grid] table")
     return Space(path, data.get("preset"), fixed, params, grid)
+
+
+def _check_each_setting_once(data: dict[str, Any], bad: Callable[[str, str], NndlError]) -> None:
+    """A setting named twice in [fixed], or twice in [params]/[grid] (``max_epochs`` is ``epochs``),
+    would keep one value and drop the other silently, while trials.csv lists both: refuse it."""
+    for tables in (("fixed",), ("params", "grid")):
+        seen: dict[str, tuple[str, str]] = {}  # config field -> (key, where)
+        for table in tables:
+            for key in data.get(table, {}):
+                field, where = ALIASES.get(key, key), f"[params.{key}]" if table == "params" else f"[{table}] {key}"
+                if field in seen:
+                    first_key, first_where = seen[field]
+                    alias = next((k for k in (key, first_key) if k in ALIASES), None)
+                    named = f" ({alias} is another name for {field})" if alias and first_key != key else ""
+                    raise bad(f"{first_where} and {where}", f"the same setting twice{named}: only one of the two "
+                                                             "would be used; keep one")
+                seen[field] = (key, where)
+
+
+def check_nothing_overridden(space: Space, overrides: dict[str, Any]) -> None:
+    """Refuse a value the search replaces in every trial: a [fixed] key or a ``--set KEY`` that the
+    space also searches would be ignored silently."""
+    searched = {ALIASES.get(k, k): f"[params.{k}]" for k in space.params}
+    searched.update({ALIASES.get(k, k): f"[grid] {k}" for k in space.grid})
+    for key in space.fixed:
+        if key in searched:
+            raise NndlError(f"{space.path}: [fixed] {key} and {searched[key]}: the same setting twice: the search "
+                            "sets it in every trial, so the [fixed] value is never used; keep one")
+    for key in overrides:
+        if key in searched:
+            raise NndlError(f"--set {key}: {space.path} searches {key} ({searched[key]}), and a trial's value "
+                            f"replaces --set; remove --set {key}, or fix it in the [fixed] table of your own copy "
+                            "of the space")
 
 
 def _param(where: str, name: str, spec: Any, check: Callable, bad: Callable[[str, str], NndlError]) -> dict:

@@ -1,4 +1,6 @@
-"""Storage: opening it, the trial lock that keeps ``--trials`` exact, and recovering lost trials.
+"""Storage: checking it before anything is written (:func:`check_storage`: a database connected to
+once, a journal read to its end without writing), opening it, the trial lock that keeps
+``--trials`` exact, and recovering lost trials.
 
 A process counts the study's trials and creates the next one only while it holds the study's
 trial lock (:func:`trial_lock`), so parallel workers never overshoot. The lock, by backend:
@@ -17,8 +19,10 @@ so a killed worker never leaves the study locked.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import socket
@@ -29,7 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import NndlError
-from ..masking import mask_secrets
+from ..masking import MASK, SECRET_KEYS, mask_secrets, parse_dsn, url_userinfo
 from . import optuna_shim
 
 mask_url = mask_secrets  # the name search callers and tests know
@@ -46,9 +50,15 @@ def driver_url(url: str) -> str:
     return url
 
 
+def is_url(storage: str | None) -> bool:
+    """Whether a storage string is a database URL (else it is a journal file path, or the default journal)."""
+    return bool(storage) and "://" in storage
+
+
 def open_storage(url: str | None, folder: Path | None, heartbeat: int):
-    """(storage, journal path or None). Default: ``journal.log`` in the study folder."""
-    if url and "://" in url:
+    """(storage, journal path or None). Default: ``journal.log`` in the study folder. The storage was
+    checked by :func:`check_storage` first."""
+    if is_url(url):
         url = driver_url(url)
         # SQLite: a writer waits for another process's write instead of failing after 5 s.
         extra = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -62,11 +72,134 @@ def open_storage(url: str | None, folder: Path | None, heartbeat: int):
     return optuna_shim.journal_storage(str(path)), path
 
 
-def check_storage(url: str | None) -> None:
-    """Refuse a storage a study cannot live in, before the study folder is written."""
-    if url and "://" in url and sqlite_file(driver_url(url)) is None:
-        raise NndlError(f"--storage {mask_url(url)}: an in-memory SQLite database vanishes with the process (and its "
+def close_storage(storage) -> None:
+    """Close a database storage's connections (the process may live on: a notebook, the Python API)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- checking it first
+CONNECT_TIMEOUT = 5  # seconds: a host that does not answer is reported, not waited for
+TIMEOUT_ARG = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "mysqldb": "connect_timeout",
+               "pymysql": "connect_timeout", "pg8000": "timeout"}
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'", "MySQLdb": "mysqlclient",
+                   "pymysql": "PyMySQL"}
+URL_FORM = "DIALECT://USER:PASSWORD@HOST:PORT/DATABASE, e.g. postgresql://tuner:PASSWORD@db.example/optuna"
+ENCODE = "percent-encode @ : / % ? # and spaces in the user name and password as %40 %3A %2F %25 %3F %23 %20"
+# A database scheme with a ':' but no '//': the start of a URL missing its slashes, not a file name.
+SCHEME_WITHOUT_SLASHES = re.compile(r"(postgres(ql)?|mysql|mariadb|sqlite|oracle|mssql)(\+\w+)?:(?!//)", re.I)
+
+
+def check_storage(storage: str | None, out, repair: bool = False) -> None:
+    """Refuse a storage a study cannot live in, before anything is written: one line naming
+    ``--storage`` (or the journal file) and the fix. A database is connected to once, with a short
+    timeout; a journal is read to the end, changing nothing.
+
+    ``out`` is the study folder (``--out``): the default journal lives there, and a journal path
+    inside it may name a folder that is yet to be made. ``repair``: a journal whose last line was
+    cut short is accepted, to be repaired when it is opened (:func:`repair_journal`).
+    """
+    if not storage:
+        default = Path(out) / "journal.log" if out is not None else None
+        if default is not None and (default.parent / "tune.json").is_file() and default.is_file():
+            check_journal(default, repair)
+        return
+    dsn = parse_dsn(storage)
+    if dsn is not None:
+        raise NndlError(f"--storage: a libpq key=value connection string is not a storage URL; write it as "
+                        f"{_dsn_as_url(dsn)}, your password in place of {MASK}, and {ENCODE}")
+    if SCHEME_WITHOUT_SLASHES.match(storage):
+        raise NndlError(f"--storage {mask_url(storage.split(':', 1)[0])}:...: a database URL needs '://' after its "
+                        f"scheme: {URL_FORM}")
+    if is_url(storage):
+        _check_url(storage)
+    else:
+        _check_journal_path(Path(storage), out, repair)
+
+
+def _dsn_as_url(dsn: dict[str, str]) -> str:
+    """The URL form of a libpq connection string, its password a placeholder (the URL is printed)."""
+    from urllib.parse import quote, urlencode
+
+    user = quote(dsn.get("user", "USER"), safe="") + (f":{MASK}" if "password" in dsn else "")
+    host = dsn.get("host") or dsn.get("hostaddr") or "localhost"
+    port = f":{dsn['port']}" if dsn.get("port") else ""
+    extra = {k: v for k, v in dsn.items() if k not in ("user", "password", "host", "hostaddr", "port", "dbname")
+             and k not in SECRET_KEYS}
+    query = f"?{urlencode(extra)}" if extra else ""
+    return f"postgresql://{user}@{host}{port}/{quote(dsn.get('dbname', 'DATABASE'))}{query}"
+
+
+def _check_url(url: str) -> None:
+    import sqlalchemy
+
+    shown = mask_url(url)
+    if "@" in (url_userinfo(url) or ""):
+        raise NndlError(f"--storage {shown}: more than one '@' before the host: {ENCODE}")
+    try:
+        parsed = sqlalchemy.engine.make_url(driver_url(url))
+    except Exception:  # noqa: BLE001 - SQLAlchemy says ArgumentError or ValueError (a port that is no number)
+        raise NndlError(f"--storage {shown}: not a database URL; write {URL_FORM} and {ENCODE}, "
+                        "or give a journal file path") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(parsed, url, shown)
+        return
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise NndlError(f"--storage {shown}: unknown database kind '{parsed.drivername}'; use postgresql://, "
+                        "mysql:// or sqlite:///, or give a journal file path") from None
+    try:
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+    except ImportError as e:
+        package = DRIVER_PACKAGES.get(e.name or "", e.name or "its driver")
+        raise NndlError(f"--storage {shown}: the Python driver for {parsed.drivername} is not installed "
+                        f"(no module {e.name!r}); pip install {package}") from None
+    _try_connect(parsed, shown)
+
+
+def _try_connect(parsed, shown: str) -> None:
+    """Connect once, with a timeout: a refused, unknown or silent host is one line, not a study folder."""
+    import sqlalchemy
+
+    timeout = TIMEOUT_ARG.get(parsed.get_driver_name())
+    engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={timeout: CONNECT_TIMEOUT} if timeout else {})
+    try:
+        with engine.connect():
+            pass
+    except Exception as e:  # noqa: BLE001 - every driver has its own errors; the first line says what
+        why = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+        raise NndlError(f"--storage {shown}: cannot connect ({mask_url(why)}); check the host, port, user, "
+                        f"password and database name, and that the server is running") from None
+    finally:
+        engine.dispose()
+
+
+def _check_sqlite(parsed, url: str, shown: str) -> None:
+    if parsed.username or parsed.password or parsed.host:
+        raise NndlError(f"--storage {shown}: an SQLite URL has no user, password or host; write sqlite:///study.db "
+                        "(a relative path) or sqlite:////absolute/path/study.db")
+    database = sqlite_file(driver_url(url))
+    if database is None:
+        raise NndlError(f"--storage {shown}: an in-memory SQLite database vanishes with the process (and its "
                         "heartbeats cannot reach it); give a file: sqlite:///study.db")
+    if database.is_dir():
+        raise NndlError(f"--storage {shown}: {database} is a folder; give a database file in it: "
+                        f"sqlite:///{database}/study.db")
+    if not database.parent.is_dir():
+        raise NndlError(f"--storage {shown}: folder {database.parent} does not exist (SQLite creates the database "
+                        "file, not its folder); create it first or choose another path")
+    try:
+        with open(database, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise NndlError(f"--storage {shown}: cannot read {database} ({e.strerror})") from None
+    if head and head != b"SQLite format 3\x00":
+        raise NndlError(f"--storage {shown}: {database} is not an SQLite database; give a new or an SQLite file")
 
 
 def sqlite_file(url: str) -> Path | None | bool:
@@ -75,13 +208,130 @@ def sqlite_file(url: str) -> Path | None | bool:
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except Exception:  # not a URL SQLAlchemy reads: open_storage says so in one line
+    except Exception:  # not a URL SQLAlchemy reads: check_storage says so in one line
         return False
     if parsed.get_backend_name() != "sqlite":
         return False
     db = parsed.database or ""
     in_memory = db in ("", ":memory:") or parsed.query.get("mode") == "memory"
     return None if in_memory else Path(db[5:] if db.startswith("file:") else db)
+
+
+# --------------------------------------------------------------------------- the journal file
+def _check_journal_path(path: Path, out, repair: bool) -> None:
+    if path.is_dir():
+        raise NndlError(f"--storage {path}: is a folder; give a journal file path, e.g. {path / 'journal.log'}")
+    folder = path.parent
+    inside_out = out is not None and folder.resolve() == Path(out).resolve()  # study_folder makes it
+    if not folder.is_dir() and not inside_out:
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise NndlError(f"--storage {path}: {folder} {what}; create the folder first or choose another journal path")
+    if path.exists():
+        check_journal(path, repair)
+
+
+def check_journal(path: Path, repair: bool = False) -> None:
+    """Refuse a damaged journal before Optuna opens it for writing (it would append to it), changing nothing."""
+    with _journal_locked(path):
+        intact = scan_journal(path)
+    if intact is not None and not repair:
+        raise NndlError(f"{path}: its last line (line {_line_count(path, intact) + 1}) is cut short, as a crash "
+                        f"mid-write leaves it; rerun with --repair-journal to drop that line (the file is kept as "
+                        f"{_damaged_name(path)}), or restore the journal from a backup")
+
+
+def repair_journal(path: Path) -> str | None:
+    """Drop the cut-short last line of a journal, after saving the file beside it; a note of what was
+    done, or None when the journal was intact. Any other damage is still refused (:func:`scan_journal`)."""
+    import shutil
+
+    with _journal_locked(path):
+        intact = scan_journal(path)
+        if intact is None:
+            return None
+        kept = _damaged_name(path)
+        tmp = kept.with_name(kept.name + ".tmp")
+        try:
+            shutil.copy2(path, tmp)
+            os.replace(tmp, kept)
+        finally:
+            tmp.unlink(missing_ok=True)
+        dropped = path.stat().st_size - intact
+        os.truncate(path, intact)
+    return f"repaired {path}: dropped its cut-short last line ({dropped} bytes); the damaged file is {kept}"
+
+
+def scan_journal(path: Path) -> int | None:
+    """Read a journal file, changing nothing, and raise :class:`NndlError` at its first damaged line
+    (not UTF-8, not JSON, not a record Optuna can replay). Returns the length in bytes of its intact
+    part when only the last line is cut short (no end of line: Optuna skips such a line, but its next
+    append would glue a record onto it), else None."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise NndlError(f"{path}: cannot read the journal ({e.strerror})") from None
+    lines = data.split(b"\n")
+    records = [_journal_record(path, number, line) for number, line in enumerate(lines[:-1], 1)]
+    bad = optuna_shim.first_unreplayable(records)
+    if bad is not None:
+        raise _damaged(path, bad[0] + 1, f"Optuna cannot replay it: {type(bad[1]).__name__}: {bad[1]}")
+    cut = lines[-1]
+    if not cut:
+        return None
+    # What a crash mid-append leaves: the start of a record (Optuna writes ASCII JSON objects), or the
+    # zeros a file system may leave in blocks it had allocated but not written. Anything else is damage.
+    if not (cut.strip(b"\0") == b"" or (cut.startswith(b"{") and cut.isascii())):
+        _journal_record(path, len(lines), cut)  # raises: not UTF-8, not JSON...
+        raise _damaged(path, len(lines), "no end of line")
+    return len(data) - len(cut)
+
+
+def _journal_record(path: Path, number: int, line: bytes) -> dict:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(path, number, "not UTF-8 text") from None
+    except ValueError:
+        raise _damaged(path, number, "not JSON") from None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise _damaged(path, number, "not an Optuna journal record")
+    return record
+
+
+def _damaged(path: Path, number: int, why: str) -> NndlError:
+    return NndlError(f"{path}: line {number} is damaged ({mask_url(why)[:200]}); nndl does not write to a "
+                     "journal it cannot read: restore it from a backup, or move it away to start the study afresh")
+
+
+def _line_count(path: Path, length: int) -> int:
+    with open(path, "rb") as fh:
+        return fh.read(length).count(b"\n")
+
+
+def _damaged_name(path: Path) -> Path:
+    """``JOURNAL.damaged``, or ``JOURNAL.damaged-2``, ... when that exists."""
+    kept, n = path.with_name(path.name + ".damaged"), 1
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.name}.damaged-{n}")
+    return kept
+
+
+@contextlib.contextmanager
+def _journal_locked(path: Path):
+    """Hold Optuna's journal lock, which every writer holds while it appends, so that a record being
+    written by another worker is not read as cut short. A folder nndl cannot write to cannot hold
+    the lock, nor can any writer append there: then the journal is read without it."""
+    lock = optuna_shim.journal_lock(str(path))
+    try:
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- the trial lock
@@ -220,7 +470,7 @@ def lock_kind(storage_url: str | None, journal: Path | None) -> tuple[str, Path 
     url = driver_url(storage_url)
     database = sqlite_file(url)
     if database is None:
-        check_storage(url)  # raises
+        check_storage(url, None)  # raises
     if database is not False:
         return "file", Path(f"{database}.slot-lock")
     return ("advisory" if url.startswith("postgres") else "row"), None
@@ -255,8 +505,10 @@ def recover(study, journal: Path | None) -> None:
     for t in trials:
         h, _, pid = (t.user_attrs.get("worker") or "").rpartition(":")
         # The journal has no heartbeat: on this host a dead PID tells a lost trial.
+        # So does this process's own PID: between trials it runs none (its trial's end was lost,
+        # e.g. with the cut-short last line of a repaired journal).
         lost = (journal is not None and t.state == TrialState.RUNNING and h == host and pid.isdigit()
-                and not _alive(int(pid)))
+                and (int(pid) == os.getpid() or not _alive(int(pid))))
         if lost:
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         interrupted = t.state == TrialState.FAIL and (t.user_attrs.get("fail_reason") or "").startswith("interrupt")

@@ -13,14 +13,16 @@ from typing import Any
 
 import optuna
 
+from .. import config as config_mod
 from ..errors import NndlError
+from ..masking import remember_secrets
 from . import optuna_shim
 from .folder import study_folder, study_settings
 from .objective import Objective
 from .options import Plan, TuneOptions
 from .outputs import finish, reason
-from .space import DEFAULT_SPACE, Space, check_space_values, load_space
-from .storage import check_storage, mask_url, open_storage, trial_lock
+from .space import DEFAULT_SPACE, Space, check_nothing_overridden, check_space_values, load_space
+from .storage import check_storage, close_storage, is_url, mask_url, open_storage, repair_journal, trial_lock
 from .workers import _sigterm_interrupts, run_with_workers, work
 
 
@@ -63,16 +65,25 @@ def tune(task: str, space: str | Path | None = None, options: TuneOptions | None
         ``best_run``, ...) plus ``study_dir``. With ``worker_only`` a plain dict.
     """
     opts = _options(options, kwargs)
+    remember_secrets(opts.storage)  # from here on its password is masked in every line and file, in any form
     opts.check(task)
     optuna_shim.require()  # an Optuna that changed what the search relies on: say so before any trial
     plan, store, seed = _plan(task, space, opts)
+    try:
+        return _search(plan, store, seed, opts)
+    finally:
+        close_storage(store)
+
+
+def _search(plan: Plan, store, seed: int, opts: TuneOptions):
+    """Open the study, run this process's and the workers' trials, and write the outputs."""
     index = opts.worker_index if opts.worker_index is not None else (os.getpid() % 1000 + 1 if opts.worker_only else 0)
     with _threads_per_worker(opts.workers):
         st = _open_study(plan, store, opts, seed + index)
         slot = plan.objective.slot = trial_lock(opts.storage, plan.journal, plan.name)
         try:
             batching = f", {opts.batch_trials} trials per stacked batch" if opts.batch_trials > 1 else ""
-            opts.echo(f"study '{plan.name}' ({task}, {plan.sampler} sampler, {opts.pruner} pruner, {plan.folds} "
+            opts.echo(f"study '{plan.name}' ({plan.task}, {plan.sampler} sampler, {opts.pruner} pruner, {plan.folds} "
                       f"folds, {plan.n_total} trials{batching}) in {plan.where}")
             on_trial = functools.partial(_print_trial, plan.metric, opts.echo)
             if opts.worker_only:
@@ -96,7 +107,10 @@ def _options(options: TuneOptions | None, kwargs: dict[str, Any]) -> TuneOptions
     unknown = sorted(set(kwargs) - names)
     if unknown:
         raise TypeError(f"tune() got an unexpected keyword argument '{unknown[0]}'")
-    return dataclasses.replace(options or TuneOptions(), **kwargs)
+    opts = dataclasses.replace(options or TuneOptions(), **kwargs)
+    if isinstance(opts.storage, os.PathLike):  # a journal given as a Path
+        opts.storage = os.fspath(opts.storage)
+    return opts
 
 
 def _signature() -> inspect.Signature:
@@ -138,22 +152,41 @@ def _plan(task: str, space, opts: TuneOptions) -> tuple[Plan, Any, int]:
                           opts.pruner)
     base_cfg = objective.config()  # a bad preset/[fixed]/--set is an input error, not N failed trials
     check_space_values(sp, objective.config)  # so is a range or choice the config rejects
-    storage = opts.storage
-    check_storage(storage)
+    check_nothing_overridden(sp, config_mod.parse_overrides(opts.overrides))  # nor a value it replaces
+    check_storage(opts.storage, opts.out, repair=opts.repair_journal)  # before anything is written
     k = opts.folds or (base_cfg.folds if task == "regress" else 3)
-    folder, name = study_folder(opts.out, task, opts.study, sp, storage, need=storage is None or "://" not in storage,
-                                create=not opts.worker_only,
-                                settings=study_settings(sp, base_preset, opts.overrides, opts.seed, k),
-                                allow_changes=opts.allow_changes)
-    store, journal = open_storage(storage, folder, opts.heartbeat)
+    settings = study_settings(sp, base_preset, opts.overrides, opts.seed, k)
+    folder, name, store, journal = _folder_and_storage(task, sp, opts, settings)
     # Load the task's modules now, not inside the first trial: a Ctrl-C that lands while a module
     # defines its dataclasses (exec of generated code) is still handled, but CPython 3.11 then
     # records it as unhandled and ends the process by SIGINT instead of with exit code 130.
     from ..tasks import get_task
 
     get_task(task)
-    plan = Plan(task, sp, sampler, n_total, k, objective, name, folder, storage, journal)
+    plan = Plan(task, sp, sampler, n_total, k, objective, name, folder, opts.storage, journal)
     return plan, store, base_cfg.seed
+
+
+def _folder_and_storage(task: str, sp: Space, opts: TuneOptions, settings: dict[str, Any]):
+    """(study folder, study name, opened storage, journal path or None). A database is opened before
+    the folder is made, so a database it cannot use leaves no folder; a journal is repaired first
+    when ``--repair-journal`` asks for it."""
+    storage = opts.storage
+    store, journal = open_storage(storage, None, opts.heartbeat) if is_url(storage) else (None, None)
+    try:
+        folder, name = study_folder(opts.out, task, opts.study, sp, storage, need=not is_url(storage),
+                                    create=not opts.worker_only, settings=settings,
+                                    allow_changes=opts.allow_changes)
+    except BaseException:
+        close_storage(store)
+        raise
+    if store is None:
+        journal = Path(storage) if storage else folder / "journal.log"
+        note = repair_journal(journal) if opts.repair_journal and journal.is_file() else None
+        if note:
+            opts.echo(note)
+        store = open_storage(str(journal), None, opts.heartbeat)[0]
+    return folder, name, store, journal
 
 
 def _open_study(plan: Plan, store, opts: TuneOptions, seed: int) -> optuna.Study:

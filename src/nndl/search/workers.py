@@ -91,13 +91,16 @@ def _spawn(task, sp, index, opts: dict[str, Any], overrides, storage, folder) ->
         argv += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"]
     src = Path(__file__).resolve().parents[2]  # the folder holding the nndl package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    # The storage goes in the environment, not on the command line, where `ps` would show a password;
+    # without one, a NNDL_TUNE_STORAGE of the caller's must not send the worker to another storage.
+    env.pop("NNDL_TUNE_STORAGE", None)
     if storage:
-        env["NNDL_TUNE_STORAGE"] = storage  # not on the command line, where `ps` would show a password
-    log = open(folder / f"worker-{index}.log", "w")
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent,
-                            # its own session: a terminal's Ctrl-C reaches the parent only, which forwards
-                            # exactly one SIGINT (a second one could cut short the worker's own cleanup)
-                            start_new_session=True)
+        env["NNDL_TUNE_STORAGE"] = storage
+    with open(folder / f"worker-{index}.log", "w") as log:  # the worker writes to its own copy of the file
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_end_with_parent,
+                                # its own session: a terminal's Ctrl-C reaches the parent only, which forwards
+                                # exactly one SIGINT (a second one could cut short the worker's own cleanup)
+                                start_new_session=True)
 
 
 def _end_with_parent() -> None:
