@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .data.regression import _is_number, read_table
-from .errors import NndlError
+from .errors import NndlError, function_argument, path_argument, paths_argument
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BORDER_FRACTION = 0.04  # the outer 4% of each side (at least 1 pixel) is "the border"
@@ -601,6 +601,8 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
         Not an nndl run / checkpoint, an unreadable, oversized or mismatched input
         file, ``top < 1``, or an ``out`` that cannot be written.
     """
+    run_dir, out = path_argument(run_dir, "run_dir") or Path("."), path_argument(out, "out")
+    files, echo = paths_argument(files, "files"), function_argument(echo, "echo")
     if not files:
         raise NndlError("give at least one input file")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:

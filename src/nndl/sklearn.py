@@ -161,8 +161,9 @@ class _NNBase(BaseEstimator):
         overrides = {k: _plain(v) for k, v in params.items() if k not in _OWN_PARAMETERS and v is not None}
         if epochs is not None:
             overrides["epochs"] = epochs
+        seed = self._seed()  # its own one-line error, already naming the estimator
         try:
-            cfg = config_mod.resolve(self._task, self.preset, overrides, seed=self._seed())
+            cfg = config_mod.resolve(self._task, self.preset, overrides, seed=seed)
         except NndlError as e:  # the config's words for the CLI ("--set lr=x") read as the parameter here
             raise NndlValueError(f"{name}: {str(e).replace('--set ', '')}") from None
         defaults = config_mod.TASK_CONFIGS[self._task]()
@@ -181,8 +182,8 @@ class _NNBase(BaseEstimator):
         """``random_state`` as nndl's integer seed (an int is used as is, so results match ``--seed``)."""
         rs = self.random_state
         if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
-            if not 0 <= rs < 2**63:
-                raise NndlValueError(f"{type(self).__name__}: random_state = {rs}: must be >= 0")
+            if not 0 <= rs < config_mod.SEED_LIMIT:
+                raise NndlValueError(f"{type(self).__name__}: random_state = {rs}: must be in 0 .. 2**63 - 1")
             return int(rs)
         if rs is None or isinstance(rs, np.random.RandomState):
             return int(check_random_state(rs).randint(0, 2**31 - 1))
@@ -465,9 +466,6 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, amp_cp
             if used:
                 raise NndlValueError(f"NNClassifier: '{used[0]}' = {getattr(cfg, used[0])!r} applies to images; "
                                      "give X as (n, C, H, W) or use an image model, or turn it off")
-        if cfg.patience > 0 and cfg.val_fraction <= 0:
-            raise NndlValueError(f"NNClassifier: patience = {cfg.patience} needs a validation split: set "
-                                 "val_fraction > 0 (e.g. 0.1)")
 
     def _encode(self, y, classes: np.ndarray) -> torch.Tensor:
         idx = np.searchsorted(classes, y)
