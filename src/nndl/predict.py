@@ -200,8 +200,12 @@ def image_has_object(image) -> bool:
 
 
 def _open_image(path: str | Path):
-    """The image at ``path``, fully decoded, after checking its pixel count from the header."""
+    """The image at ``path`` decoded as in training (:func:`nndl.datasets.image_folder.open_image`: upright,
+    8-bit, no transparency), after checking its pixel count from the header."""
+    from .datasets.image_folder import open_image
+
     Image, _ = _pil()
+    unreadable = "give a PNG or JPEG file, or an IDX/CSV batch"
     try:
         with warnings.catch_warnings():
             # Pillow warns about (and past twice its own limit, refuses) huge images; nndl's own
@@ -209,28 +213,27 @@ def _open_image(path: str | Path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
-                                    f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees a small image anyway)")
-                im.load()
-                return im.copy()
     except Image.DecompressionBombError:
         raise NndlError(f"{path}: image too large to decode safely (a decompression bomb?); predict reads at "
                         f"most {MAX_IMAGE_PIXELS:,} pixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError; truncated files too
-        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); give a PNG or JPEG file, or an "
-                        "IDX/CSV batch") from None
+        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); {unreadable}") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
+                        f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees a small image anyway)")
+    return open_image(Path(path), fix=unreadable)
 
 
 def _preprocess(image, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
     """:func:`preprocess_image` and whether the image holds an object (see :func:`image_has_object`)."""
+    from .datasets.image_folder import upright_image
+
     h_out, w_out = size or _fashion_size()
     Image, ImageOps = _pil()
-    img = _open_image(image) if isinstance(image, (str, Path)) else image
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if isinstance(image, (str, Path)):
+        img = _open_image(image)
+    else:  # a PIL image given in Python: the decoder's steps after the file is read
+        img = upright_image(ImageOps.exif_transpose(image), "the image")
     gray = np.asarray(img.convert("L"), dtype=np.float32)
     h, w = gray.shape
     b = max(1, round(BORDER_FRACTION * min(h, w)))
@@ -388,12 +391,11 @@ def _read_for_model(run: LoadedRun, path: Path) -> tuple[np.ndarray, np.ndarray 
     if style == "resized":
         if kind != "image":
             raise NndlError(f"{path}: this model was trained on an image folder; give image files (PNG/JPEG)")
-        from .datasets.image_folder import open_image, to_array
+        from .datasets.image_folder import to_array
 
         if path.stat().st_size == 0:
             raise NndlError(f"{path}: empty file; give a PNG or JPEG image")
-        _open_image(path)  # the pixel-count limit and a one-line error for a file that is not an image
-        arr = to_array(open_image(path), shape[0], shape[1:])
+        arr = to_array(_open_image(path), shape[0], shape[1:])  # decoded once, as in training
         return arr[None], None, True, [int(arr.max()) - int(arr.min()) > 0]
     if kind == "image":
         image, has_object = _preprocess(path, shape[1:])
