@@ -121,7 +121,8 @@ class ClassifyConfig(TrainConfig):
     test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
     val_fraction: float = _doc(0.1, "stratified share of the training images held out for validation")
     hidden: list[int] = _list([256, 128, 64], "MLP hidden layer widths")
-    dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer")
+    dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer, one rate per layer (these "
+                                                  "defaults are cut, or padded with 0, to fit another hidden)")
     channels: list[int] = _list([16, 32, 64], "conv widths")
     activation: str = _choice("relu", ["sigmoid", "tanh", "relu", "gelu"])
     init: str = _choice("default", ["default", "xavier", "kaiming"])
@@ -359,6 +360,10 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
         out["nesterov"] = "needs momentum > 0"
     if config.get("schedule") == "constant":
         out["min_lr_factor"] = "the constant schedule does not decay"
+    if task == "regress" and config.get("search", "none") != "auto":
+        out["ensemble_top"] = f"only search=auto builds an ensemble of the best configs (search {config.get('search')})"
+    if task == "regress" and config.get("splitter", "kfold") != "cluster":
+        out["group_col"] = f"only splitter=cluster reads group labels (splitter {config.get('splitter')})"
     model = config.get("model")
     if task == "classify" and model in MODEL_KINDS:  # the registry says which settings each model reads
         for key in MODEL_SETTINGS:
@@ -388,6 +393,11 @@ def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
         if key in unused and getattr(cfg, key) != defaults.get(key):
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r} does not apply: {unused[key]}; "
                             f"remove it or change the setting it depends on")
+    if task == "classify" and "dropout" in given and len(cfg.dropout) != len(cfg.hidden):
+        # the MLP would cut the list or pad it with 0: rates the user wrote would be dropped or missing
+        rates = ",".join([f"{cfg.dropout[0]:g}"] * len(cfg.hidden)) if cfg.dropout else "0"
+        raise NndlError(f"config key 'dropout' = {cfg.dropout!r}: one rate per hidden layer, but hidden = "
+                        f"{cfg.hidden!r} has {len(cfg.hidden)}; give {len(cfg.hidden)} rates, e.g. dropout={rates}")
 
 
 def read_preset_file(path: str | Path) -> dict[str, Any]:

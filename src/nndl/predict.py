@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.regression import _is_number, read_table
+from .data.regression import is_header, read_table
 from .errors import NndlError, function_argument, path_argument, paths_argument
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -304,7 +304,7 @@ def read_pixel_csv(path: str | Path, size: tuple[int, int] | None = None) -> tup
     if first and first[0].strip().lower() == "label" and (h, w) == _fashion_size():
         images, labels = read_csv_form(path)
         return images, labels.astype(np.int64)
-    has_header = not all(_is_number(c) for c in first)
+    has_header = is_header(first, path)
     try:
         data = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.float64, ndmin=2)
     except ValueError as e:
@@ -460,7 +460,7 @@ def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.n
 def _read_columns(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Regression inputs (and the target, when present) from a CSV, as the float64 values written there.
 
-    A first row with any non-numeric cell is a header (as in training).
+    A first row without numbers is a header (as in training; a mixed one is refused).
 
     - Training CSV with a header: a file with a header is read **by name** (the
       target column is optional; other columns are ignored), and a missing input

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ClassifyConfig
 from ..errors import NndlError
 from . import Dataset, check_classes, pixel_stats, stratified_test_split
 
 NAME = "image_folder"
 PREDICT_INPUT = "resized"
+READS = ("image_size", "test_fraction")  # of datasets.DATASET_SETTINGS; test_fraction only without ROOT/test
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Modes whose pixels Pillow converts to RGB faithfully; other colour spaces are converted to RGB at once,
@@ -194,12 +196,19 @@ def load(cfg) -> Dataset:
         raise NndlError(f"{root}: {len(names)} class folder{'s' if len(names) != 1 else ''}; a classifier needs at "
                         "least two (ROOT/CLASS_A/*.png, ROOT/CLASS_B/*.png, ...)")
     if test_dirs is not None:
+        if cfg.test_fraction != ClassifyConfig().test_fraction:  # given, yet the fixed split decides
+            raise NndlError(f"config key 'test_fraction' = {cfg.test_fraction!r} does not apply: {root} has its own "
+                            f"test split ({root / 'test'}); remove it")
         extra = [d.name for d in test_dirs if d.name not in names]
         if extra:
             raise NndlError(f"{root / 'test' / extra[0]}: class '{extra[0]}' is not among the training classes; "
                             "rename it or add it under train/")
     train_files, train_labels = _files(train_dirs, names)
     test_files, test_labels = _files(test_dirs, names) if test_dirs is not None else ([], [])
+    if test_dirs is not None and not test_files:
+        raise NndlError(f"{root / 'test'}: no class folders with images, so nothing to test on; put test images in "
+                        f"{root / 'test'}/CLASS/, or move the class folders of train/ up into {root} for a drawn "
+                        "test split")
     channels = 1 if all(_header_is_grey(f) for f in train_files + test_files) else 3
     size = (cfg.image_size, cfg.image_size)
     y = torch.tensor(train_labels, dtype=torch.int64)
