@@ -78,7 +78,7 @@ def is_header(row: list[str], shown) -> bool:
     if all(numeric):
         return False
     j = numeric.index(False)
-    raise NndlError(f"{shown}: row 1, column {j + 1}: '{row[j].strip()}' is not a number, but the other cells of "
+    raise NndlError(f"{shown}: row 1, column {j + 1}: {row[j].strip()!r} is not a number, but the other cells of "
                     "row 1 are; if row 1 is data, fix that cell; if it is a header, give every column a name that "
                     "is not a number")
 
@@ -118,7 +118,7 @@ def parse_cell(cell: str, shown, line: int, column: str) -> float:
     try:
         v = float(cell)
     except ValueError:
-        raise NndlError(f"{shown}: row {line}, column '{column}': '{cell.strip()}' is not a number") from None
+        raise NndlError(f"{shown}: row {line}, column '{column}': {cell.strip()!r} is not a number") from None
     if not math.isfinite(v):
         raise NndlError(f"{shown}: row {line}, column '{column}': value {cell.strip()} is not finite; "
                         "remove or impute it")
