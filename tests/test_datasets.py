@@ -365,6 +365,9 @@ def test_config_choices_are_the_registry():
     for name in datasets.REGISTRY:  # every registered module has the interface the rest relies on
         mod = datasets.module(name)
         assert mod.NAME == name and mod.PREDICT_INPUT in ("trimmed", "resized", "table")
+        assert set(mod.READS) <= set(datasets.DATASET_SETTINGS)
+    for key in datasets.DATASET_SETTINGS:  # every dataset setting is read by some kind, and refused for the others
+        assert any(key in datasets.module(name).READS for name in datasets.REGISTRY)
         assert callable(mod.detect) and callable(mod.load)
 
 
