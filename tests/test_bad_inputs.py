@@ -603,7 +603,8 @@ APPLY_CASES = [
     ("idx", ["--set", "label_col=kind"], "'label_col' = 'kind' does not apply to idx data (only to csv_table)"),
     ("idx", ["--set", "test_fraction=0.3"], "'test_fraction' = 0.3 does not apply to idx data"),
     ("table", ["--set", "image_size=16"], "does not apply to csv_table data"),
-    ("table", ["--set", "verify=false"], "'verify' = False does not apply to csv_table data (only to fashion_mnist, idx)"),
+    ("table", ["--set", "verify=false"],
+     "'verify' = False does not apply to csv_table data (only to fashion_mnist, idx)"),
     ("image", ["--set", "label_col=kind"], "does not apply to image_folder data"),
     ("split", ["--set", "test_fraction=0.3"], "has its own test split"),
 ]
@@ -630,7 +631,8 @@ def test_fashion_mnist_refuses_settings_it_never_reads(scratch, capsys, extra, e
     assert folder_digest(scratch) == before
 
 
-# ------------------------------------------------------------------ family: inputs that crashed later (empty test split, damaged config.json, a mixed first CSV row)
+# ------------------------------------------------------------------ family: inputs that crashed later
+# (an empty test split, a damaged config.json, a first CSV row mixing numbers and text)
 def _empty_test_folder(scratch: Path) -> str:
     _grey_folder(scratch / "photos" / "train")
     (scratch / "photos" / "test").mkdir()
@@ -638,7 +640,8 @@ def _empty_test_folder(scratch: Path) -> str:
 
 
 INPUT_CASES = [
-    ("empty test/", lambda d: ["classify", "--data", _empty_test_folder(d)], "photos/test: no class folders with images"),
+    ("empty test/", lambda d: ["classify", "--data", _empty_test_folder(d)],
+     "photos/test: no class folders with images"),
     ("IDX without test images", lambda d: ["classify", "--data", str(_idx_folder(d / "idx", n_test=0)),
                                            "--set", "val_fraction=0"], "the test set is empty"),
     ("typo in row 1 of a headerless CSV", lambda d: (d / "t.csv").write_text("0.5,1.2x\n1,2\n3,4\n5,6\n") and
@@ -712,7 +715,8 @@ MODEL_CASES = [
     ("image", "input_shape text", _set("input_shape", ["one", 8, 8]), "'input_shape' = ['one', 8, 8]"),
     ("image", "input_shape of 2 dims", _set("input_shape", [8, 8]), "(channels, height, width) or (features,)"),
     ("image", "input_shape a wrong size", _set("input_shape", [1, 16, 16]), "weights do not fit"),
-    ("image", "class_names not strings", _set("class_names", [1, 2]), "'class_names' = [1, 2]: expected a list of names"),
+    ("image", "class_names not strings", _set("class_names", [1, 2]),
+     "'class_names' = [1, 2]: expected a list of names"),
     ("image", "class_names a string", _set("class_names", "ab"), "expected a list of names"),
     ("image", "class_names one", _set("class_names", ["dark"]), "expected at least 2 names"),
     ("image", "class_names three", _set("class_names", ["a", "b", "c"]), "weights do not fit"),
@@ -721,7 +725,8 @@ MODEL_CASES = [
     ("image", "std 0", _set("std", [0.0]), "'std' = [0.0]: expected 1 finite numbers > 0"),
     ("image", "mean text", _set("mean", ["x"]), "'mean' = ['x']"),
     ("image", "dataset unknown", _set("dataset", "nosuch"), "'dataset' = 'nosuch': expected one of"),
-    ("image", "weights not tensors", _set("state_dicts", [{"layers.0.weight": "text"}]), "expected a list of state dicts"),
+    ("image", "weights not tensors", _set("state_dicts", [{"layers.0.weight": "text"}]),
+     "expected a list of state dicts"),
     ("image", "config hidden huge", _config("hidden", [10 ** 9]), "weights do not fit"),
     ("image", "config epochs text", _config("epochs", "ten"), "its saved config: --set epochs=ten: expected int"),
     ("table", "feature_names not strings", _set("feature_names", [1, 2]), "'feature_names' = [1, 2]"),
@@ -818,7 +823,8 @@ REG = dict(train="train.csv", test="", out="run", progress=False, figures=False,
 API_CASES = [  # (name, call(trained, scratch), the text the one line must contain)
     ("regress overrides=5", lambda t, d: nndl.regress(overrides=5, **REG), "overrides = 5: give a dict"),
     ("regress overrides='epochs=2'", lambda t, d: nndl.regress(overrides="epochs=2", **REG), "overrides = 'epochs=2'"),
-    ("regress overrides=[1, 2]", lambda t, d: nndl.regress(overrides=[1, 2], **REG), "overrides: 1 is not a 'key=value'"),
+    ("regress overrides=[1, 2]", lambda t, d: nndl.regress(overrides=[1, 2], **REG),
+     "overrides: 1 is not a 'key=value'"),
     ("regress overrides={1: 2}", lambda t, d: nndl.regress(overrides={1: 2}, **REG), "key 1 is not a config key name"),
     ("regress preset=5", lambda t, d: nndl.regress(preset=5, **REG), "preset = 5: expected a name or a path"),
     ("regress out=5", lambda t, d: nndl.regress(**{**REG, "out": 5}), "out = 5: expected a path"),

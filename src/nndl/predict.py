@@ -26,6 +26,7 @@ from torch import nn
 
 from .data.regression import is_header, read_table
 from .errors import NndlError, function_argument, path_argument, paths_argument
+from .runs import first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BORDER_FRACTION = 0.04  # the outer 4% of each side (at least 1 pixel) is "the border"
@@ -113,8 +114,8 @@ def _check_classifier_meta(path: Path, payload: dict) -> None:
     if payload["dataset"] not in REGISTRY:
         raise _bad(path, "dataset", payload["dataset"], f"expected one of {', '.join(REGISTRY)}")
     shape = payload["input_shape"]
-    if (not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3) or not all(_is_int(v) and v >= 1 for v in shape)
-            or math.prod(shape) > MAX_INPUT_VALUES):
+    if (not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3)
+            or not all(_is_int(v) and v >= 1 for v in shape) or math.prod(shape) > MAX_INPUT_VALUES):
         raise _bad(path, "input_shape", shape, "expected (channels, height, width) or (features,) of whole numbers "
                    f">= 1, at most {MAX_INPUT_VALUES:,} values in all")
     if "class_names" not in payload:
@@ -160,7 +161,7 @@ def _built_checked(build: Callable[[], nn.Module], state: dict, path: Path) -> n
             skeleton = build()
     except (ValueError, RuntimeError, TypeError) as e:  # e.g. a CNN on images smaller than it needs
         raise NndlError(f"{path}: its config and metadata describe no model nndl can build "
-                        f"({_first_line(e)})") from None
+                        f"({first_line(e, 160)})") from None
     wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if wanted != found:
@@ -172,15 +173,11 @@ def _built_checked(build: Callable[[], nn.Module], state: dict, path: Path) -> n
     return _load_state(build(), state, path)
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-
-
 def _load_state(model: nn.Module, state: dict, path: Path) -> nn.Module:
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        raise NndlError(f"{path}: weights do not fit the model its config describes ({_first_line(e)})") from None
+        raise NndlError(f"{path}: weights do not fit the model its config describes ({first_line(e, 160)})") from None
     return model.eval()
 
 

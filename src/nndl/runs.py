@@ -150,8 +150,9 @@ def write_json(path: str | Path, obj: Any) -> Path:
 DAMAGED_FIX = "restore it, or rerun the command that wrote it"
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+def first_line(error: Exception, limit: int = 120) -> str:
+    """The first line of an exception's message (its type name when empty), cut to ``limit`` characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
 
 
 def read_json(path: str | Path, fix: str = DAMAGED_FIX) -> Any:
@@ -162,7 +163,7 @@ def read_json(path: str | Path, fix: str = DAMAGED_FIX) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-        raise NndlError(f"{path}: not valid JSON ({_first_line(e)}); {fix}") from None
+        raise NndlError(f"{path}: not valid JSON ({first_line(e)}); {fix}") from None
 
 
 def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
@@ -186,7 +187,7 @@ def read_history_csv(path: str | Path) -> list[dict]:
             return [{k: (float(v) if v not in ("", None) and k != "fold" else v) for k, v in row.items()}
                     for row in csv.DictReader(fh)]
     except (ValueError, TypeError, csv.Error) as e:  # text in a number column, binary bytes, a ragged row
-        raise NndlError(f"{path}: not a history.csv nndl wrote ({_first_line(e)}); {DAMAGED_FIX}") from None
+        raise NndlError(f"{path}: not a history.csv nndl wrote ({first_line(e)}); {DAMAGED_FIX}") from None
 
 
 def save_model(path: str | Path, task: str, config: dict, state_dicts: list[dict], **extra: Any) -> Path:
