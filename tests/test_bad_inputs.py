@@ -90,6 +90,12 @@ REGRESS_VALUES = [
     (["--set", "momentum=0.5"], "does not apply: only SGD uses it (optimizer adam)"),
     (["--set", "min_lr_factor=0.1"], "does not apply: the constant schedule does not decay"),
     (["--set", "optimizer=sgd", "--set", "momentum=0", "--set", "nesterov=true"], "nesterov"),
+    (["--seed", "18446744073709551616"], "'seed' = 18446744073709551616: must be in 0 .. 2**63 - 1"),
+    (["--seed", "-1"], "'seed' = -1: must be in 0 .. 2**63 - 1"),
+    (["--set", "seed=9223372036854775808"], "must be in 0 .. 2**63 - 1"),
+    (["--set", "ensemble_top=2"], "'ensemble_top' = 2 does not apply: only search=auto"),
+    (["--set", "group_col=x"], "'group_col' = 'x' does not apply: only splitter=cluster reads group labels"),
+    (["--preset", "auto", "--set", "group_col=x"], "(splitter blocked)"),
 ]
 
 
@@ -113,6 +119,14 @@ CLASSIFY_VALUES = [
     (["--model", "cnn", "--set", "hidden=64"], "'hidden' = [64] does not apply: only the MLP uses it (model cnn)"),
     (["--model", "fast", "--set", "dropout=0.5"], "does not apply"),
     (["--model", "mlp", "--set", "channels=8,8"], "does not apply: the MLP has no convolutions"),
+    # a number that is not what its name says: early stopping without a validation split reported the
+    # train loss as val_accuracy
+    (["--set", "val_fraction=0", "--set", "patience=3"], "'patience' = 3: needs a validation split"),
+    (["--preset", "fast", "--set", "patience=2"], "set val_fraction > 0"),
+    (["--seed", "18446744073709551616"], "'seed' = 18446744073709551616: must be in 0 .. 2**63 - 1"),
+    # one rate per hidden layer: the MLP cut a longer list and padded a shorter one with 0
+    (["--set", "dropout=0.5"], "'dropout' = [0.5]: one rate per hidden layer, but hidden = [256, 128, 64] has 3"),
+    (["--set", "hidden=64,64", "--set", "dropout=0.1,0.2,0.3"], "give 2 rates"),
 ]
 
 
@@ -494,3 +508,381 @@ def test_a_failed_run_leaves_no_half_folder(scratch, monkeypatch):
         nndl.regress(train="train.csv", test="", overrides={"epochs": 2, "hidden": [4]}, out="run", progress=False,
                      figures=False, echo=lambda s: None)
     assert folder_digest(scratch) == before
+
+
+# ------------------------------------------------------------------ shared: small data sets and trained runs
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    import struct
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _grey_folder(root: Path, n: int = 8) -> Path:
+    """Two classes of 8x8 grey PNGs (dark and light squares)."""
+    from PIL import Image
+
+    for c, level in (("dark", 40), ("light", 210)):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = np.full((8, 8), level, np.uint8)
+            img[2:6, 2:6] = 255 - level
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return root
+
+
+def _idx_folder(root: Path, n_test: int = 6) -> Path:
+    """An IDX set of 8x8 images of two classes (n_test test images)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 2
+    images = (rng.random((24, 8, 8)) * 60 + labels[:, None, None] * 150).astype(np.uint8)
+    for split, sl in (("train", slice(0, 18)), ("t10k", slice(18, 18 + n_test))):
+        _write_idx(root / f"{split}-images-idx3-ubyte", images[sl])
+        _write_idx(root / f"{split}-labels-idx1-ubyte", labels[sl])
+    return root
+
+
+def _table(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.3f},{b:.3f},{'yes' if a > b else 'no'}" for a, b in rng.random((30, 2))]
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny finished runs to predict with and export: image folder, IDX, table classifiers and a regressor."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "train.csv").write_text(TRAIN_CSV)
+    quiet = dict(progress=False, figures=False, echo=lambda s: None)
+    small = {"epochs": 1, "hidden": [4], "dropout": [0.0], "val_fraction": 0.0}
+    nndl.classify("mlp", {**small, "data": str(_grey_folder(root / "png_data")), "image_size": 8}, out=root / "image",
+                  **quiet)
+    nndl.classify("mlp", {**small, "data": str(_idx_folder(root / "idx_data"))}, out=root / "idx", **quiet)
+    nndl.classify("mlp", {**small, "data": str(_table(root / "t.csv"))}, out=root / "table", **quiet)
+    nndl.regress(train=str(root / "train.csv"), test="", overrides={"epochs": 2, "hidden": [4], "folds": 2},
+                 out=root / "regress", **quiet)
+    nndl.regress(train=str(root / "train.csv"), test="", overrides={"epochs": 2, "hidden": [4], "folds": 2,
+                                                                     "standardize": True, "final": "ensemble"},
+                 out=root / "regress_std", **quiet)
+    return root
+
+
+def _copy_run(trained, kind: str, scratch: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(trained / kind, scratch / kind))
+
+
+def _an_input(kind: str, scratch: Path) -> Path:
+    """A valid input file for predicting with a run of this kind."""
+    if kind in ("image", "idx"):
+        return _grey_folder(scratch / "inputs", n=1) / "light" / "0.png"
+    if kind == "table":
+        (scratch / "rows.csv").write_text("a,b\n0.5,0.2\n")
+        return scratch / "rows.csv"
+    (scratch / "x.csv").write_text("x\n0.5\n1.5\n")
+    return scratch / "x.csv"
+
+
+# ------------------------------------------------------------------ family: settings a dataset kind never reads
+def _apply_data(scratch: Path, kind: str) -> str:
+    if kind == "idx":
+        return str(_idx_folder(scratch / "idx"))
+    if kind == "image":
+        return str(_grey_folder(scratch / "png"))
+    if kind == "split":  # an image folder with its own train/test split
+        _grey_folder(scratch / "split" / "train")
+        return str(_grey_folder(scratch / "split" / "test", n=2).parent)
+    return str(_table(scratch / "t.csv"))
+
+
+APPLY_CASES = [
+    ("idx", ["--set", "image_size=16"], "'image_size' = 16 does not apply to idx data (only to image_folder)"),
+    ("idx", ["--set", "label_col=kind"], "'label_col' = 'kind' does not apply to idx data (only to csv_table)"),
+    ("idx", ["--set", "test_fraction=0.3"], "'test_fraction' = 0.3 does not apply to idx data"),
+    ("table", ["--set", "image_size=16"], "does not apply to csv_table data"),
+    ("table", ["--set", "verify=false"],
+     "'verify' = False does not apply to csv_table data (only to fashion_mnist, idx)"),
+    ("image", ["--set", "label_col=kind"], "does not apply to image_folder data"),
+    ("split", ["--set", "test_fraction=0.3"], "has its own test split"),
+]
+
+
+@pytest.mark.parametrize("kind,extra,expected", APPLY_CASES, ids=[f"{c[0]} {' '.join(c[1])}" for c in APPLY_CASES])
+def test_dataset_settings_that_do_not_apply(scratch, capsys, kind, extra, expected):
+    data = _apply_data(scratch, kind)
+    before = folder_digest(scratch)
+    code, err = run_main(["classify", "--data", data, "--out", "run", "--set", "epochs=1", "--no-progress", *extra],
+                         capsys)
+    assert_one_line_error(code, err, expected)
+    assert folder_digest(scratch) == before
+
+
+@needs_fashion
+@pytest.mark.parametrize("extra,expected", [(["--set", "image_size=64"], "does not apply to fashion_mnist data"),
+                                            (["--label-col", "kind"], "'label_col' = 'kind' does not apply"),
+                                            (["--set", "test_fraction=0.5"], "'test_fraction' = 0.5 does not apply")])
+def test_fashion_mnist_refuses_settings_it_never_reads(scratch, capsys, extra, expected):
+    before = folder_digest(scratch)
+    code, err = run_main(["classify", "--data", FASHION_DIR, "--out", "run", *extra], capsys)
+    assert_one_line_error(code, err, expected)
+    assert folder_digest(scratch) == before
+
+
+# ------------------------------------------------------------------ family: inputs that crashed later
+# (an empty test split, a damaged config.json, a first CSV row mixing numbers and text)
+def _empty_test_folder(scratch: Path) -> str:
+    _grey_folder(scratch / "photos" / "train")
+    (scratch / "photos" / "test").mkdir()
+    return "photos"
+
+
+INPUT_CASES = [
+    ("empty test/", lambda d: ["classify", "--data", _empty_test_folder(d)],
+     "photos/test: no class folders with images"),
+    ("IDX without test images", lambda d: ["classify", "--data", str(_idx_folder(d / "idx", n_test=0)),
+                                           "--set", "val_fraction=0"], "the test set is empty"),
+    ("typo in row 1 of a headerless CSV", lambda d: (d / "t.csv").write_text("0.5,1.2x\n1,2\n3,4\n5,6\n") and
+     ["regress", "--train", "t.csv", "--test", ""], "t.csv: row 1, column 2: '1.2x' is not a number"),
+    ("a number as a column name", lambda d: (d / "t.csv").write_text("x,2\n1,2\n3,4\n5,6\n") and
+     ["regress", "--train", "t.csv", "--test", ""], "give every column a name that is not a number"),
+    ("headerless table", lambda d: (d / "t.csv").write_text("5.1,3.5,setosa\n4.9,3.0,setosa\n") and
+     ["classify", "--data", "t.csv"], "no header row (row 1 holds the number '5.1')"),
+]
+
+
+@pytest.mark.parametrize("name,argv,expected", INPUT_CASES, ids=[c[0] for c in INPUT_CASES])
+def test_inputs_that_used_to_crash_later(scratch, capsys, name, argv, expected):
+    args = argv(scratch)
+    before = folder_digest(scratch)
+    code, err = run_main([*args, "--out", "run", "--set", "epochs=1", "--no-progress", "--no-figures"], capsys)
+    assert_one_line_error(code, err, expected)
+    assert folder_digest(scratch) == before
+
+
+@pytest.mark.parametrize("name,content,expected", [
+    ("truncated", '{"model": "mlp", "epo', "config.json: not valid JSON"),
+    ("binary", "\x00\x01\x02 garbage", "config.json: not valid JSON"),
+    ("a list", "[1, 2, 3]", "config.json: not a config"),
+    ("a wrong value", '{"epochs": "ten"}', "'epochs=ten: expected int"),
+])
+def test_resume_of_a_run_with_a_damaged_config(scratch, capsys, name, content, expected):
+    _fake_run(scratch / "run", b"not used")
+    (scratch / "run/config.json").write_text(content)
+    before = folder_digest(scratch)
+    code, err = run_main(["classify", "--resume", "run"], capsys)
+    assert_one_line_error(code, err, expected.lstrip("'"))
+    assert folder_digest(scratch) == before
+
+
+def test_a_mixed_first_row_in_files_to_predict(scratch, capsys, trained):
+    run = _copy_run(trained, "regress", scratch)
+    (scratch / "x.csv").write_text("0.5x,1.0\n1.5,2.0\n")  # input and target by position, no header
+    idx_run = _copy_run(trained, "idx", scratch)
+    (scratch / "pixels.csv").write_text(",".join(["0"] * 63 + ["1x"]) + "\n" + ",".join(["0"] * 64) + "\n")
+    before = folder_digest(scratch)
+    for argv, expected in (([run, "x.csv"], "x.csv: row 1, column 1: '0.5x' is not a number"),
+                           ([idx_run, "pixels.csv"], "pixels.csv: row 1, column 64: '1x' is not a number")):
+        code, err = run_main(["predict", *argv], capsys)
+        assert_one_line_error(code, err, expected)
+    assert folder_digest(scratch) == before
+
+
+# ------------------------------------------------------------------ family: model.pt with bad metadata (predict, export)
+def _set(key, value):
+    def change(payload):
+        payload[key] = value
+    return change
+
+
+def _drop(key):
+    def change(payload):
+        payload.pop(key)
+    return change
+
+
+def _config(key, value):
+    def change(payload):
+        payload["config"][key] = value
+    return change
+
+
+MODEL_CASES = [
+    ("image", "input_shape huge", _set("input_shape", [1, 100_000, 100_000]), "'input_shape' = [1, 100000, 100000]"),
+    ("image", "input_shape negative", _set("input_shape", [1, -8, 8]), "whole numbers >= 1"),
+    ("image", "input_shape text", _set("input_shape", ["one", 8, 8]), "'input_shape' = ['one', 8, 8]"),
+    ("image", "input_shape of 2 dims", _set("input_shape", [8, 8]), "(channels, height, width) or (features,)"),
+    ("image", "input_shape a wrong size", _set("input_shape", [1, 16, 16]), "weights do not fit"),
+    ("image", "class_names not strings", _set("class_names", [1, 2]),
+     "'class_names' = [1, 2]: expected a list of names"),
+    ("image", "class_names a string", _set("class_names", "ab"), "expected a list of names"),
+    ("image", "class_names one", _set("class_names", ["dark"]), "expected at least 2 names"),
+    ("image", "class_names three", _set("class_names", ["a", "b", "c"]), "weights do not fit"),
+    ("image", "class_names missing", _drop("class_names"), "'class_names' = None: missing"),
+    ("image", "mean of 2 channels", _set("mean", [0.1, 0.2]), "'mean' = [0.1, 0.2]: expected 1 finite numbers"),
+    ("image", "std 0", _set("std", [0.0]), "'std' = [0.0]: expected 1 finite numbers > 0"),
+    ("image", "mean text", _set("mean", ["x"]), "'mean' = ['x']"),
+    ("image", "dataset unknown", _set("dataset", "nosuch"), "'dataset' = 'nosuch': expected one of"),
+    ("image", "weights not tensors", _set("state_dicts", [{"layers.0.weight": "text"}]),
+     "expected a list of state dicts"),
+    ("image", "config hidden huge", _config("hidden", [10 ** 9]), "weights do not fit"),
+    ("image", "config epochs text", _config("epochs", "ten"), "its saved config: --set epochs=ten: expected int"),
+    ("table", "feature_names not strings", _set("feature_names", [1, 2]), "'feature_names' = [1, 2]"),
+    ("table", "feature_names too few", _set("feature_names", ["a"]), "expected 2 names, found 1"),
+    ("regress", "in_features huge", _set("in_features", 10 ** 12), "'in_features' = 1000000000000"),
+    ("regress", "in_features negative", _set("in_features", -3), "'in_features' = -3"),
+    ("regress", "in_features text", _set("in_features", "two"), "expected a whole number"),
+    ("regress", "in_features wrong", _set("in_features", 3), "expected 3 names, found 1"),
+    ("regress", "x_names not strings", _set("x_names", [1]), "'x_names' = [1]"),
+    ("regress", "y_name a list", _set("y_name", ["y"]), "'y_name' = ['y']: expected a name"),
+    ("regress", "interval text", _set("interval", {"noise_var": "x", "spread_scale": 1.0, "level": 0.9}),
+     "'interval' = "),
+    ("regress", "fold weights not dicts", _set("fold_state_dicts", [5]), "'fold_state_dicts' = [5]"),
+    ("regress_std", "member_configs text", _set("member_configs", "x"), "'member_configs' = 'x'"),
+    ("regress_std", "statistics missing", lambda p: p["state_dicts"][0].pop("x_mean"), "no input/target statistics"),
+]
+
+
+@pytest.mark.parametrize("kind,name,change,expected", MODEL_CASES, ids=[f"{c[0]}: {c[1]}" for c in MODEL_CASES])
+def test_model_file_with_bad_metadata_is_one_line_for_predict_and_export(scratch, capsys, trained, kind, name,
+                                                                        change, expected):
+    run = _copy_run(trained, kind, scratch)
+    payload = torch.load(run / "model.pt", weights_only=True)
+    change(payload)
+    torch.save(payload, run / "model.pt")
+    sample = _an_input(kind, scratch)
+    before = folder_digest(scratch)
+    for argv in (["predict", run, sample], ["export", run, "--format", "torchscript"]):
+        code, err = run_main(argv, capsys)
+        assert_one_line_error(code, err, expected)
+        assert "model.pt" in err
+    assert folder_digest(scratch) == before
+
+
+# ------------------------------------------------------------------ family: images whose pixels have no scale
+def _deep_image(kind: str, path: Path) -> Path:
+    from PIL import Image
+
+    values = {"32-bit integer TIFF": np.full((8, 8), 70000, np.int32), "float TIFF in 0..255": np.full((8, 8), 200.0,
+                                                                                                        np.float32),
+              "float TIFF with NaN": np.full((8, 8), np.nan, np.float32)}[kind]
+    Image.fromarray(values).save(path)
+    return path
+
+
+PIXEL_CASES = [("32-bit integer TIFF", "32-bit integer pixels have no agreed scale"),
+               ("float TIFF in 0..255", "float pixels from 200 to 200; nndl reads a float image as 0..1"),
+               ("float TIFF with NaN", "float pixels from nan to nan")]
+
+
+@pytest.mark.parametrize("style", ["image", "idx"])
+@pytest.mark.parametrize("kind,expected", PIXEL_CASES, ids=[c[0] for c in PIXEL_CASES])
+def test_predict_refuses_pixels_without_a_scale(scratch, capsys, trained, style, kind, expected):
+    run = _copy_run(trained, style, scratch)
+    image = _deep_image(kind, scratch / "odd.tif")
+    before = folder_digest(scratch)
+    code, err = run_main(["predict", run, image], capsys)
+    assert_one_line_error(code, err, f"odd.tif: {expected}")
+    assert folder_digest(scratch) == before
+
+
+@pytest.mark.parametrize("kind,expected", PIXEL_CASES, ids=[c[0] for c in PIXEL_CASES])
+def test_training_refuses_pixels_without_a_scale(scratch, capsys, kind, expected):
+    _deep_image(kind, _grey_folder(scratch / "photos") / "light" / "odd.tif")
+    before = folder_digest(scratch)
+    code, err = run_main(["classify", "--data", "photos", "--out", "run", "--set", "image_size=8"], capsys)
+    assert_one_line_error(code, err, f"odd.tif: {expected}")
+    assert folder_digest(scratch) == before
+
+
+# ------------------------------------------------------------------ family: the Python API's wrong types
+def _predict(*args, **kwargs):
+    from nndl.predict import predict
+
+    return predict(*args, **{"echo": None, **kwargs})
+
+
+def _export(*args, **kwargs):
+    from nndl.export import export
+
+    return export(*args, **kwargs)
+
+
+def _damaged(name: str, text: str):
+    """A copy of the regression run with one of its files replaced by ``text``; returns the folder."""
+    def make(trained, scratch):
+        run = _copy_run(trained, "regress", scratch)
+        (run / name).write_text(text)
+        return run
+    return make
+
+
+REG = dict(train="train.csv", test="", out="run", progress=False, figures=False, echo=lambda s: None)
+API_CASES = [  # (name, call(trained, scratch), the text the one line must contain)
+    ("regress overrides=5", lambda t, d: nndl.regress(overrides=5, **REG), "overrides = 5: give a dict"),
+    ("regress overrides='epochs=2'", lambda t, d: nndl.regress(overrides="epochs=2", **REG), "overrides = 'epochs=2'"),
+    ("regress overrides=[1, 2]", lambda t, d: nndl.regress(overrides=[1, 2], **REG),
+     "overrides: 1 is not a 'key=value'"),
+    ("regress overrides={1: 2}", lambda t, d: nndl.regress(overrides={1: 2}, **REG), "key 1 is not a config key name"),
+    ("regress preset=5", lambda t, d: nndl.regress(preset=5, **REG), "preset = 5: expected a name or a path"),
+    ("regress out=5", lambda t, d: nndl.regress(**{**REG, "out": 5}), "out = 5: expected a path"),
+    ("regress seed=2**70", lambda t, d: nndl.regress(seed=2 ** 70, **REG), "'seed' = 1180591620717411303424"),
+    ("regress echo=5", lambda t, d: nndl.regress(**{**REG, "echo": 5}), "echo = 5: expected a function"),
+    ("classify overrides=5", lambda t, d: nndl.classify(overrides=5, out="run"), "overrides = 5"),
+    ("classify preset=5", lambda t, d: nndl.classify(preset=5, out="run"), "preset = 5"),
+    ("classify resume=5", lambda t, d: nndl.classify(resume=5), "resume = 5: expected a path"),
+    ("classify data=5", lambda t, d: nndl.classify(overrides={"data": "x"}, data=5, out="run"), "data = 5: expected"),
+    ("classify seed=-1", lambda t, d: nndl.classify(overrides={"data": "nowhere"}, seed=-1), "'seed' = -1"),
+    ("tune task=5", lambda t, d: nndl.tune(5), "unknown task 5"),
+    ("tune trials='3'", lambda t, d: nndl.tune("regress", trials="3", out="study"), "trials = '3': expected int"),
+    ("tune workers=1.5", lambda t, d: nndl.tune("regress", workers=1.5, out="study"), "workers = 1.5: expected int"),
+    ("tune space=5", lambda t, d: nndl.tune("regress", space=5, out="study"), "space = 5: expected a path"),
+    ("tune options=5", lambda t, d: nndl.tune("regress", options=5), "options = 5: expected nndl.search.TuneOptions"),
+    ("tune out=5", lambda t, d: nndl.tune("regress", out=5), "out = 5"),
+    ("tune seed=2**64", lambda t, d: nndl.tune("regress", seed=2 ** 64, out="study", trials=1), "'seed' = "),
+    ("load_run(5)", lambda t, d: nndl.load_run(5), "path = 5: expected a path"),
+    ("load_run(None)", lambda t, d: nndl.load_run(None), "give the folder of a regress/classify/tune run"),
+    ("Run.metrics of damaged JSON", lambda t, d: nndl.load_run(_damaged("metrics.json", "{oops")(t, d)).metrics,
+     "metrics.json: not valid JSON"),
+    ("Run.metrics of a JSON list", lambda t, d: nndl.load_run(_damaged("metrics.json", "[1]")(t, d))["test_mse"],
+     "metrics.json: holds a JSON list"),
+    ("Run.config of binary bytes", lambda t, d: nndl.load_run(_damaged("config.json", "\x00\x01")(t, d)).config,
+     "config.json: not valid JSON"),
+    ("Run.history of a damaged CSV", lambda t, d: nndl.load_run(_damaged("history.csv", "epoch\nabc\n")(t, d)).history,
+     "history.csv: not a history.csv nndl wrote"),
+    ("predict run_dir=5", lambda t, d: _predict(5, ["x.csv"]), "run_dir = 5: expected a path"),
+    ("predict files=5", lambda t, d: _predict(_copy_run(t, "regress", d), 5), "files = 5: expected a path or a list"),
+    ("predict files=[5]", lambda t, d: _predict(_copy_run(t, "regress", d), [5]), "files[0] = 5"),
+    ("predict out=5", lambda t, d: _predict(_copy_run(t, "regress", d), ["train.csv"], out=5), "out = 5"),
+    ("export run_dir=5", lambda t, d: _export(5), "run_dir = 5"),
+    ("export fmt=['onnx']", lambda t, d: _export(_copy_run(t, "regress", d), fmt=["onnx"]), "--format ['onnx']"),
+    ("export out=5", lambda t, d: _export(_copy_run(t, "regress", d), fmt="torchscript", out=5), "out = 5"),
+]
+
+
+@pytest.mark.parametrize("name,call,expected", API_CASES, ids=[c[0] for c in API_CASES])
+def test_python_api_wrong_types_are_one_line(scratch, trained, name, call, expected):
+    before = folder_digest(scratch)
+    with pytest.raises(NndlError) as err:
+        call(trained, scratch)
+    message = str(err.value)
+    assert expected in message and "\n" not in message, message
+    after = folder_digest(scratch)
+    assert {k: v for k, v in after.items() if k.split("/")[0] != "regress"} == before  # a copied run aside
+
+
+def test_a_single_path_is_one_file_to_predict(scratch, trained):
+    run = _copy_run(trained, "regress", scratch)
+    (scratch / "x.csv").write_text("x\n0.5\n")
+    assert len(_predict(run, "x.csv")) == 1  # not one file per character of the name
+
+
+def test_a_misspelt_keyword_is_a_type_error(scratch):
+    """Python's own convention: an unknown keyword argument is a TypeError naming it (editors and linters flag it,
+    and ``help()`` shows the real names); nndl keeps it, and adds no other exception types."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
+        nndl.regress(epochs=5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nosuch'"):
+        nndl.tune("regress", nosuch=1)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,45 @@ def test_presets_resolve_to_reference_designs():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(16, (5, 5)), (32, (3, 3)), (64, (3, 3))]
     assert model.head.in_features == 1600
+
+
+def _iris_table(path):
+    from sklearn.datasets import load_iris
+
+    d = load_iris()
+    rows = [",".join(f"{v:g}" for v in row) + f",{d.target_names[t]}" for row, t in zip(d.data, d.target)]
+    path.write_text("a,b,c,d,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_without_a_validation_split_val_accuracy_is_missing_not_a_loss(tmp_path):
+    """val_fraction=0: no epoch is validated, so val_accuracy is NaN (null in metrics.json, "–" in the
+    report), never the train loss or any other number."""
+    data = _iris_table(tmp_path / "iris.csv")
+    run = nndl.classify("mlp", {"data": str(data), "val_fraction": 0.0, "epochs": 3, "hidden": [8],
+                                "dropout": [0.0]}, out=tmp_path / "run", figures=False, **QUIET)
+    assert np.isnan(run["val_accuracy"])
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["val_accuracy"] is None
+    assert all("val_acc" not in row for row in read_history_csv(tmp_path / "run/history.csv"))
+    report = (tmp_path / "run/report.html").read_text()
+    assert re.search(r'Validation accuracy</div><div class="value">–</div>', report)
+
+
+def test_early_stopping_needs_a_validation_split(tmp_path):
+    data = _iris_table(tmp_path / "iris.csv")
+    for preset, overrides in (("mlp", {"val_fraction": 0.0, "patience": 3}), ("fast", {"patience": 2})):
+        with pytest.raises(nndl.errors.NndlError, match="'patience' = .*needs a validation split.*val_fraction > 0"):
+            nndl.classify(preset, {"data": str(data), **overrides}, out=tmp_path / "run", **QUIET)
+    assert not (tmp_path / "run").exists()
+
+
+def test_val_accuracy_is_that_of_the_kept_epoch():
+    """With early stopping the best epoch's row; else the last row; NaN for an unvalidated row."""
+    from nndl.training import TrainResult
+
+    rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.9}, {"epoch": 3, "val_acc": 0.7}]
+    result = TrainResult(history=rows, best_epoch=2, best_metric=0.123)  # best_metric of another monitor
+    assert clf.kept_val_accuracy(config.ClassifyConfig(patience=1), result) == 0.9
+    assert clf.kept_val_accuracy(config.ClassifyConfig(), result) == 0.7
+    assert np.isnan(clf.kept_val_accuracy(config.ClassifyConfig(), TrainResult(history=[{"epoch": 1}])))
+    assert np.isnan(clf.kept_val_accuracy(config.ClassifyConfig(), TrainResult()))

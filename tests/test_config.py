@@ -71,7 +71,8 @@ def test_model_registry_drives_builders_choices_and_what_applies():
     classify_cli = build_parser()._subparsers._group_actions[0].choices["classify"]
     model_arg = next(a for a in classify_cli._actions if "--model" in a.option_strings)
     assert list(model_arg.choices) == list(MODEL_KINDS)
-    changed = {"hidden": [32], "dropout": [0.5], "activation": "tanh", "init": "xavier", "channels": [8, 8, 8]}
+    changed = {"hidden": [32], "dropout": [0.5, 0.5, 0.5], "activation": "tanh", "init": "xavier",
+               "channels": [8, 8, 8]}
     assert set(changed) == set(MODEL_SETTINGS)
     for name, kind in MODEL_KINDS.items():
         model = BUILDERS[name](config.ClassifyConfig(model=name, channels=[4, 8, 8], hidden=[8], dropout=[0.0]),

@@ -365,4 +365,125 @@ def test_config_choices_are_the_registry():
     for name in datasets.REGISTRY:  # every registered module has the interface the rest relies on
         mod = datasets.module(name)
         assert mod.NAME == name and mod.PREDICT_INPUT in ("trimmed", "resized", "table")
+        assert set(mod.READS) <= set(datasets.DATASET_SETTINGS)
+    for key in datasets.DATASET_SETTINGS:  # every dataset setting is read by some kind, and refused for the others
+        assert any(key in datasets.module(name).READS for name in datasets.REGISTRY)
         assert callable(mod.detect) and callable(mod.load)
+
+
+# ----------------------------------------------------------------------------- deep images: scaled, not clipped
+def write_png16(path: Path, array: np.ndarray) -> Path:
+    """A 16-bit PNG of ``uint16 (H, W)`` grey or ``(H, W, 3)`` RGB values, written chunk by chunk (Pillow
+    writes 16-bit grey but not 16-bit RGB PNGs)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w = array.shape[:2]
+    colour_type = 2 if array.ndim == 3 else 0
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def write_float_tiff(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.float32)).save(path)
+    return path
+
+
+# form -> (file name, writer of the 8-bit image in that form)
+DEEP_FORMS = {
+    "16-bit grey PNG": ("x.png", lambda p, a: write_png16(p, a.astype(np.uint16) * 257)),
+    "16-bit RGB PNG": ("x.png", lambda p, a: write_png16(p, np.stack([a.astype(np.uint16) * 257] * 3, -1))),
+    "16-bit grey TIFF": ("x.tif", lambda p, a: write_png(p, a.astype(np.uint16) * 257)),
+    "float TIFF (0..1)": ("x.tif", lambda p, a: write_float_tiff(p, a / 255.0)),
+}
+
+
+def _deep_folder(root: Path, digits, form: str | None, n: int = 12) -> Path:
+    """Digits 0 and 1 as ROOT/CLASS/*, 8-bit PNGs (form None) or in one of the DEEP_FORMS."""
+    images, labels = digits
+    for c in (0, 1):
+        for i in np.flatnonzero(labels == c)[:n]:
+            if form is None:
+                write_png(root / f"digit_{c}" / f"{i}.png", images[i])
+            else:
+                name, writer = DEEP_FORMS[form]
+                writer(root / f"digit_{c}" / f"{i}{Path(name).suffix}", images[i])
+    return root
+
+
+@pytest.mark.parametrize("form", list(DEEP_FORMS))
+def test_deep_images_train_as_their_8_bit_version(form, tmp_path, digits):
+    """A 16-bit or float image decodes to its 8-bit version (within 1 grey level), not to a clipped one."""
+    from nndl.datasets.image_folder import open_image, to_array
+
+    images, _ = digits
+    name, writer = DEEP_FORMS[form]
+    path = writer(tmp_path / name, images[5])
+    grey = to_array(open_image(path), 1, (8, 8))[0].astype(int)
+    assert np.abs(grey - images[5]).max() <= 1, (grey.mean(), images[5].mean())
+    cfg = {"image_size": 8, "test_fraction": 0.25}
+    deep = datasets.load(resolve("classify", "mlp", {"data": str(_deep_folder(tmp_path / "deep", digits, form)),
+                                                     **cfg}))
+    plain = datasets.load(resolve("classify", "mlp", {"data": str(_deep_folder(tmp_path / "plain", digits, None)),
+                                                      **cfg}))
+    channels = 3 if "RGB" in form else 1  # an RGB file makes a colour set, whatever its colours
+    assert deep.input_shape == (channels, 8, 8) and plain.input_shape == (1, 8, 8)
+    assert (deep.x_train.int() - plain.x_train.int()).abs().max() <= 1  # each channel against the grey one
+    assert deep.mean == pytest.approx(plain.mean * channels, abs=1 / 255)
+
+
+@pytest.fixture(scope="module")
+def digit_runs(tmp_path_factory, digits):
+    """Small models on 8-bit digits 0/1: an image-folder one (predict resizes) and an IDX one (predict trims)."""
+    root = tmp_path_factory.mktemp("digit_runs")
+    folder = _deep_folder(root / "png", digits, None, n=40)
+    images, labels = digits
+    keep = np.flatnonzero(labels < 2)
+    idx = root / "idx"
+    idx.mkdir()
+    for split, sl in (("train", slice(0, 300)), ("t10k", slice(300, None))):
+        write_idx(idx / f"{split}-images-idx3-ubyte", images[keep][sl])
+        write_idx(idx / f"{split}-labels-idx1-ubyte", labels[keep][sl])
+    settings = {"epochs": 2, "hidden": [16], "dropout": [0.0], "batch_size": 32}
+    nndl.classify("mlp", {**settings, "data": str(folder), "image_size": 8}, out=root / "folder_run", figures=False,
+                  **QUIET)
+    nndl.classify("mlp", {**settings, "data": str(idx)}, out=root / "idx_run", figures=False, **QUIET)
+    return {"resized": root / "folder_run", "trimmed": root / "idx_run"}
+
+
+@pytest.mark.parametrize("style", ["resized", "trimmed"])
+@pytest.mark.parametrize("form", list(DEEP_FORMS))
+def test_deep_images_predict_as_their_8_bit_version(form, style, digit_runs, tmp_path, digits):
+    images, _ = digits
+    photo = np.asarray(Image.fromarray(255 - images[3]).resize((40, 40), Image.NEAREST))  # dark digit on white
+    name, writer = DEEP_FORMS[form]
+    plain = predict(digit_runs[style], [write_png(tmp_path / "plain.png", photo)], echo=None, top=2)
+    deep = predict(digit_runs[style], [writer(tmp_path / name, photo)], echo=None, top=2)
+    assert [t["class"] for t in deep[0]["top2"]] == [t["class"] for t in plain[0]["top2"]]
+    for a, b in zip(deep[0]["top2"], plain[0]["top2"]):
+        assert a["probability"] == pytest.approx(b["probability"], abs=2e-3)
+
+
+UNREADABLE_PIXELS = {
+    "32-bit integer TIFF": (lambda p: Image.fromarray(np.full((8, 8), 70000, np.int32)).save(p),
+                            "32-bit integer pixels"),
+    "float TIFF in 0..255": (lambda p: write_float_tiff(p, np.full((8, 8), 200.0)), "float pixels from 200 to 200"),
+    "float TIFF with NaN": (lambda p: write_float_tiff(p, np.full((8, 8), np.nan)), "float pixels from nan"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_PIXELS))
+def test_pixels_without_a_scale_are_refused_in_training(case, tmp_path, digits):
+    folder = _deep_folder(tmp_path / "data", digits, None, n=4)
+    writer, message = UNREADABLE_PIXELS[case]
+    writer(folder / "digit_1" / "odd.tif")
+    with pytest.raises(NndlError, match=re.escape(message)) as err:
+        nndl.classify("mlp", {"data": str(folder), "image_size": 8}, out=tmp_path / "run", **QUIET)
+    assert "odd.tif" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()

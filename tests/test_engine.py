@@ -148,9 +148,10 @@ def test_stop_requests_early_stop_and_completion_take_turns():
     assert [weights_epoch(w, i) for i in range(3)] == [2, 1, 4]  # model 0 kept where it stopped
 
 
-def test_without_validation_the_best_epoch_is_the_last_one():
+def test_without_validation_the_best_epoch_is_the_last_one_and_has_no_metric():
     policy, w, _ = drive([[3, 2, 2.5, 2.6]], patience=2, validated=False)
-    assert policy.reason == ["completed"] and policy.best_epoch == [4] and policy.best_metric == [2.6]
+    assert policy.reason == ["completed"] and policy.best_epoch == [4]
+    assert math.isnan(policy.best_metric[0])  # never the train loss (2.6) in a validation metric's place
     assert weights_epoch(w, 0) == 4  # no validation: no early stop and no restore
 
 

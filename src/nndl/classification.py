@@ -17,7 +17,7 @@ from . import datasets
 from .data.fashion import FashionData, stratified_split
 from .datasets import Dataset
 from .crossval import thread_policy
-from .errors import NndlError, TrainingInterrupted
+from .errors import NndlError, TrainingInterrupted, path_argument
 from .inference import input_transform
 from .model_kinds import MODEL_KINDS
 from .models import build_classifier
@@ -143,6 +143,21 @@ def classifier_on(cfg, device: torch.device, dataset: Dataset | dict | None = No
     return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
 
 
+def kept_val_accuracy(cfg, result) -> float:
+    """The validation accuracy of the weights the model keeps, read from its history row.
+
+    With early stopping (``patience > 0``) that is ``best_epoch``'s row (the epoch whose weights
+    were put back), else the last one. NaN when that epoch was not validated
+    (``val_fraction = 0``): no other number, such as ``best_metric`` of another monitor or the
+    train loss, is ever put in its place.
+    """
+    rows = result.history
+    if not rows:
+        return math.nan
+    kept = result.best_epoch if 0 < result.best_epoch <= len(rows) and cfg.patience > 0 else len(rows)
+    return float(rows[kept - 1].get("val_acc", math.nan))
+
+
 @dataclass
 class TrainedClassifier:
     """What :meth:`ClassificationTask.fit` hands to the later steps (``test`` adds the test logits)."""
@@ -211,9 +226,8 @@ class ClassificationTask(Task):
         pred, y_test = test["outputs"].argmax(1), data["y_test"]
         per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
                      if (y_test == c).any()}
-        last = result.history[-1] if result.history else {}
-        val_acc = (result.best_metric if cfg.patience > 0 and result.best_epoch else last.get("val_acc", float("nan")))
-        return {"test_accuracy": test["accuracy"], "val_accuracy": val_acc, "test_loss": test["loss"],
+        return {"test_accuracy": test["accuracy"], "val_accuracy": kept_val_accuracy(cfg, result),
+                "test_loss": test["loss"],
                 "per_class_accuracy": per_class, "train_seconds": result.train_seconds,
                 "epochs": len(result.history), "best_epoch": result.best_epoch,
                 "compile_seconds": result.compile_seconds, "stop_reason": result.stop_reason,
@@ -289,13 +303,17 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     from .results import is_verbose
 
     cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
+    resume = path_argument(resume, "resume") if resume is not None and resume != "" else None
+    if data is not None and not isinstance(data, (Dataset, FashionData)):
+        raise NndlError(f"data = {data!r:.60}: expected an nndl.datasets.Dataset or FashionData; give a path as "
+                        "overrides={'data': PATH}")
     if resume:
-        cfg = _resume_config(Path(resume), overrides, seed, echo)
+        cfg = _resume_config(resume, overrides, seed, echo)
         if not isinstance(cfg, config_mod.ClassifyConfig):
             return cfg  # a finished run: nothing to do
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)
-    return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=Path(resume) if resume else None,
+    return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
                     progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
 
 
@@ -308,7 +326,7 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
         raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
     try:  # metrics.json is written once, after the test evaluation: its presence marks a finished run
         done = read_json(run_dir / "metrics.json")
-    except (OSError, ValueError):
+    except (OSError, NndlError):
         done = None
     if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
         acc = done.get("test_accuracy")
@@ -319,7 +337,11 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
         from .results import Run
 
         return Run(run_dir, done)
-    cfg = config_mod.from_dict("classify", read_json(run_dir / "config.json"))
+    saved = read_json(run_dir / "config.json", fix="it is damaged: --resume needs the config the run started "
+                      "with; start a new run")
+    if not isinstance(saved, dict):
+        raise NndlError(f"{run_dir / 'config.json'}: not a config (a JSON object of settings); start a new run")
+    cfg = config_mod.from_dict("classify", saved)
     load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
     return cfg
 
@@ -362,7 +384,7 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
     def scored(i: int, fold) -> bool:
         res = fold.result
         last = res.history[-1] if res.history else {}
-        acc = res.best_metric if cfg.patience > 0 and res.best_epoch else last.get("val_acc", float("nan"))
+        acc = kept_val_accuracy(cfg, res)
         out.append({"val_accuracy": acc, "val_loss": last.get("val_loss", float("nan")), "epochs": len(res.history),
                     "train_seconds": res.train_seconds, "stop_reason": res.stop_reason, "diverged": res.diverged,
                     "timed_out": res.timed_out})

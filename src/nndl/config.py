@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NndlError
+from .errors import NndlError, text_argument
 from .model_kinds import MODEL_KINDS, MODEL_SETTINGS, why_unused
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+SEED_LIMIT = 2**63  # seeds are 0 .. SEED_LIMIT - 1
 
 
 def _choice(default, choices, help=""):
@@ -64,7 +67,7 @@ class TrainConfig(_Checked):
     warmup_epochs: float = _doc(0.0, "linear warm-up, in (fractional) epochs")
     min_lr_factor: float = _doc(0.0, "lr at the end of a decaying schedule, as a fraction of lr")
     patience: int = _doc(0, "early stopping on the validation metric; 0 disables it")
-    seed: int = _doc(0, "seeds weights, batches, splits and augmentation")
+    seed: int = _doc(0, "seeds weights, batches, splits and augmentation (0 .. 2**63 - 1)")
     device: str = _doc("auto", "auto | cpu | cuda | cuda:N | mps")
     time_limit: float = _doc(0.0, "seconds of training after which a run stops (reason \"time limit\"); 0 = none")
 
@@ -118,7 +121,8 @@ class ClassifyConfig(TrainConfig):
     test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
     val_fraction: float = _doc(0.1, "stratified share of the training images held out for validation")
     hidden: list[int] = _list([256, 128, 64], "MLP hidden layer widths")
-    dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer")
+    dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer, one rate per layer (these "
+                                                  "defaults are cut, or padded with 0, to fit another hidden)")
     channels: list[int] = _list([16, 32, 64], "conv widths")
     activation: str = _choice("relu", ["sigmoid", "tanh", "relu", "gelu"])
     init: str = _choice("default", ["default", "xavier", "kaiming"])
@@ -300,6 +304,8 @@ def validate(cfg) -> None:
               ("batch_size", cfg.batch_size >= 1, "must be >= 1"),
               ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"), ("l1", cfg.l1 >= 0, "must be >= 0"),
               ("patience", cfg.patience >= 0, "must be >= 0"),
+              # torch seeds take 64 bits and numpy's none below 0; the models of a run add their index to it
+              ("seed", 0 <= cfg.seed < SEED_LIMIT, "must be in 0 .. 2**63 - 1"),
               ("warmup_epochs", 0 <= cfg.warmup_epochs <= cfg.epochs, "must be between 0 and epochs"),
               ("min_lr_factor", 0 <= cfg.min_lr_factor <= 1, "must be in [0, 1]")]
     if isinstance(cfg, RegressConfig):
@@ -308,6 +314,9 @@ def validate(cfg) -> None:
                    ("ensemble_top", cfg.ensemble_top >= 1, "must be >= 1"), ("threads", cfg.threads >= 0, "must be >= 0")]
     if isinstance(cfg, ClassifyConfig):
         checks += [("val_fraction", 0 <= cfg.val_fraction < 1, "must be in [0, 1)"),
+                   # early stopping watches the validation accuracy: without a split there is none to watch
+                   ("patience", cfg.patience == 0 or cfg.val_fraction > 0,
+                    "needs a validation split to watch; set val_fraction > 0 (e.g. 0.1), or patience=0"),
                    ("test_fraction", 0 < cfg.test_fraction < 1, "must be in (0, 1)"),
                    ("image_size", 8 <= cfg.image_size <= 512, "must be in 8..512 pixels"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
@@ -351,6 +360,10 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
         out["nesterov"] = "needs momentum > 0"
     if config.get("schedule") == "constant":
         out["min_lr_factor"] = "the constant schedule does not decay"
+    if task == "regress" and config.get("search", "none") != "auto":
+        out["ensemble_top"] = f"only search=auto builds an ensemble of the best configs (search {config.get('search')})"
+    if task == "regress" and config.get("splitter", "kfold") != "cluster":
+        out["group_col"] = f"only splitter=cluster reads group labels (splitter {config.get('splitter')})"
     model = config.get("model")
     if task == "classify" and model in MODEL_KINDS:  # the registry says which settings each model reads
         for key in MODEL_SETTINGS:
@@ -380,6 +393,11 @@ def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
         if key in unused and getattr(cfg, key) != defaults.get(key):
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r} does not apply: {unused[key]}; "
                             f"remove it or change the setting it depends on")
+    if task == "classify" and "dropout" in given and len(cfg.dropout) != len(cfg.hidden):
+        # the MLP would cut the list or pad it with 0: rates the user wrote would be dropped or missing
+        rates = ",".join([f"{cfg.dropout[0]:g}"] * len(cfg.hidden)) if cfg.dropout else "0"
+        raise NndlError(f"config key 'dropout' = {cfg.dropout!r}: one rate per hidden layer, but hidden = "
+                        f"{cfg.hidden!r} has {len(cfg.hidden)}; give {len(cfg.hidden)} rates, e.g. dropout={rates}")
 
 
 def read_preset_file(path: str | Path) -> dict[str, Any]:
@@ -399,13 +417,25 @@ def read_preset_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
-    """``["lr=0.1", "hidden=64,64"]`` (from ``--set``) or a dict -> a new dict of raw values."""
-    if not overrides:
+    """``["lr=0.1", "hidden=64,64"]`` (from ``--set``) or a dict -> a new dict of raw values.
+
+    Any other type (a number, or one string, whose characters would be read as items) is one
+    NndlError line: a string cannot be split into settings safely, since list values hold commas.
+    """
+    how = "give a dict ({'lr': 0.01}) or a list of 'key=value' strings (['lr=0.01'])"
+    if overrides is None:
         return {}
     if isinstance(overrides, dict):
+        key = next((k for k in overrides if not isinstance(k, str)), None)
+        if key is not None:
+            raise NndlError(f"overrides: key {key!r} is not a config key name (a str); {how}")
         return dict(overrides)
+    if not isinstance(overrides, (list, tuple)):
+        raise NndlError(f"overrides = {overrides!r}: {how}")
     pairs = {}
     for item in overrides:
+        if not isinstance(item, str):
+            raise NndlError(f"overrides: {item!r} is not a 'key=value' string; {how}")
         if "=" not in item:
             raise NndlError(f"--set {item}: expected key=value, e.g. --set lr=0.01")
         key, _, val = item.partition("=")
@@ -433,6 +463,7 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
     """
     cls = TASK_CONFIGS[task]
     values: dict[str, Any] = {}
+    preset = text_argument(preset, "preset")
     if preset:
         if preset in PRESETS[task]:
             values.update(PRESETS[task][preset])

@@ -186,7 +186,6 @@ class StopPolicy:
         self.diverged = [False] * n
         self.timed_out = [False] * n
         self.last_epoch = [0] * n  # the last epoch each model trained (its history length)
-        self.last_train_loss = [math.nan] * n
         self.best = weights.snapshot()
         self.last_finite = None
         self._kept: dict[int, object] = {}  # weights to put back at the end (diverged or frozen models)
@@ -231,7 +230,7 @@ class StopPolicy:
         for i, row in enumerate(rows):
             if row is None or self.stopped[i]:
                 continue
-            self.last_epoch[i], self.last_train_loss[i] = epoch + 1, row.get("train_loss", math.nan)
+            self.last_epoch[i] = epoch + 1
             bad = [k for k in CHECKED if k in row and not math.isfinite(row[k])]
             if not bad:
                 continue
@@ -295,15 +294,21 @@ class StopPolicy:
     # ---- end
     def finish(self) -> None:
         """Put back each model's weights to keep: the best epoch's (early stopping, unless it diverged),
-        the last finite ones (diverged) or those it stopped with (a stopped stacked model)."""
+        the last finite ones (diverged) or those it stopped with (a stopped stacked model).
+
+        ``best_metric`` is the monitored validation value of ``best_epoch``, and NaN when no epoch was
+        validated (no validation data, or none improved on the start value)."""
         for i in range(self.n):
             if self.diverged[i] or (i in self._kept and not self.tracked[i]):
                 self.weights.put(i, self._kept[i])
             elif self.tracked[i] and self.best_epoch[i] > 0:
                 self.weights.put(i, self.weights.piece(i, self.best))
             if not self.validated and self.last_epoch[i]:
-                # no validation: the "best" epoch is the last one trained, its metric the train loss
-                self.best_epoch[i], self.best_metric[i] = self.last_epoch[i], self.last_train_loss[i]
+                self.best_epoch[i] = self.last_epoch[i]  # no validation: the weights kept are the last epoch's
+            if not self.validated or self.best_epoch[i] == 0:
+                # No validated epoch, no best metric: NaN says so, where the train loss (or the +-inf start
+                # value) would read as a validation score.
+                self.best_metric[i] = math.nan
 
     def fill(self, result, i: int = 0) -> None:
         """Copy model ``i``'s outcome into a :class:`~nndl.training.TrainResult`."""

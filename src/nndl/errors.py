@@ -1,4 +1,14 @@
-"""User-facing errors: the CLI prints these as one line and exits with code 2."""
+"""User-facing errors: the CLI prints these as one line and exits with code 2.
+
+Also the type checks of the Python API's arguments (:func:`path_argument` and its kin): a wrong
+type given to ``nndl.regress``, ``nndl.predict`` ... is the same one line as a wrong value, instead
+of a ``TypeError`` from deep inside ``pathlib`` or a loop over the characters of a string.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
 
 
 class NndlError(Exception):
@@ -10,3 +20,42 @@ class NndlError(Exception):
 
 class TrainingInterrupted(Exception):
     """Raised after Ctrl-C once the last completed epoch's checkpoint is on disk."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def path_argument(value: Any, name: str) -> Path | None:
+    """``value`` as a Path (None stays None); anything but a str or path-like object is one NndlError line."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise NndlError(f"{name} = {_shown(value)}: expected a path (a str or pathlib.Path)")
+
+
+def paths_argument(value: Any, name: str) -> list[Path]:
+    """One path or a list/tuple of paths as a list of Paths (a single str is one path, never its characters)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    if isinstance(value, (list, tuple)):
+        return [path_argument(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    raise NndlError(f"{name} = {_shown(value)}: expected a path or a list of paths")
+
+
+def text_argument(value: Any, name: str) -> str | None:
+    """A str (or a path-like object, as str), None staying None; other types are one NndlError line."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise NndlError(f"{name} = {_shown(value)}: expected a name or a path (a str)")
+
+
+def function_argument(value: Any, name: str) -> Callable | None:
+    """A callable (None staying None), else one NndlError line."""
+    if value is None or callable(value):
+        return value
+    raise NndlError(f"{name} = {_shown(value)}: expected a function (e.g. print)")

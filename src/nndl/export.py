@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import NndlError
+from .errors import NndlError, path_argument
 
 ONNX_OPSET = 17
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -131,7 +131,8 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
     NndlError
         Unknown format, or ``run_dir`` holds no nndl checkpoint.
     """
-    if fmt not in FORMATS:
+    run_dir, out = path_argument(run_dir, "run_dir") or Path("."), path_argument(out, "out")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise NndlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from . import config as config_mod
+from .errors import function_argument, path_argument
 
 
 @dataclass
@@ -131,6 +132,8 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
     """
     from .runs import new_run_dir, removed_on_failure, write_json
 
+    out = path_argument(out, "out")  # the Python API's wrong types: one line before any work
+    echo = function_argument(echo, "echo") or (lambda s: None)
     with task.threads(cfg):
         loaded = task.load(cfg, data)  # every input problem surfaces before anything is written
         if resume_dir is not None:

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import io
 import json as _json
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.regression import _is_number, read_table
-from .errors import NndlError
+from .data.regression import is_header, read_table
+from .errors import NndlError, function_argument, path_argument, paths_argument
+from .runs import first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BORDER_FRACTION = 0.04  # the outer 4% of each side (at least 1 pixel) is "the border"
@@ -68,28 +70,130 @@ class LoadedRun:
     interval: dict = field(default_factory=dict)  # regression: what nndl.uncertainty needs for the 90% interval
 
 
+# ----------------------------------------------------------------------------- model.pt metadata
+# model.pt is a file anyone can edit or forge: every value that decides what is built is checked first,
+# and the network is built on the "meta" device (shapes, no memory) and compared with the weights before
+# it is built for real, so a shape of huge, negative or text values is one line, never an allocation.
+MAX_INPUT_VALUES = 2**31  # values in one input (C*H*W or features): beyond it, torch's indexing overflows
+
+
+def _bad(path: Path, key: str, value: Any, why: str) -> NndlError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return NndlError(f"{path}: '{key}' = {shown}: {why}; the file is damaged or not from nndl: use the model.pt "
+                     "its run wrote")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _names(path: Path, payload: dict, key: str, length: int | None = None, at_least: int = 0) -> None:
+    value = payload[key]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _bad(path, key, value, "expected a list of names (str)")
+    if (length is not None and len(value) != length) or len(value) < at_least:
+        want = f"{length}" if length is not None else f"at least {at_least}"
+        raise _bad(path, key, value, f"expected {want} names, found {len(value)}")
+
+
+def _state_dicts(path: Path, payload: dict, key: str) -> None:
+    value = payload.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(sd, dict) and all(
+            isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in sd.items()) for sd in value):
+        raise _bad(path, key, value, "expected a list of state dicts (names -> tensors)")
+
+
+def _check_classifier_meta(path: Path, payload: dict) -> None:
+    """The dataset metadata a classifier is rebuilt from (a file from before datasets existed has none)."""
+    from .datasets import REGISTRY
+
+    if "class_names" in payload:
+        _names(path, payload, "class_names", at_least=2)
+    if not (payload.get("input_shape") and payload.get("mean") is not None and payload.get("dataset")):
+        return  # Fashion-MNIST's metadata (nndl.datasets.from_meta)
+    if payload["dataset"] not in REGISTRY:
+        raise _bad(path, "dataset", payload["dataset"], f"expected one of {', '.join(REGISTRY)}")
+    shape = payload["input_shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3)
+            or not all(_is_int(v) and v >= 1 for v in shape) or math.prod(shape) > MAX_INPUT_VALUES):
+        raise _bad(path, "input_shape", shape, "expected (channels, height, width) or (features,) of whole numbers "
+                   f">= 1, at most {MAX_INPUT_VALUES:,} values in all")
+    if "class_names" not in payload:
+        raise _bad(path, "class_names", None, "missing")
+    per = shape[0]  # channels of an image, features of a table row
+    for key in ("mean", "std"):
+        value = payload.get(key)
+        if (not isinstance(value, (list, tuple)) or len(value) != per
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+                or (key == "std" and not all(v > 0 for v in value))):
+            raise _bad(path, key, value, f"expected {per} finite numbers{' > 0' if key == 'std' else ''}, one per "
+                       f"{'channel' if len(shape) == 3 else 'feature'}")
+    if payload.get("feature_names") or len(shape) == 1:
+        _names(path, payload, "feature_names", length=per if len(shape) == 1 else None)
+
+
+def _check_regressor_meta(path: Path, payload: dict) -> None:
+    n = payload.get("in_features")
+    if n is not None and not (_is_int(n) and 1 <= n <= MAX_INPUT_VALUES):
+        raise _bad(path, "in_features", n, f"expected a whole number in 1..{MAX_INPUT_VALUES:,}")
+    if payload.get("x_names") is not None:
+        _names(path, payload, "x_names", length=n)
+    if payload.get("y_name") is not None and not isinstance(payload["y_name"], str):
+        raise _bad(path, "y_name", payload["y_name"], "expected a name (str)")
+    members = payload.get("member_configs") or []
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise _bad(path, "member_configs", members, "expected a list of config dicts")
+    interval = payload.get("interval") or {}
+    numbers = {k: interval.get(k) for k in ("noise_var", "spread_scale", "level")} if isinstance(interval, dict) else {}
+    if not isinstance(interval, dict) or (interval and not (
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in numbers.values()) and 0 < numbers["level"] < 1
+            and interval.get("spread_from", "members") in ("members", "folds"))):
+        raise _bad(path, "interval", interval, "expected noise_var, spread_scale >= 0, level in (0, 1) and "
+                   "spread_from members or folds")
+
+
+def _built_checked(build: Callable[[], nn.Module], state: dict, path: Path) -> nn.Module:
+    """``build()`` on the meta device first: when its parameter shapes are not the weights', one line, before
+    any memory is taken; then built for real and loaded."""
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+    except (ValueError, RuntimeError, TypeError) as e:  # e.g. a CNN on images smaller than it needs
+        raise NndlError(f"{path}: its config and metadata describe no model nndl can build "
+                        f"({first_line(e, 160)})") from None
+    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if wanted != found:
+        key = next((k for k in wanted if found.get(k) != wanted[k]), None) or next(k for k in found if k not in wanted)
+        raise NndlError(f"{path}: weights do not fit the model its config and metadata describe ('{key}': "
+                        f"{found.get(key, 'missing')} in the file, {wanted.get(key, 'none')} in the model); use the "
+                        "model.pt its run wrote")
+    torch.manual_seed(0)  # construction randomness is overwritten by the weights; keep it deterministic anyway
+    return _load_state(build(), state, path)
+
+
 def _load_state(model: nn.Module, state: dict, path: Path) -> nn.Module:
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise NndlError(f"{path}: weights do not fit the model its config describes ({first})") from None
+        raise NndlError(f"{path}: weights do not fit the model its config describes ({first_line(e, 160)})") from None
     return model.eval()
 
 
 def _regressor(cfg, in_features: int, state: dict, path: Path) -> nn.Module:
     from .models import Standardized, build_regressor
 
-    net = build_regressor(cfg, in_features)
-    if cfg.standardize:
-        # The statistics are buffers in the state dict; build with their shapes, then load them.
-        try:
-            model = Standardized(net, *(state[k] for k in ("x_mean", "x_std", "y_mean", "y_std")))
-        except KeyError:
-            raise NndlError(f"{path}: standardize=true but the checkpoint has no input/target statistics") from None
-    else:
-        model = net
-    return _load_state(model, state, path)
+    stats = ("x_mean", "x_std", "y_mean", "y_std")
+    if cfg.standardize and not all(k in state for k in stats):
+        raise NndlError(f"{path}: standardize=true but the checkpoint has no input/target statistics")
+
+    def build() -> nn.Module:
+        net = build_regressor(cfg, in_features)
+        # the statistics are buffers in the state dict: built with their shapes, then loaded
+        return Standardized(net, *(state[k] for k in stats)) if cfg.standardize else net
+
+    return _built_checked(build, state, path)
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -113,29 +217,41 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise NndlError(f"{path}: checkpoint has no task/weights nndl can use (task={task!r})")
     if not isinstance(payload.get("config"), dict):
         raise NndlError(f"{path}: checkpoint has no config")
+    for key in ("state_dicts", "fold_state_dicts"):
+        _state_dicts(path, payload, key)
+    (_check_classifier_meta if task == "classify" else _check_regressor_meta)(path, payload)
     # Keys this nndl version does not know (a checkpoint from another version) cannot change the
     # architecture it rebuilds, so they are dropped instead of refusing the file.
     known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS[task])}
-    cfg = config_mod.from_dict(task, {k: v for k, v in payload["config"].items() if k in known})
+
+    def saved_config(values: dict):
+        try:
+            return config_mod.from_dict(task, {k: v for k, v in values.items() if k in known})
+        except NndlError as e:
+            raise NndlError(f"{path}: its saved config: {e}") from None
+
+    cfg = saved_config(payload["config"])
     if task == "classify":
         from .datasets import from_meta
 
         meta = from_meta(payload)
         shape = tuple(meta["input_shape"])
-        torch.manual_seed(0)  # construction randomness is overwritten by the weights; keep it deterministic anyway
-        net = build_classifier(cfg, shape if len(shape) == 3 else (1, 1, shape[0]), len(meta["class_names"]))
-        model = _load_state(net, states[0], path)
+        model = _built_checked(lambda: build_classifier(cfg, shape if len(shape) == 3 else (1, 1, shape[0]),
+                                                        len(meta["class_names"])), states[0], path)
         return LoadedRun(task, cfg, model, class_names=meta["class_names"], meta=meta, path=str(path))
     first_weight = next((v for k, v in states[0].items() if k.endswith("layers.0.weight")), None)
-    in_features = int(payload.get("in_features") or (first_weight.shape[1] if first_weight is not None else 1))
+    in_features = int(payload.get("in_features") or (first_weight.shape[1] if first_weight is not None
+                                                     and first_weight.dim() == 2 else 1))
     # An auto ensemble mixes networks: each member is rebuilt with its own config fields.
     mixed = payload.get("member_configs") or []
-    member_cfgs = ([config_mod.from_dict(task, {**config_mod.to_dict(cfg), **m}) if m else cfg for m in mixed]
+    member_cfgs = ([saved_config({**config_mod.to_dict(cfg), **m}) if m else cfg for m in mixed]
                    if len(mixed) == len(states) else [cfg] * len(states))
     members = [_regressor(c, in_features, sd, path) for c, sd in zip(member_cfgs, states)]
     model = members[0] if len(members) == 1 else Ensemble(members).eval()
     folds = [_regressor(cfg, in_features, sd, path) for sd in payload.get("fold_state_dicts") or []]
     x_names = list(payload.get("x_names") or [f"x{i}" for i in range(in_features)])
+    if len(x_names) != in_features:
+        raise _bad(path, "x_names", x_names, f"expected {in_features} names, one per input")
     return LoadedRun(task, cfg, model, folds, in_features=in_features, x_names=x_names,
                      y_name=str(payload.get("y_name") or "y"), path=str(path),
                      interval=dict(payload.get("interval") or {}))
@@ -200,8 +316,12 @@ def image_has_object(image) -> bool:
 
 
 def _open_image(path: str | Path):
-    """The image at ``path``, fully decoded, after checking its pixel count from the header."""
+    """The image at ``path`` decoded as in training (:func:`nndl.datasets.image_folder.open_image`: upright,
+    8-bit, no transparency), after checking its pixel count from the header."""
+    from .datasets.image_folder import open_image
+
     Image, _ = _pil()
+    unreadable = "give a PNG or JPEG file, or an IDX/CSV batch"
     try:
         with warnings.catch_warnings():
             # Pillow warns about (and past twice its own limit, refuses) huge images; nndl's own
@@ -209,28 +329,27 @@ def _open_image(path: str | Path):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
-                                    f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees a small image anyway)")
-                im.load()
-                return im.copy()
     except Image.DecompressionBombError:
         raise NndlError(f"{path}: image too large to decode safely (a decompression bomb?); predict reads at "
                         f"most {MAX_IMAGE_PIXELS:,} pixels") from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError; truncated files too
-        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); give a PNG or JPEG file, or an "
-                        "IDX/CSV batch") from None
+        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); {unreadable}") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise NndlError(f"{path}: {w}x{h} = {w * h:,} pixels, more than predict's limit of "
+                        f"{MAX_IMAGE_PIXELS:,}; downscale the image (the model sees a small image anyway)")
+    return open_image(Path(path), fix=unreadable)
 
 
 def _preprocess(image, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
     """:func:`preprocess_image` and whether the image holds an object (see :func:`image_has_object`)."""
+    from .datasets.image_folder import upright_image
+
     h_out, w_out = size or _fashion_size()
     Image, ImageOps = _pil()
-    img = _open_image(image) if isinstance(image, (str, Path)) else image
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    if isinstance(image, (str, Path)):
+        img = _open_image(image)
+    else:  # a PIL image given in Python: the decoder's steps after the file is read
+        img = upright_image(ImageOps.exif_transpose(image), "the image")
     gray = np.asarray(img.convert("L"), dtype=np.float32)
     h, w = gray.shape
     b = max(1, round(BORDER_FRACTION * min(h, w)))
@@ -301,7 +420,7 @@ def read_pixel_csv(path: str | Path, size: tuple[int, int] | None = None) -> tup
     if first and first[0].strip().lower() == "label" and (h, w) == _fashion_size():
         images, labels = read_csv_form(path)
         return images, labels.astype(np.int64)
-    has_header = not all(_is_number(c) for c in first)
+    has_header = is_header(first, path)
     try:
         data = np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.float64, ndmin=2)
     except ValueError as e:
@@ -388,12 +507,11 @@ def _read_for_model(run: LoadedRun, path: Path) -> tuple[np.ndarray, np.ndarray 
     if style == "resized":
         if kind != "image":
             raise NndlError(f"{path}: this model was trained on an image folder; give image files (PNG/JPEG)")
-        from .datasets.image_folder import open_image, to_array
+        from .datasets.image_folder import to_array
 
         if path.stat().st_size == 0:
             raise NndlError(f"{path}: empty file; give a PNG or JPEG image")
-        _open_image(path)  # the pixel-count limit and a one-line error for a file that is not an image
-        arr = to_array(open_image(path), shape[0], shape[1:])
+        arr = to_array(_open_image(path), shape[0], shape[1:])  # decoded once, as in training
         return arr[None], None, True, [int(arr.max()) - int(arr.min()) > 0]
     if kind == "image":
         image, has_object = _preprocess(path, shape[1:])
@@ -458,7 +576,7 @@ def read_inputs(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.n
 def _read_columns(path: str | Path, x_names: list[str], y_name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Regression inputs (and the target, when present) from a CSV, as the float64 values written there.
 
-    A first row with any non-numeric cell is a header (as in training).
+    A first row without numbers is a header (as in training; a mixed one is refused).
 
     - Training CSV with a header: a file with a header is read **by name** (the
       target column is optional; other columns are ignored), and a missing input
@@ -601,6 +719,8 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
         Not an nndl run / checkpoint, an unreadable, oversized or mismatched input
         file, ``top < 1``, or an ``out`` that cannot be written.
     """
+    run_dir, out = path_argument(run_dir, "run_dir") or Path("."), path_argument(out, "out")
+    files, echo = paths_argument(files, "files"), function_argument(echo, "echo")
     if not files:
         raise NndlError("give at least one input file")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:

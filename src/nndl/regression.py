@@ -149,7 +149,8 @@ def _cv_many(base: dict, overrides: list[dict], x, y, groups) -> list[list[FoldR
     """Cross-validate configs ``base + overrides[i]``: one stack per network (and epochs)."""
     from .crossval import cross_validate_many, stack_key
 
-    cfgs = [config_mod.resolve("regress", None, {**base, **o}) for o in overrides]
+    # from_dict, not resolve: these are derived configs (validated), not settings a user gave
+    cfgs = [config_mod.from_dict("regress", {**base, **o}) for o in overrides]
     groups_by_key: dict[Any, list[int]] = {}
     for i, c in enumerate(cfgs):
         groups_by_key.setdefault((stack_key(c), c.epochs), []).append(i)

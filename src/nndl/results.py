@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import NndlError
+from .errors import NndlError, path_argument
 from .progress import in_notebook
 
 # The figures shown inline by _repr_html_, in order, per task (the others are one .figure(name) away).
@@ -69,7 +69,9 @@ def load_run(path: str | Path) -> "Run | Study":
     NndlError
         When ``path`` is neither (no metrics.json / config.json / study.json there).
     """
-    path = Path(path)
+    path = path_argument(path, "path")
+    if path is None:
+        raise NndlError("load_run(None): give the folder of a regress/classify/tune run")
     if path.is_file():
         path = path.parent
     if (path / "study.json").exists() or (path / "tune.json").exists():
@@ -82,9 +84,14 @@ def load_run(path: str | Path) -> "Run | Study":
 
 # --------------------------------------------------------------------------- shared machinery
 def _read_json(path: Path) -> dict:
+    """A run file's JSON object ({} when the file is missing); a damaged one is one NndlError line."""
     from .runs import read_json
 
-    return read_json(path) if path.exists() else {}
+    data = read_json(path) if path.exists() else {}
+    if not isinstance(data, dict):
+        raise NndlError(f"{path}: holds a JSON {type(data).__name__}, not the object of names and values nndl "
+                        "writes; restore it, or rerun the command that wrote it")
+    return data
 
 
 def _number(value: str) -> Any:

@@ -147,8 +147,23 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+DAMAGED_FIX = "restore it, or rerun the command that wrote it"
+
+
+def first_line(error: Exception, limit: int = 120) -> str:
+    """The first line of an exception's message (its type name when empty), cut to ``limit`` characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
+def read_json(path: str | Path, fix: str = DAMAGED_FIX) -> Any:
+    """The JSON in ``path``; a damaged file (not JSON, not text) is one NndlError line naming it and ``fix``.
+
+    A missing or unreadable file raises ``OSError`` as before (callers check for the file first).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        raise NndlError(f"{path}: not valid JSON ({first_line(e)}); {fix}") from None
 
 
 def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
@@ -165,9 +180,14 @@ def write_history_csv(path: str | Path, rows: list[dict]) -> Path:
 
 
 def read_history_csv(path: str | Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: (float(v) if v not in ("", None) and k != "fold" else v) for k, v in row.items()}
-                for row in csv.DictReader(fh)]
+    """The rows of a ``history.csv`` (numbers as floats, ``fold`` as written); a damaged file is one
+    NndlError line naming it."""
+    try:
+        with open(path, newline="") as fh:
+            return [{k: (float(v) if v not in ("", None) and k != "fold" else v) for k, v in row.items()}
+                    for row in csv.DictReader(fh)]
+    except (ValueError, TypeError, csv.Error) as e:  # text in a number column, binary bytes, a ragged row
+        raise NndlError(f"{path}: not a history.csv nndl wrote ({first_line(e)}); {DAMAGED_FIX}") from None
 
 
 def save_model(path: str | Path, task: str, config: dict, state_dicts: list[dict], **extra: Any) -> Path:

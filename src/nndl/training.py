@@ -233,7 +233,7 @@ def _restore(path: Path, model: nn.Module, optimizer, generator: torch.Generator
     policy.resume(best=ckpt["best_state"], best_epoch=[ckpt["best_epoch"]], best_metric=[ckpt["best_metric"]],
                   bad_epochs=[ckpt["bad_epochs"]], elapsed=ckpt["train_seconds"])
     if result.history:
-        policy.last_epoch, policy.last_train_loss = [len(result.history)], [result.history[-1]["train_loss"]]
+        policy.last_epoch = [len(result.history)]
     generator.set_state(ckpt["generator"].to(generator.get_state().device))
     torch.set_rng_state(ckpt["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in ckpt:

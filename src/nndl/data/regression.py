@@ -65,17 +65,35 @@ def _is_number(cell: str) -> bool:
         return False
 
 
+def is_header(row: list[str], shown) -> bool:
+    """Whether the first row of a CSV of numbers is a header: when none of its cells is a number.
+
+    A row of numbers is data. A row that mixes numbers and text is neither: it is a typo in
+    headerless data (``0.5,1.2x``), which taken as a header would drop the row in silence, or a
+    header with a number as a column name. It is one NndlError naming row 1 and the column.
+    """
+    numeric = [_is_number(c) for c in row]
+    if not any(numeric):
+        return True
+    if all(numeric):
+        return False
+    j = numeric.index(False)
+    raise NndlError(f"{shown}: row 1, column {j + 1}: {row[j].strip()!r} is not a number, but the other cells of "
+                    "row 1 are; if row 1 is data, fix that cell; if it is a header, give every column a name that "
+                    "is not a number")
+
+
 def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
     """Read a CSV of numbers strictly: ``(values (N, C) float64, column names, has_header)``.
 
-    A first row with any non-numeric cell is a header (otherwise columns are
-    named ``col0, col1, ...``). Raises :class:`NndlError` naming the file and
-    row/column for an unreadable or empty file, a ragged row, or a non-numeric
-    or non-finite cell.
+    A first row with no numeric cell is a header (otherwise columns are named ``col0, col1,
+    ...``; a first row mixing both is refused, see :func:`is_header`). Raises :class:`NndlError`
+    naming the file and row/column for an unreadable or empty file, a ragged row, or a
+    non-numeric or non-finite cell.
     """
     shown = path
     rows = read_rows(resolve_data_path(path), shown, "rows of numbers, e.g. 'x,y' then '0.5,1.2'")
-    has_header = not all(_is_number(c) for c in rows[0])
+    has_header = is_header(rows[0], shown)
     header = [c.strip() for c in rows[0]] if has_header else [f"col{i}" for i in range(len(rows[0]))]
     repeated = [name for name, n in Counter(header).items() if n > 1]
     if repeated:
@@ -100,7 +118,7 @@ def parse_cell(cell: str, shown, line: int, column: str) -> float:
     try:
         v = float(cell)
     except ValueError:
-        raise NndlError(f"{shown}: row {line}, column '{column}': '{cell.strip()}' is not a number") from None
+        raise NndlError(f"{shown}: row {line}, column '{column}': {cell.strip()!r} is not a number") from None
     if not math.isfinite(v):
         raise NndlError(f"{shown}: row {line}, column '{column}': value {cell.strip()} is not finite; "
                         "remove or impute it")
@@ -113,7 +131,7 @@ def parse_cell(cell: str, shown, line: int, column: str) -> float:
 def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "") -> RegressionData:
     """Read a CSV of numeric columns into inputs and a target.
 
-    A first row with any non-numeric cell is a header. Without ``x_cols``/``y_col``
+    A first row without numbers is a header (see :func:`is_header`). Without ``x_cols``/``y_col``
     the last column is the target and all others are inputs.
 
     Parameters

@@ -4,6 +4,7 @@ A dataset module defines
 
 - ``NAME`` (its registry key) and ``PREDICT_INPUT`` (how ``nndl predict`` reads a file for it:
   ``"trimmed"`` light-object-on-dark images as in MNIST, ``"resized"`` photos, or ``"table"`` rows);
+- ``READS``: which of :data:`DATASET_SETTINGS` its ``load`` reads (the others are refused when given);
 - ``detect(path) -> bool``: whether ``--data PATH`` looks like this kind (used by ``dataset=auto``);
 - ``load(cfg) -> Dataset``: read, validate and split; every bad input raises one
   :class:`~nndl.errors.NndlError` line naming the file and the fix, before a run folder exists.
@@ -29,6 +30,11 @@ REGISTRY: dict[str, str] = {
     "idx": "nndl.datasets.idx",
     "image_folder": "nndl.datasets.image_folder",
 }
+
+
+# The config settings only some dataset kinds read; each kind's module lists its own in READS. A setting
+# given for a kind that never reads it (image_size for a CSV table) is refused, not ignored.
+DATASET_SETTINGS = ("label_col", "image_size", "test_fraction", "verify")
 
 
 @dataclass
@@ -108,7 +114,26 @@ def detect(data: str) -> str:
 def load(cfg) -> Dataset:
     """Load the dataset ``cfg`` names (``cfg.dataset``, or the kind detected from ``cfg.data``)."""
     kind = cfg.dataset if cfg.dataset != "auto" else detect(cfg.data)
-    return module(kind).load(cfg)
+    check_applies(kind, cfg)
+    ds = module(kind).load(cfg)
+    if len(ds.y_test) == 0:  # the test metrics of an empty set would be a crash or a made-up number
+        raise NndlError(f"{ds.source}: the test set is empty; give test examples (e.g. the t10k-* files of an "
+                        "IDX set)")
+    return ds
+
+
+def check_applies(kind: str, cfg) -> None:
+    """Refuse, in one line, a dataset setting (of :data:`DATASET_SETTINGS`) that the ``kind`` of data never
+    reads but that differs from its default (``image_size`` or ``label_col`` for Fashion-MNIST, ...)."""
+    from ..config import ClassifyConfig
+
+    defaults, reads = ClassifyConfig(), module(kind).READS
+    for key in DATASET_SETTINGS:
+        value = getattr(cfg, key)
+        if key not in reads and value != getattr(defaults, key):
+            users = ", ".join(name for name in REGISTRY if key in module(name).READS)
+            raise NndlError(f"config key '{key}' = {value!r} does not apply to {kind} data (only to {users}); "
+                            "remove it")
 
 
 def from_meta(payload: dict) -> dict[str, Any]:

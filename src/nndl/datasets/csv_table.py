@@ -20,6 +20,7 @@ from . import Dataset, check_classes, stratified_test_split
 
 NAME = "csv_table"
 PREDICT_INPUT = "table"
+READS = ("label_col", "test_fraction")  # of datasets.DATASET_SETTINGS
 
 
 def detect(path: Path) -> bool:
@@ -30,8 +31,10 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and data rows (blank lines skipped) of a CSV that must have a header."""
     rows = read_rows(path, needs="a header row, then one row per example")
     header = [c.strip() for c in rows[0]]
-    if all(_is_number(c) for c in header):
-        raise NndlError(f"{path}: no header row; add one naming the columns (e.g. 'length,width,species')")
+    numbers = [c for c in header if _is_number(c)]
+    if numbers:  # a header names columns; a number in row 1 means the row is data (or a name to change)
+        raise NndlError(f"{path}: no header row (row 1 holds the number '{numbers[0]}'); add one naming the columns "
+                        "(e.g. 'length,width,species'), none of them a number")
     if len(set(header)) != len(header):
         dup = next(h for h in header if header.count(h) > 1)
         raise NndlError(f"{path}: column name '{dup}' appears more than once in the header; give each its own name")

@@ -13,6 +13,7 @@ from . import Dataset
 
 NAME = "fashion_mnist"
 PREDICT_INPUT = "trimmed"  # light object on a dark background, trimmed and centred
+READS = ("verify",)  # of datasets.DATASET_SETTINGS; the official test split is always used
 INPUT_SHAPE = (1, 28, 28)
 CLASS_NAMES = list(fashion.CLASS_NAMES)
 # Mean and std of Fashion-MNIST's 60,000 training pixels (scaled to [0, 1]); nndl.data.augment takes

@@ -3,9 +3,10 @@
 ``ROOT/CLASS/*.png|jpg|...``: a stratified, seeded test split (``test_fraction``) is drawn;
 ``ROOT/train/CLASS/...`` + ``ROOT/test/CLASS/...``: the user's fixed test split is kept.
 Class names are the subfolder names, sorted. Images of any size and mode are read with
-Pillow (EXIF orientation applied, transparency flattened onto white) and stretched to
-``image_size x image_size``; the set is grey (1 channel) when every image is grey, colour
-(3 channels) otherwise. Files with other suffixes and hidden entries are ignored.
+Pillow (EXIF orientation applied, transparency flattened onto white, 16-bit and float pixels
+scaled to 8 bits by their depth: :func:`open_image`, which ``nndl predict`` uses too) and
+stretched to ``image_size x image_size``; the set is grey (1 channel) when every image is grey,
+colour (3 channels) otherwise. Files with other suffixes and hidden entries are ignored.
 """
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ClassifyConfig
 from ..errors import NndlError
 from . import Dataset, check_classes, pixel_stats, stratified_test_split
 
 NAME = "image_folder"
 PREDICT_INPUT = "resized"
+READS = ("image_size", "test_fraction")  # of datasets.DATASET_SETTINGS; test_fraction only without ROOT/test
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Modes whose pixels Pillow converts to RGB faithfully; other colour spaces are converted to RGB at once,
+# so that every later step (grey or RGB, resizing, trimming) sees a mode it can convert.
+_COLOUR_SPACES = {"CMYK", "YCbCr", "LAB", "HSV"}
+_DIRECT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa"}
+UNREADABLE_FIX = "replace or remove the file"
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -50,25 +58,88 @@ def detect(path: Path) -> bool:
     return any(f.suffix.lower() in SUFFIXES for c in classes[:50] for f in c.rglob("*"))
 
 
-def open_image(path: Path):
-    """The image at ``path`` decoded, upright and without transparency (one NndlError line if unreadable)."""
+def _pil():
     try:
         from PIL import Image, ImageOps
     except ImportError:
         raise NndlError("reading images needs Pillow: pip install pillow") from None
+    return Image, ImageOps
+
+
+def open_image(path: Path, fix: str = UNREADABLE_FIX):
+    """The image at ``path`` decoded by the one image decoder of training and ``nndl predict``.
+
+    Upright (EXIF orientation), with 8-bit samples (:func:`eight_bit`: 16-bit and float pixels
+    scaled by their depth, never clipped) and without transparency (flattened onto white).
+    A file Pillow cannot read, or pixels nndl cannot scale, is one NndlError line naming it and
+    ending in ``fix``.
+    """
+    Image, ImageOps = _pil()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
+                bits = _bits_per_sample(im)  # from the file's header, which the transposed copy lacks
                 img = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); replace or remove the "
-                        "file") from None
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        raise NndlError(f"{path}: not an image Pillow can read ({type(e).__name__}); {fix}") from None
+    return upright_image(img, path, bits)
+
+
+def upright_image(img, source, bits: int = 16):
+    """An opened (and already upright) PIL image as :func:`open_image` returns it: 8-bit samples,
+    transparency flattened onto white; ``bits`` is the file's declared sample depth of a mode ``I`` image."""
+    Image, _ = _pil()
+    img = eight_bit(img, source, bits)
+    if img.mode in _COLOUR_SPACES:
+        img = img.convert("RGB")
+    elif img.mode not in _DIRECT_MODES:
+        raise NndlError(f"{source}: pixels of mode {img.mode} cannot be read as grey or colour; save the image as "
+                        "an 8- or 16-bit grey or RGB PNG")
+    if img.mode in ("RGBA", "RGBa", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return img
+
+
+def _bits_per_sample(im) -> int:
+    """The sample depth a TIFF declares (its BitsPerSample tag), else 16: Pillow opens the other formats'
+    deep grey images (16-bit PNG and PGM) as 16-bit values."""
+    tags = getattr(im, "tag_v2", None)
+    declared = tags.get(258) if tags is not None else None
+    if isinstance(declared, tuple):
+        declared = declared[0] if declared else None
+    return int(declared) if isinstance(declared, int) else 16
+
+
+def eight_bit(img, source, bits: int = 16):
+    """``img`` with 8-bit samples: 16-bit grey scaled by 255/65535 and float grey by 255 (0..1 is black
+    to white), where Pillow's own conversion would clip them at 255 (a 16-bit image turns almost white,
+    a float one black). Other modes are returned as they are.
+
+    Refused in one NndlError line naming ``source``: 32-bit integer pixels (no agreed scale), negative
+    pixel values, and float pixels outside 0..1 or not finite.
+    """
+    Image, _ = _pil()
+    if not (img.mode == "I" or img.mode.startswith("I;16") or img.mode == "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
+            raise NndlError(f"{source}: float pixels from {lo:g} to {hi:g}; nndl reads a float image as 0..1 "
+                            "(black to white): rescale it to 0..1, or save it as an 8- or 16-bit image")
+        scale = 255.0
+    else:
+        if img.mode == "I" and bits > 16:
+            raise NndlError(f"{source}: {bits}-bit integer pixels have no agreed scale to 8 bits; save the image "
+                            "as an 8- or 16-bit grey PNG")
+        if values.size and values.min() < 0:
+            raise NndlError(f"{source}: negative pixel values ({values.min():g}); save the image as an unsigned "
+                            "8- or 16-bit grey PNG")
+        scale = 255.0 / 65535.0
+    return Image.fromarray(np.round(values * scale).clip(0, 255).astype(np.uint8))  # 2-d uint8: mode L
 
 
 def is_grey(img) -> bool:
@@ -97,8 +168,7 @@ def _files(class_dirs: list[Path], names: list[str]) -> tuple[list[Path], list[i
 
 def _header_is_grey(path: Path) -> bool:
     """Grey from the file header alone (no decoding); an unreadable file is reported when it is decoded."""
-    from PIL import Image
-
+    Image, _ = _pil()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -126,12 +196,19 @@ def load(cfg) -> Dataset:
         raise NndlError(f"{root}: {len(names)} class folder{'s' if len(names) != 1 else ''}; a classifier needs at "
                         "least two (ROOT/CLASS_A/*.png, ROOT/CLASS_B/*.png, ...)")
     if test_dirs is not None:
+        if cfg.test_fraction != ClassifyConfig().test_fraction:  # given, yet the fixed split decides
+            raise NndlError(f"config key 'test_fraction' = {cfg.test_fraction!r} does not apply: {root} has its own "
+                            f"test split ({root / 'test'}); remove it")
         extra = [d.name for d in test_dirs if d.name not in names]
         if extra:
             raise NndlError(f"{root / 'test' / extra[0]}: class '{extra[0]}' is not among the training classes; "
                             "rename it or add it under train/")
     train_files, train_labels = _files(train_dirs, names)
     test_files, test_labels = _files(test_dirs, names) if test_dirs is not None else ([], [])
+    if test_dirs is not None and not test_files:
+        raise NndlError(f"{root / 'test'}: no class folders with images, so nothing to test on; put test images in "
+                        f"{root / 'test'}/CLASS/, or move the class folders of train/ up into {root} for a drawn "
+                        "test split")
     channels = 1 if all(_header_is_grey(f) for f in train_files + test_files) else 3
     size = (cfg.image_size, cfg.image_size)
     y = torch.tensor(train_labels, dtype=torch.int64)

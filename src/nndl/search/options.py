@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import NndlError
+from ..errors import NndlError, function_argument, path_argument
 from .storage import is_url, mask_url
 
 if TYPE_CHECKING:
@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 TASKS = {"regress": ("minimize", "val_mse", "test_mse"), "classify": ("maximize", "val_accuracy", "test_accuracy")}
 SAMPLERS, PRUNERS = ("grid", "random", "tpe"), ("none", "median", "hyperband", "wilcoxon")
 NOT_IN_PRESET = {"time_limit"}  # a tuning guard, not part of the configuration found
+# The types of the options given in Python (the CLI's parser gives these already); None is always allowed.
+_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str,) for name in ("sampler", "pruner", "preset", "study", "storage")},
+    **{name: (int,) for name in ("trials", "folds", "workers", "heartbeat", "worker_index", "batch_trials")},
+    **{name: (bool,) for name in ("worker_only", "allow_changes", "figures", "retrain")},
+    "timeout_per_trial": (int, float),
+}
 
 
 @dataclasses.dataclass
@@ -73,8 +80,15 @@ class TuneOptions:
 
     def check(self, task: str) -> None:
         """The checks that need no space file: one line naming the option and the fix."""
-        if task not in TASKS:
-            raise NndlError(f"unknown task '{task}': choose regress or classify")
+        if not isinstance(task, str) or task not in TASKS:
+            raise NndlError(f"unknown task {task!r}: choose regress or classify")
+        for name, kinds in _TYPES.items():
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+                wanted = " or ".join(k.__name__ for k in kinds)
+                raise NndlError(f"{name} = {value!r:.60}: expected {wanted}")
+        path_argument(self.out, "out")
+        function_argument(self.echo, "echo")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise NndlError(f"--sampler {self.sampler}: choose one of {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:

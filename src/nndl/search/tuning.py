@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from .. import config as config_mod
-from ..errors import NndlError
+from ..errors import NndlError, path_argument
 from ..masking import remember_secrets
 from . import optuna_shim
 from .folder import study_folder, study_settings
@@ -67,6 +67,7 @@ def tune(task: str, space: str | Path | None = None, options: TuneOptions | None
     opts = _options(options, kwargs)
     remember_secrets(opts.storage)  # from here on its password is masked in every line and file, in any form
     opts.check(task)
+    path_argument(space, "space")
     optuna_shim.require()  # an Optuna that changed what the search relies on: say so before any trial
     plan, store, seed = _plan(task, space, opts)
     try:
@@ -105,8 +106,11 @@ def _options(options: TuneOptions | None, kwargs: dict[str, Any]) -> TuneOptions
     """``options`` (or the defaults) with the keywords given to :func:`tune` on top."""
     names = {f.name for f in dataclasses.fields(TuneOptions)}
     unknown = sorted(set(kwargs) - names)
-    if unknown:
+    if unknown:  # a misspelt keyword is a TypeError, as for any Python function
         raise TypeError(f"tune() got an unexpected keyword argument '{unknown[0]}'")
+    if options is not None and not isinstance(options, TuneOptions):
+        raise NndlError(f"options = {options!r:.60}: expected nndl.search.TuneOptions (or give the options as "
+                        "keywords: tune(task, trials=20, ...))")
     opts = dataclasses.replace(options or TuneOptions(), **kwargs)
     if isinstance(opts.storage, os.PathLike):  # a journal given as a Path
         opts.storage = os.fspath(opts.storage)
@@ -199,7 +203,8 @@ def _open_study(plan: Plan, store, opts: TuneOptions, seed: int) -> optuna.Study
                         f"{mask_url(str(e).splitlines()[0])}") from None
     if st.direction.name.lower() != plan.direction:
         raise NndlError(f"study '{plan.name}' maximises/minimises differently: it is not a {plan.task} study")
-    seed += 1000 * len(st.trials)
+    # Optuna's samplers take numpy RandomState seeds (32 bits); the config's seed may be up to 2**63 - 1.
+    seed = (seed + 1000 * len(st.trials)) % 2**32
     samplers = {"grid": lambda: optuna.samplers.GridSampler(plan.space.grid, seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                 "tpe": lambda: optuna.samplers.TPESampler(seed=seed)}
