@@ -49,12 +49,12 @@ class Net:
 class Recipe:
     """Every hyperparameter of a recipe (see the module notes); defaults are the winning recipe's."""
 
-    nets: tuple[Net, ...] = (Net("tanh", (32, 32)),)
+    nets: tuple[Net, ...] = (Net("tanh", (32, 32)), Net("tanh", (64, 64)))
     weight_decays: tuple[float, ...] = (1e-3,)  # L2 on hidden weight matrices, standardised units
-    seeds: int = 4  # members per (net, weight decay, fold)
+    seeds: int = 3  # members per (net, weight decay, fold)
     folds: int = 5
     splitter: str = "kfold"  # "kfold" (shuffled) or "blocked" (contiguous blocks of sorted x)
-    top: int = 3  # configs (net x weight decay) kept, by out-of-fold MSE
+    top: int = 2  # configs (net x weight decay) kept, by out-of-fold MSE (2 = all of them)
     epochs: int = 1000
     lr: float = 0.01
     loss: str = "evidence"  # "mse", "huber" (robust to gross outliers) or "evidence" (type-II ML of the last layer)
@@ -446,6 +446,8 @@ def recipe_strategy(recipe: Recipe):
 
 BASE = Recipe()
 VARIANTS: dict[str, Recipe] = {
+    "nlm-s4": replace(BASE, nets=(Net("tanh", (32, 32)),), seeds=4, top=1),
+    "nlm-mix4": replace(BASE, weight_decays=(1e-4, 1e-3), seeds=2, top=4),
     "nlm": BASE,
     "nlm-cvplus": replace(BASE, interval="cvplus"),
     "nlm-cvplus-norm": replace(BASE, interval="cvplus-norm"),

@@ -370,6 +370,8 @@ def main() -> None:
     parser.add_argument("--split", default="all", choices=["all", "tune", "held-back"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: the machine is shared)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/regression_suite.json"))
+    parser.add_argument("--reuse", default="", help="an earlier result JSON whose rows of strategies not run now "
+                        "join the summary (for strategies whose code did not change: the rows are deterministic)")
     args = parser.parse_args()
     if args.speed:
         speed(ROOT / "bench/results/bench-regression-2core.json")
@@ -391,7 +393,13 @@ def main() -> None:
             rows.append(r)
             print(f"{name:<15} {strategy:<18} MSE {r['test_mse']:.4f} ({r['ratio']:6.2f}x) cover {r['coverage_90']:.2f} "
                   f"(gaps {r['coverage_90_gaps']:.2f}) width {r['mean_width_90']:.2f} {r['seconds']:5.1f} s", flush=True)
-    summary = summarize(rows, args.strategies)
+    strategies = list(args.strategies)
+    if args.reuse:
+        earlier = [r for r in json.loads(Path(args.reuse).read_text())["rows"] if r["strategy"] not in strategies]
+        ran = {r["problem"] for r in rows}
+        rows = [r for r in earlier if r["problem"] in ran] + rows
+        strategies = list(dict.fromkeys(r["strategy"] for r in earlier)) + strategies
+    summary = summarize(rows, strategies)
     table = format_tables(summary)
     print(table)
     out = Path(args.out)
@@ -400,7 +408,7 @@ def main() -> None:
                "torch_threads": torch.get_num_threads(), "cores": os.cpu_count(),
                "load_average_start": load_before, "load_average_end": os.getloadavg(),
                "note": "timed on a shared machine under load (other jobs running); seconds are not quiet timings"}
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows, "summary": summary, "table": table,
+    out.write_text(json.dumps({"command": " ".join(sys.argv), "reused_from": args.reuse, "rows": rows, "summary": summary, "table": table,
                                "held_back": sorted(HELD_BACK), "machine": machine}, indent=2, default=float) + "\n")
     print(f"wrote {out}")
 
