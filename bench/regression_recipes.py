@@ -58,6 +58,7 @@ class Recipe:
     epochs: int = 1000
     lr: float = 0.01
     loss: str = "evidence"  # "mse", "huber" (robust to gross outliers) or "evidence" (type-II ML of the last layer)
+    losses: tuple[str, ...] = ()  # several training objectives as candidate configs (ranked by OOF MSE); () = (loss,)
     readout: str = "bayes"  # "trained" or "bayes" (evidence-maximised Bayesian last layer)
     center: str = "folds"  # "folds": the fold models' average (CV bagging); "full": as many members on all rows
     interval: str = "scaled"  # "scaled" (mixture variance x OOF-fitted scale) or "cvplus" / "cvplus-norm"
@@ -254,7 +255,7 @@ class FittedRecipe:
     oof_scores: list[float]  # per config: out-of-fold MSE (standardised units)
     chosen: list[int]
     calib: dict = field(default_factory=dict)  # OOF residuals / scale for the interval
-    configs: list[tuple[Net, float]] = field(default_factory=list)
+    configs: list[tuple[Net, float, str]] = field(default_factory=list)  # (network, weight decay, loss)
 
     def _std_x(self, x) -> torch.Tensor:
         return torch.as_tensor((np.asarray(x, np.float64) - self.x_mean) / self.x_std, dtype=torch.float32)
@@ -358,18 +359,19 @@ def fit_recipe(x: np.ndarray, y: np.ndarray, recipe: Recipe = Recipe()) -> Fitte
     k = recipe.folds
     row_fold = fold_ids(x, k, recipe.splitter, recipe.seed)
     train_rows = {f: np.flatnonzero(row_fold != f) for f in range(-1, k)}  # -1: every row
-    configs = [(net, wd) for net in recipe.nets for wd in recipe.weight_decays]
+    losses = recipe.losses or (recipe.loss,)
+    configs = [(net, wd, loss) for loss in losses for net in recipe.nets for wd in recipe.weight_decays]
     members: list[Member] = []
-    for ni, net in enumerate(recipe.nets):
+    for ni, (net, loss) in enumerate((n, l) for l in losses for n in recipe.nets):
         # one stack per network: (weight decay, seed, fold) members
         # fold -1 = a member trained on every row (recipe.center = "full")
         fold_list = list(range(k)) + ([-1] * k if recipe.center == "full" else [])
-        layout = [(ci, f) for ci, (n_, wd) in enumerate(configs) if n_ == net for _ in range(recipe.seeds)
+        layout = [(ci, f) for ci, (n_, _, l_) in enumerate(configs) if (n_, l_) == (net, loss) for _ in range(recipe.seeds)
                   for f in fold_list]
         stack = MemberStack(net, x.shape[1], len(layout), recipe.seed * 1000 + ni)
         mask = torch.stack([torch.as_tensor(row_fold != f, dtype=torch.float32) for _, f in layout])
         wd = torch.tensor([configs[ci][1] for ci, _ in layout], dtype=torch.float32)
-        train_stack(stack, xs, yt, mask, wd, recipe.epochs, recipe.lr, recipe.loss)
+        train_stack(stack, xs, yt, mask, wd, recipe.epochs, recipe.lr, loss)
         members += [Member(ci, f, stack, j) for j, (ci, f) in enumerate(layout)]
     if recipe.readout == "bayes":
         _fit_readouts(members, xs, ys, train_rows)
@@ -436,7 +438,8 @@ def recipe_strategy(recipe: Recipe):
     def run(x, y, xt):
         fitted, seconds = _fit_cached(x, y, recipe)
         center, lower, upper = fitted.predict(xt)
-        chosen = [f"{fitted.configs[c][0].activation}{list(fitted.configs[c][0].hidden)} wd={fitted.configs[c][1]:g}"
+        chosen = [f"{fitted.configs[c][0].activation}{list(fitted.configs[c][0].hidden)} wd={fitted.configs[c][1]:g} "
+                  f"{fitted.configs[c][2]}"
                   for c in fitted.chosen]
         return Prediction(center, lower, upper, float(min(fitted.oof_scores)) * fitted.y_std ** 2,
                           extra={"chosen": chosen, "scale": fitted.calib["scale"]}, seconds=seconds)
@@ -448,6 +451,8 @@ BASE = Recipe()
 VARIANTS: dict[str, Recipe] = {
     "nlm-s4": replace(BASE, nets=(Net("tanh", (32, 32)),), seeds=4, top=1),
     "nlm-mix4": replace(BASE, weight_decays=(1e-4, 1e-3), seeds=2, top=4),
+    # the training objective as a candidate: {evidence, mse} x {tanh32, tanh64}, the best 2 by OOF MSE
+    "nlm-select": replace(BASE, losses=("evidence", "mse"), top=2),
     "nlm": BASE,
     "nlm-cvplus": replace(BASE, interval="cvplus"),
     "nlm-cvplus-norm": replace(BASE, interval="cvplus-norm"),

@@ -179,6 +179,16 @@ PROBLEMS = [
             "no data at the right end: extrapolation"),
     Problem("linear-wide-gap", lambda x: 0.5 * x + 0.3, [(-2.0, 2.0)], 0.4, 0.4, 34, "a line across a wide gap"),
     Problem("fast-sine", lambda x: np.sin(3 * x), [(0.5, 1.5)], 0.2, 0.1, 35, "short length scale"),
+    # A fresh split, added after the held-back results were seen (to test a change those results
+    # suggested): never used to choose anything.
+    Problem("fresh-fast", lambda x: np.sin(2.5 * x) + 0.1 * x, [(-2.0, -1.0)], 0.2, 0.2, 40),
+    Problem("fresh-n300", lambda x: np.sin(1.5 * x), [(1.0, 2.0)], 0.3, 0.3, 41, "300 training points",
+            n_train=300),
+    Problem("fresh-homework", target_function, HOMEWORK_GAPS, 0.5, 0.1, 42, "bundled function, another draw"),
+    Problem("fresh-poly", lambda x: 0.1 * x ** 2 - 0.5 * x, [(-1.0, 1.0)], 0.3, 0.3, 43),
+    Problem("fresh-bump", lambda x: np.sin(x) + 0.5 * np.exp(-(x - 3) ** 2), [(-3.0, -2.0)], 0.2, 0.2, 44),
+    Problem("fresh-2d", lambda x: np.sin(x[:, 0]) * np.cos(x[:, 1]), [((0.0, 2.0), (0.0, 2.0))], 0.2, 0.2, 45,
+            "two inputs", n_train=150, n_test=200, dim=2),
 ]
 
 # Never used to choose a default: about a third of the generated problems (one of each family
@@ -271,7 +281,8 @@ def suite_problems(names=None, split: str = "all"):
     data = bundled()
     in_gap = np.array([any(a < v < b for a, b in GAPS) for v in data[2][:, 0]], dtype=bool)
     out.append(("bundled", data, 0.1 ** 2, in_gap, False))
-    rows = [(*row, "held-back" if row[0] in HELD_BACK else "tune") for row in out]
+    rows = [(*row, "fresh" if row[0].startswith("fresh-") else "held-back" if row[0] in HELD_BACK else "tune")
+            for row in out]
     if names:
         rows = [r for r in rows if r[0] in names]
     return [r for r in rows if split == "all" or r[-1] == split]
@@ -299,7 +310,7 @@ def summarize(rows: list[dict], strategies: list[str]) -> dict:
     """Per split (tune, held-back, all) and strategy: ratios, wins vs GP, coverage, width, seconds."""
     gp_mse = {r["problem"]: r["test_mse"] for r in rows if r["strategy"] == "gp"}
     out = {}
-    for split in ("tune", "held-back", "all"):
+    for split in ("tune", "held-back", "fresh", "all"):
         out[split] = {}
         for strategy in strategies:
             mine = [r for r in rows if r["strategy"] == strategy and (split == "all" or r["split"] == split)]
@@ -367,7 +378,7 @@ def main() -> None:
                         "nndl one by one / batched, auto; then under load) -> bench/results/bench-regression-2core.json")
     parser.add_argument("--strategies", nargs="*", default=["seed", "smooth", "auto", "gp"])
     parser.add_argument("--problems", nargs="*", default=None, help="problem names (default: all + bundled)")
-    parser.add_argument("--split", default="all", choices=["all", "tune", "held-back"])
+    parser.add_argument("--split", default="all", choices=["all", "tune", "held-back", "fresh"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: the machine is shared)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/regression_suite.json"))
     parser.add_argument("--reuse", default="", help="an earlier result JSON whose rows of strategies not run now "
