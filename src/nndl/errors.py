@@ -9,4 +9,12 @@ class NndlError(Exception):
 
 
 class TrainingInterrupted(Exception):
-    """Raised after Ctrl-C once the last completed epoch's checkpoint is on disk."""
+    """Raised after Ctrl-C: the message says what was kept and the next step (exit code 130 in the CLI).
+
+    From :func:`nndl.training.train`: ``epoch`` is the (1-based) epoch that was running and ``saved``
+    the epochs the checkpoint on disk holds (None: no checkpoint was written).
+    """
+
+    def __init__(self, message: str, epoch: int | None = None, saved: int | None = None):
+        super().__init__(message)
+        self.epoch, self.saved = epoch, saved
