@@ -174,7 +174,7 @@ def _guarded(task: Task, cfg, data, ctx: RunContext, fresh: bool, start: Callabl
     try:
         start()
         return _run(task, cfg, data, ctx)
-    except (KeyboardInterrupt, TrainingInterrupted) as e:
+    except KeyboardInterrupt as e:  # a Ctrl-C, or train()'s TrainingInterrupted saying what its checkpoint holds
         raise TrainingInterrupted(_interrupted(task, ctx, e, fresh)) from None
     except BaseException:
         if fresh:
