@@ -227,7 +227,7 @@ def test_overwrite_never_deletes_what_nndl_did_not_make(scratch, capsys):
     before = folder_digest(scratch)
     cases = [(["--out", ".", "--overwrite"], "current folder"),
              (["--out", str(scratch), "--overwrite"], "current folder"),
-             (["--out", "mine", "--overwrite"], "was not created by nndl"),
+             (["--out", "mine", "--overwrite"], "it holds thesis.tex, which nndl did not write"),
              (["--out", "mine"], "not empty"),
              (["--out", "notes.txt"], "not a folder"),
              (["--out", "notes.txt/sub"], "notes.txt")]
@@ -250,12 +250,12 @@ def test_overwrite_refuses_a_folder_holding_an_input_even_if_nndl_made_it(scratc
 
 
 def test_overwrite_replaces_an_nndl_run_folder(scratch, capsys):
-    assert run_main(["regress", "--train", "train.csv", "--test", "", "--out", "run", *FAST], capsys)[0] == 0
-    assert (scratch / "run" / RUN_MARKER).is_file()
-    (scratch / "run/stale.txt").write_text("from the old run")
+    with_figures = [a for a in FAST if a != "--no-figures"]
+    assert run_main(["regress", "--train", "train.csv", "--test", "", "--out", "run", *with_figures], capsys)[0] == 0
+    assert (scratch / "run" / RUN_MARKER).is_file() and (scratch / "run/figures/fit.png").is_file()
     assert run_main(["regress", "--train", "train.csv", "--test", "", "--out", "run", "--overwrite", *FAST],
                     capsys)[0] == 0
-    assert not (scratch / "run/stale.txt").exists() and (scratch / "run/metrics.json").exists()
+    assert not (scratch / "run/figures/fit.png").exists() and (scratch / "run/metrics.json").exists()
     assert (scratch / "notes.txt").read_text() == "my own notes\n"
 
 
@@ -307,8 +307,12 @@ def test_bad_space_file_stops_before_any_trial(scratch, capsys, body, expected):
 
 
 # ------------------------------------------------------------------ family: checkpoints on --resume
-def _fake_run(folder: Path, checkpoint: bytes | None) -> None:
+def _fake_run(folder: Path, checkpoint: bytes | None, marked: bool = True) -> None:
+    from nndl.runs import write_marker
+
     folder.mkdir()
+    if marked:
+        write_marker(folder, "classify", state="training")
     cfg = config.to_dict(config.resolve("classify", "mlp", {"data": "nowhere"}))
     (folder / "config.json").write_text(__import__("json").dumps(cfg))
     if checkpoint is not None:
@@ -337,10 +341,10 @@ def test_resume_refuses_a_broken_checkpoint_and_changes_nothing(scratch, capsys,
     assert folder_digest(scratch) == before
 
 
-def test_resume_without_checkpoint(scratch, capsys):
-    _fake_run(scratch / "run", None)
+def test_resume_of_a_folder_nndl_did_not_make(scratch, capsys):
+    _fake_run(scratch / "run", None, marked=False)
     code, err = run_main(["classify", "--resume", "run"], capsys)
-    assert_one_line_error(code, err, "no config.json and checkpoint.pt")
+    assert_one_line_error(code, err, "not an interrupted nndl run (no .nndl-run")
 
 
 # ------------------------------------------------------------------ family: environment (disk full, export extra)

@@ -110,7 +110,7 @@ def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypa
 
 
 def test_resume_bad_folder(tmp_path):
-    with pytest.raises(nndl.errors.NndlError, match="no config.json and checkpoint.pt"):
+    with pytest.raises(nndl.errors.NndlError, match="not an interrupted nndl run"):
         nndl.classify(resume=str(tmp_path), **QUIET)
 
 

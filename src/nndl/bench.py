@@ -32,7 +32,7 @@ from .data.fashion import FashionData, load_fashion
 from .errors import NndlError
 from .models import SmallCNN
 from .tasks import get_task
-from .runs import environment, new_run_dir, write_json
+from .runs import environment, new_run_dir, place, write_json
 from .training import pick_device, train
 
 THRESHOLDS = (0.91, 0.93, 0.935, 0.94, 0.945)
@@ -404,7 +404,7 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     """
     dev = pick_device(device)
     data = load_fashion(data_dir)
-    run_dir = new_run_dir(out, "bench")
+    run_dir = new_run_dir(out, "bench", writes=("bench.json",))
     sizes = {"subset": subset, "test_subset": test_subset}
     result: dict[str, Any] = {"hardware": hardware(dev), "environment": environment(), "classification": [],
                               "settings": {"typical_epochs": typical_epochs, "cnn_epochs": cnn_epochs,
@@ -437,6 +437,7 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
     table = format_table(result)
     result["table"] = table
     write_json(run_dir / "bench.json", result)
+    place(run_dir)  # complete: the marker lists what was written
     echo("\n" + table + f"\n\nwrote {run_dir / 'bench.json'}")
     result["run_dir"] = str(run_dir)
     return result

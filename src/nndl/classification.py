@@ -17,7 +17,7 @@ from . import datasets
 from .data.fashion import FashionData, stratified_split
 from .datasets import Dataset
 from .crossval import thread_policy
-from .errors import NndlError, TrainingInterrupted, path_argument
+from .errors import NndlError, path_argument
 from .inference import input_transform
 from .model_kinds import MODEL_KINDS
 from .models import build_classifier
@@ -173,7 +173,7 @@ class ClassificationTask(Task):
     """Classification of images or table rows: one model trained on a stratified split, tested once."""
 
     name = "classify"
-    keep_on = (TrainingInterrupted,)  # Ctrl-C keeps the checkpoint for --resume
+    resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
 
     def threads(self, cfg):
         return thread_policy(math.inf, cfg.threads)  # the caller's torch thread count is restored afterwards
@@ -308,6 +308,9 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
         raise NndlError(f"data = {data!r:.60}: expected an nndl.datasets.Dataset or FashionData; give a path as "
                         "overrides={'data': PATH}")
     if resume:
+        if out is not None or overwrite:
+            raise NndlError(f"--resume {resume}: continues the run in its own folder; drop "
+                            f"{'--out' if out is not None else '--overwrite'}")
         cfg = _resume_config(resume, overrides, seed, echo)
         if not isinstance(cfg, config_mod.ClassifyConfig):
             return cfg  # a finished run: nothing to do
@@ -318,16 +321,26 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
 
 
 def _resume_config(run_dir: Path, overrides, seed, echo):
-    """The saved config of an interrupted run, or a :class:`~nndl.results.Run` for a finished one."""
-    if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
-        raise NndlError(f"--resume {run_dir}: no config.json and checkpoint.pt there; give the folder of an "
-                        "interrupted classify run")
+    """The saved config of an interrupted run, or a :class:`~nndl.results.Run` for a finished one.
+
+    Any interrupted classify run resumes: one with a checkpoint continues from it, one whose training
+    had finished only tests, draws and reports, and one stopped before its first checkpoint (killed
+    in epoch 1) trains from the start, as the first try would have.
+    """
+    from .runs import RUN_MARKER, read_marker
+
+    if not (run_dir / RUN_MARKER).exists() or not (run_dir / "config.json").is_file():
+        raise NndlError(f"--resume {run_dir}: not an interrupted nndl run (no {RUN_MARKER} and config.json there); "
+                        "give the folder of an interrupted classify run")
     if overrides or seed is not None:
         raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
-    try:  # metrics.json is written once, after the test evaluation: its presence marks a finished run
-        done = read_json(run_dir / "metrics.json")
-    except (OSError, NndlError):
-        done = None
+    marker = read_marker(run_dir)
+    done = None
+    if marker is None or marker.get("state") == "complete":  # an older nndl's run: metrics.json marks it finished
+        try:
+            done = read_json(run_dir / "metrics.json")
+        except (OSError, NndlError):
+            done = None
     if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
         acc = done.get("test_accuracy")
         n = done.get("epochs", "?")
@@ -339,10 +352,12 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
         return Run(run_dir, done)
     saved = read_json(run_dir / "config.json", fix="it is damaged: --resume needs the config the run started "
                       "with; start a new run")
-    if not isinstance(saved, dict):
-        raise NndlError(f"{run_dir / 'config.json'}: not a config (a JSON object of settings); start a new run")
+    if not isinstance(saved, dict) or "dataset" not in saved:
+        raise NndlError(f"--resume {run_dir}: its config.json is not a classify run's; give the folder of an "
+                        "interrupted classify run")
     cfg = config_mod.from_dict("classify", saved)
-    load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
+    if (run_dir / "checkpoint.pt").exists():
+        load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
     return cfg
 
 

@@ -177,7 +177,7 @@ def _add_classify(sub) -> None:
                                    "with figures. Data: Fashion-MNIST by default, or --data pointing at an "
                                    "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
                                    "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
-                                   "Ctrl-C saves a checkpoint; --resume continues it.")
+                                   "Ctrl-C keeps the run at any moment; --resume continues it.")
     from .config import ClassifyConfig, field_choices  # the model registry (nndl.model_kinds) via the config
 
     p.add_argument("--model", choices=field_choices(ClassifyConfig, "model"), help="network (default: the preset's)")
@@ -185,7 +185,7 @@ def _add_classify(sub) -> None:
                                   "package's /usr/share/datasets/fashion-mnist, then the user cache)")
     p.add_argument("--label-col", help="CSV table: the class column (default: a column named 'label')")
     p.add_argument("--no-verify", action="store_true", help="accept files whose SHA-256 differs from the official")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its folder (no --out, --set)")
     _add_run_args(p, "mlp")
     p.set_defaults(func=cmd_classify)
 
@@ -390,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(mask_secrets(_os_error_line(e)), file=sys.stderr)
             return 2
-        except TrainingInterrupted as e:
-            print(f"nndl: {e}; continue with --resume", file=sys.stderr)
+        except TrainingInterrupted as e:  # the message says what was kept and the next step
+            print(f"nndl: {e}", file=sys.stderr)
             return 130
         except KeyboardInterrupt:
             print("nndl: interrupted", file=sys.stderr)

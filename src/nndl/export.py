@@ -23,6 +23,7 @@ The batch dimension ``N`` is dynamic in both formats.
 """
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -31,6 +32,8 @@ import torch
 from torch import nn
 
 from .errors import NndlError, path_argument
+from .fileio import atomic_write_bytes
+from .runs import check_output, record
 
 ONNX_OPSET = 17
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -85,29 +88,35 @@ def _require_onnx() -> None:
                         "(or use --format torchscript, which needs nothing more)")
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor, output_name: str, meta: dict, path: Path) -> None:
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, output_name: str, meta: dict) -> bytes:
+    """The ONNX file, serialised in memory (written once, atomically, by :func:`export`)."""
     # The TorchScript-based exporter (dynamo=False) needs torch and onnx; the newer dynamo exporter
     # would also need onnxscript, which is not a dependency of nndl.
     import onnx
 
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice is not the user's concern
-        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["input"],
+        torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
                           output_names=[output_name], opset_version=ONNX_OPSET,
                           dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
-    model = onnx.load(str(path))
+    model = onnx.load_from_string(buffer.getvalue())
     for k, v in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, str(v)
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
-def _export_torchscript(module: nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+def _torchscript_bytes(module: nn.Module, example: torch.Tensor, meta: dict) -> bytes:
+    """The TorchScript file, serialised in memory: torch's own file writer aborts the process when a
+    write fails (a full disk, ``ulimit -f``)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the format others load
         traced = torch.jit.trace(module, (example,), check_trace=False)
-        traced.save(str(path), _extra_files={"nndl.json": json.dumps(meta)})
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={"nndl.json": json.dumps(meta)})
+    return buffer.getvalue()
 
 
 def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
@@ -136,19 +145,15 @@ def export(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None
         raise NndlError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx()
-    module, example, output_name, meta = export_module(run_dir)
     base = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     path = Path(out) if out is not None else base / FORMATS[fmt]
     if path.is_dir():
         raise NndlError(f"--out {path}: is a folder; give a file name, e.g. {path / FORMATS[fmt]}")
+    check_output(path, inputs=[run_dir], folders=[base])  # never over the model it reads, nor the run's files
+    module, example, output_name, meta = export_module(run_dir)
+    data = (_onnx_bytes(module, example, output_name, meta) if fmt == "onnx"
+            else _torchscript_bytes(module, example, meta))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # a failed export never leaves half a file, nor replaces a good one
-    try:
-        if fmt == "onnx":
-            _export_onnx(module, example, output_name, meta, tmp)
-        else:
-            _export_torchscript(module, example, meta, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)  # a failed export never leaves half a file, nor replaces a good one
+    record(path)  # written into a run folder: its marker names it
     return path

@@ -11,6 +11,7 @@ a starting point for ``--set lr=...``, not a tuned value::
 """
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -171,8 +172,9 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
         ``suggestion``, the swept ``lrs`` and ``losses``, ``figure()``, ``path``.
     """
     from . import config as config_mod
-    from .runs import new_run_dir, write_json
-    from .training import loss_fn, make_optimizer, pick_device
+    from .fileio import atomic_write_bytes
+    from .runs import new_run_dir, place, removed_on_failure, write_json
+    from .training import pick_device
 
     if task not in ("regress", "classify"):
         raise NndlError(f"lr-find: unknown task '{task}'; choose regress or classify")
@@ -185,7 +187,29 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     cfg = config_mod.resolve(task, preset, overrides, seed)
     device = pick_device(cfg.device)
     model, x, y, transform, loss_task = _setup(task, cfg, data, device)
-    folder = new_run_dir(out, f"lr-find-{task}", overwrite)
+    folder = new_run_dir(out, f"lr-find-{task}", overwrite, writes=("lr_find.png", "lr_find.json"))
+    with removed_on_failure(folder):
+        result = _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min, lr_max, fraction,
+                        min_steps, progress)
+        fig = result.figure()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        atomic_write_bytes(folder / "lr_find.png", buffer.getvalue())
+        write_json(folder / "lr_find.json", {"task": task, "config": config_mod.to_dict(cfg), "suggestion":
+                                             result.suggestion, "stop_reason": result.stop_reason,
+                                             "lrs": result.lrs, "losses": result.losses,
+                                             "raw_losses": result.raw_losses})
+    result.path = folder = place(folder)  # over the folder it replaces (--overwrite), now that it is complete
+    echo(f"suggested lr: {result.suggestion:.3g} ({len(result.lrs)} steps, {lr_min:g} to {result.lrs[-1]:.3g}; "
+         f"{result.stop_reason}; {result.seconds:.1f} s)\nplot: {folder / 'lr_find.png'}\n"
+         f"use it: nndl {task} --preset {preset} --set lr={result.suggestion:.3g}")
+    return result
+
+
+def _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min, lr_max, fraction, min_steps,
+           progress) -> LRFindResult:
+    """The sweep itself: one fresh model, the lr growing geometrically, smoothed losses, the suggestion."""
+    from .training import loss_fn, make_optimizer
 
     n = len(x)
     steps = max(min_steps, math.ceil(fraction * math.ceil(n / cfg.batch_size)))
@@ -232,13 +256,4 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     result.seconds = time.perf_counter() - t0
     result.suggestion = suggest(result.lrs, result.losses)
     result.steepest = steepest(result.lrs, result.losses)
-
-    fig = result.figure()
-    fig.savefig(folder / "lr_find.png")
-    write_json(folder / "lr_find.json", {"task": task, "config": config_mod.to_dict(cfg), "suggestion":
-                                         result.suggestion, "stop_reason": result.stop_reason,
-                                         "lrs": result.lrs, "losses": result.losses, "raw_losses": result.raw_losses})
-    echo(f"suggested lr: {result.suggestion:.3g} ({len(result.lrs)} steps, {lr_min:g} to {result.lrs[-1]:.3g}; "
-         f"{result.stop_reason}; {result.seconds:.1f} s)\nplot: {folder / 'lr_find.png'}\n"
-         f"use it: nndl {task} --preset {preset} --set lr={result.suggestion:.3g}")
     return result

@@ -7,11 +7,20 @@ figures. :func:`run_task` is the skeleton every ``nndl regress`` / ``nndl classi
 follows, in one order::
 
     config -> data (all input checks; nothing written yet) -> run folder -> config.json
-           -> fit (train / CV) -> test once -> history + model.pt -> metrics.json
-           -> environment.json -> figures -> report and summary
+           -> fit (train / CV) -> test once -> history + model.pt + metrics.json + environment.json
+           -> figures -> report -> complete (moved over the run it replaces) -> summary
 
-so the run-folder guard, the clean-up of a failed run, the callbacks' run events, the files
-every run folder has and the report are written once. The tasks themselves live in
+so the run-folder guard, the clean-up of a failed run, what an interrupt keeps, the callbacks'
+run events, the files every run folder has and the report are written once.
+
+A run folder's state (in its marker, :data:`nndl.runs.STATES`) says how far it got: "training",
+"tested" (its results are written, as one step a Ctrl-C cannot split) and "complete". A Ctrl-C
+keeps whatever is worth keeping and names the next step: a task with a resume command (a
+classification's checkpoint) keeps its folder at any moment; any task keeps a tested run (finish
+it with ``nndl report``); a regression interrupted in training keeps nothing, and its folder is
+removed. A run that fails (full disk, a bug) is removed. With ``--overwrite`` the new run is built
+beside the old one, which stays intact until the new one is complete; an interrupted one never
+replaces it. The tasks themselves live in
 :mod:`nndl.regression` and :mod:`nndl.classification` and are listed in :mod:`nndl.tasks`;
 search, bench and the lr finder use their building blocks (:meth:`Task.load`,
 :meth:`Task.setup`, :meth:`Task.cross_validate`), never the end-to-end functions.
@@ -50,6 +59,8 @@ class RunContext:
     callbacks: Any  # a CallbackList
     verbose: bool
     resume: bool = False
+    stage: str = "starting"  # what the run is doing: the words of an interrupt's message
+    final: Path | None = None  # where the run ends up (run_dir, or the run it replaces)
 
 
 class Task(ABC):
@@ -61,8 +72,9 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
-    #: Exceptions after which a new run folder is kept (classify keeps its checkpoint on Ctrl-C).
-    keep_on: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: The command that continues an interrupted run in ``{run_dir}`` from its checkpoint (None: the task
+    #: has none, so a Ctrl-C in training keeps nothing).
+    resume_command: ClassVar[str | None] = None
 
     def threads(self, cfg) -> contextlib.AbstractContextManager:
         """The thread setting for the whole run (default: the task sets it where it trains)."""
@@ -129,41 +141,121 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
         Continue the interrupted run in this folder (its config.json is kept as it is).
     callbacks : CallbackList
         Receive the run events and every model's training events.
+
+    Raises
+    ------
+    TrainingInterrupted
+        After a Ctrl-C: its message says what was kept and the next step (see the module docstring).
     """
-    from .runs import new_run_dir, removed_on_failure, write_json
+    from .runs import new_run_dir, seal, write_json
 
     out = path_argument(out, "out")  # the Python API's wrong types: one line before any work
     echo = function_argument(echo, "echo") or (lambda s: None)
     with task.threads(cfg):
         loaded = task.load(cfg, data)  # every input problem surfaces before anything is written
-        if resume_dir is not None:
-            return _run(task, cfg, loaded, RunContext(Path(resume_dir), progress, figures, echo, callbacks, verbose,
-                                                      resume=True))
-        run_dir = new_run_dir(out, task.name, overwrite, inputs=task.inputs(cfg))
-        # a run that fails is removed (unless the task keeps it, e.g. a checkpoint for --resume)
-        with removed_on_failure(run_dir, keep=task.keep_on):
-            write_json(run_dir / "config.json", config_mod.to_dict(cfg))
-            return _run(task, cfg, loaded, RunContext(run_dir, progress, figures, echo, callbacks, verbose))
+        if resume_dir is not None:  # in place: a resumed run never replaces the run it was to replace
+            seal(resume_dir, keep_place=False)
+            ctx = RunContext(Path(resume_dir), progress, figures, echo, callbacks, verbose, resume=True)
+            return _guarded(task, cfg, loaded, ctx, fresh=False)
+        ctx = RunContext(new_run_dir(out, task.name, overwrite, inputs=task.inputs(cfg)), progress, figures, echo,
+                         callbacks, verbose)
+
+        def start() -> None:
+            write_json(ctx.run_dir / "config.json", config_mod.to_dict(cfg))
+            seal(ctx.run_dir)
+
+        return _guarded(task, cfg, loaded, ctx, fresh=True, start=start)
+
+
+def _guarded(task: Task, cfg, data, ctx: RunContext, fresh: bool, start: Callable[[], None] = lambda: None):
+    """The run's steps, with what a failure or an interrupt leaves: a failed new run is removed; an
+    interrupted one keeps what :func:`_interrupted` says."""
+    from .errors import TrainingInterrupted
+    from .runs import destination, discard
+
+    ctx.final = destination(ctx.run_dir)
+    try:
+        start()
+        return _run(task, cfg, data, ctx)
+    except KeyboardInterrupt as e:  # a Ctrl-C, or train()'s TrainingInterrupted saying what its checkpoint holds
+        raise TrainingInterrupted(_interrupted(task, ctx, e, fresh)) from None
+    except BaseException:
+        if fresh:
+            discard(ctx.run_dir)
+        raise
+
+
+def _interrupted(task: Task, ctx: RunContext, e: BaseException, fresh: bool) -> str:
+    """Keep or remove the interrupted run in ``ctx.run_dir``; return the line saying which, and the next step."""
+    from .runs import discard, read_marker, seal
+
+    run_dir, stage, final = ctx.run_dir, ctx.stage, ctx.final
+    if (read_marker(final) or {}).get("state") == "complete" and (final == run_dir or not run_dir.exists()):
+        return f"interrupted after the run was complete; {final} holds it"  # while printing the summary
+    old = f"; {final} is unchanged and the new run is in {run_dir}" if final != run_dir else ""
+    state = (read_marker(run_dir) or {}).get("state")
+    tested = state in ("tested", "complete") or (state is None and (run_dir / "metrics.json").exists())
+    epoch, saved = getattr(e, "epoch", None), getattr(e, "saved", None)
+    if stage != "training":
+        when = f"while {stage}"
+    elif epoch is None:
+        when = "during training"
+    elif saved is not None and saved >= epoch:
+        when = f"after epoch {saved}"
+    else:
+        when = f"during epoch {epoch}"
+    if not tested and task.resume_command is None:  # nothing worth keeping: leave the folder as it was
+        if fresh:
+            discard(run_dir)
+        return f"interrupted {when}; nothing was kept ({final} is unchanged)" if old else \
+            f"interrupted {when}; nothing was kept ({run_dir} was removed)"
+    seal(run_dir, keep_place=False)  # what is there now is nndl's; an interrupted run never replaces another
+    checkpoint = run_dir / "checkpoint.pt"
+    if tested:
+        what = f"its results are written ({run_dir / 'metrics.json'}, model.pt)"
+    elif stage != "training":
+        what = f"training is complete ({checkpoint})"
+    elif saved is not None:
+        what = f"the checkpoint holds epoch {saved} ({checkpoint})"
+    elif not checkpoint.exists():
+        what = "before the first checkpoint"
+    else:
+        what = f"the checkpoint is {checkpoint}"
+    if task.resume_command is None:
+        return (f"interrupted {when}; {what}{old}; finish with: nndl report {run_dir} (figures not drawn yet are "
+                "left out)")
+    fresh_start = what == "before the first checkpoint"
+    again = " (it trains from the start)" if fresh_start else ""
+    return (f"interrupted {when}{', ' if fresh_start else '; '}{what}{old}; continue with: "
+            f"{task.resume_command.format(run_dir=run_dir)}{again}")
 
 
 def _run(task: Task, cfg, data, ctx: RunContext):
     """The skeleton's steps after the run folder exists."""
     from .callbacks import RunInfo
+    from .fileio import interrupts_held
     from .results import finish
-    from .runs import environment, write_json
+    from .runs import environment, seal, write_json
 
     lines = [f"run folder: {ctx.run_dir}", *task.header(cfg, data)]
     if ctx.verbose:
         lines.append(f"resolved config:\n{config_mod.format_config(cfg)}")
     ctx.echo("\n".join(lines))
     ctx.callbacks.run_begin(RunInfo(ctx.run_dir, task.name, config_mod.to_dict(cfg)))
+    ctx.stage = "training"
     fitted = task.fit(cfg, data, ctx)
+    ctx.stage = "testing"
     metrics = task.test(cfg, data, fitted)
-    task.save(cfg, data, fitted, ctx.run_dir)
-    write_json(ctx.run_dir / "metrics.json", metrics)  # written last of the results: it marks a finished run
-    write_json(ctx.run_dir / "environment.json", environment())
+    ctx.stage = "saving the results"
+    with interrupts_held():  # the results are one step: a Ctrl-C here waits for them (a second or less)
+        task.save(cfg, data, fitted, ctx.run_dir)
+        write_json(ctx.run_dir / "metrics.json", metrics)  # written last of the results: it marks a finished run
+        write_json(ctx.run_dir / "environment.json", environment())
+        seal(ctx.run_dir, "tested")
+    ctx.stage = "drawing the figures"
     if ctx.figures:
         task.figures(cfg, data, fitted, ctx.run_dir / "figures")
     for line in task.warnings(metrics, fitted):
         ctx.echo(f"WARNING: {line}")
+    ctx.stage = "writing the report"
     return finish(ctx.run_dir, task.name, metrics, ctx.callbacks, ctx.echo, ctx.verbose)

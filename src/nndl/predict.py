@@ -725,6 +725,11 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
         raise NndlError("give at least one input file")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise NndlError(f"--top {top}: list at least 1 class per image (e.g. --top 3)")
+    if out is not None:  # never over an input, nor over a file of the run it reads
+        from .runs import check_output
+
+        run_folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+        check_output(out, inputs=[*files, run_dir], folders=[run_folder])
     with warnings.catch_warnings():
         # numpy/Pillow/torch notes about an odd input (an empty text file, a palette PNG, a legacy
         # pickle) are noise here: a bad input ends in one NndlError line, a good one in the predictions.
@@ -737,11 +742,16 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
             columns, results = _regress_files(run, files)
             text = _json.dumps(results, indent=2) if json else _csv_text(columns, results).rstrip("\n")
     if out is not None:
+        from .fileio import atomic_write_text
+        from .runs import record
+
         try:
-            Path(out).write_text(text + "\n")
+            atomic_write_text(out, text + "\n")  # a failed write leaves no half file (and an older one intact)
+            record(out)
         except OSError as e:
-            raise NndlError(f"{out}: cannot write the predictions ({e.strerror}); check the folder exists and is "
-                            "writable") from None
+            fix = {28: "free some disk space", 27: "the file-size limit (ulimit -f) was reached"}.get(
+                e.errno, "check the folder exists and is writable")
+            raise NndlError(f"{out}: cannot write the predictions ({e.strerror}); {fix}") from None
         if echo is not None:
             echo(f"wrote {len(results)} predictions to {out}")
     elif echo is not None:

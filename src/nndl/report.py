@@ -597,9 +597,11 @@ def _environment_items(run_dir: Path, task: str, env: dict, config: dict,
 
 
 # ----------------------------------------------------------------------------- public API
-def render_report(run_dir: str | Path) -> str:
-    """The HTML text of the report of ``run_dir`` (see :func:`write_report`)."""
+def render_report(run_dir: str | Path, shown_as: str | Path | None = None) -> str:
+    """The HTML text of the report of ``run_dir`` (see :func:`write_report`); ``shown_as``: the folder
+    the page names (a run built beside the one it replaces is named by its final folder)."""
     run_dir = check_run_dir(run_dir)
+    shown = Path(shown_as) if shown_as is not None else run_dir
     task = detect_task(run_dir)
     config = _read_json(run_dir / "config.json") or {}
     metrics = _read_json(run_dir / "metrics.json") or {}
@@ -610,7 +612,7 @@ def render_report(run_dir: str | Path) -> str:
     env = env if isinstance(env, dict) else {}
     study = study if isinstance(study, dict) else {}
     _, trials = _read_csv(run_dir / "trials.csv")
-    name = run_dir.resolve().name
+    name = shown.resolve().name
     from . import __version__
 
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
@@ -631,7 +633,7 @@ def render_report(run_dir: str | Path) -> str:
         device = _run_device(metrics, config, env)
     if config or task != "tune":
         sections.append(("config", "Configuration", _config_section(task, config, device)))
-    env_items, env_note = _environment_items(run_dir, task, env, config, device)
+    env_items, env_note = _environment_items(shown, task, env, config, device)
     sections.append(("environment", "Environment", env_note + _kv_table(env_items)))
 
     warn = ""
@@ -661,19 +663,19 @@ def render_report(run_dir: str | Path) -> str:
 <style>{CSS}</style></head>
 <body><main>
 <header><h1><span class="task">{esc(task_label)}</span>{esc(name)}</h1>
-<div class="meta">{esc(str(run_dir.resolve()))}{" · finished " + esc(metrics_time) if metrics_time else ""}</div>
+<div class="meta">{esc(str(shown.resolve()))}{" · finished " + esc(metrics_time) if metrics_time else ""}</div>
 <nav>{nav}</nav></header>
 {warn}
 {_summary_cards(task, metrics, config, study, trials)}
 {body}
 <footer>Written by nndl {esc(__version__)} on {esc(stamp)}. Self-contained: figures are embedded; no network access
 needed.
-Regenerate with <code>nndl report {esc(str(run_dir))}</code>.</footer>
+Regenerate with <code>nndl report {esc(str(shown))}</code>.</footer>
 </main></body></html>
 """
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, shown_as: str | Path | None = None) -> Path:
     """Write ``run_dir/report.html`` (or ``out``) and return its path.
 
     Parameters
@@ -682,6 +684,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         A run folder (``nndl regress``/``classify``) or a tuning study folder.
     out : str or Path, optional
         Where to write (default: ``run_dir/report.html``).
+    shown_as : str or Path, optional
+        The folder the page names (default: ``run_dir``).
 
     Returns
     -------
@@ -692,9 +696,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     NndlError
         ``run_dir`` is not a run or study folder.
     """
-    text = render_report(run_dir)
+    from .runs import record
+
+    text = render_report(run_dir, shown_as)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    return atomic_write_text(path, text)  # a half-written report is never left behind
+    atomic_write_text(path, text)  # a half-written report is never left behind
+    record(path)  # the run's marker names it, so --overwrite may still replace the run
+    return path
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -881,6 +889,9 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     """
     if len(run_dirs) < 2:
         raise NndlError("compare needs at least two run folders")
+    from .runs import check_output, record
+
+    check_output(out, folders=[Path(r) if Path(r).is_dir() else Path(r).parent for r in run_dirs])
     runs, _, notes = comparable_runs(run_dirs)
     names, rows = compare_table(run_dirs)
     if echo is not None:
@@ -925,15 +936,20 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
 """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out, text)
+    atomic_write_text(out, text)
+    record(out)
+    return out
 
 
 def finish_run(run_dir: Path, metrics: dict, tensorboard: bool = False, echo=print) -> dict:
-    """Close a regress/classify run: write report.html (and TensorBoard events), print the
-    metrics table and where everything is; return ``metrics`` with ``run_dir`` added."""
-    from .runs import format_metrics
+    """Close a regress/classify run: write report.html (and TensorBoard events), mark the run complete
+    and put it in its place (over the run it replaces, see :func:`nndl.runs.place`), print the
+    metrics table and where everything is; return ``metrics`` with ``run_dir`` (its final folder) added."""
+    from .runs import destination, format_metrics, place
 
-    report_path = write_report(run_dir)
+    write_report(run_dir, shown_as=destination(run_dir))
+    run_dir = place(run_dir)
+    report_path = run_dir / "report.html"
     if tensorboard:
         from .tensorboard import log_run
 

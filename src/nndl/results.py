@@ -48,17 +48,20 @@ def finish(run_dir: Path, task: str, metrics: dict, cbs, echo: Callable[[str], N
     the report and the printed summary (:func:`nndl.report.finish_run`), then a :class:`Run`."""
     from .callbacks import RunInfo, TensorBoard
     from .report import finish_run
-    from .runs import read_json
+    from .runs import destination, read_json
 
+    run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    cbs.run_end(RunInfo(Path(run_dir), task, config, metrics))
+    cbs.run_end(RunInfo(run_dir, task, config, metrics))
     for cb in cbs:
         if isinstance(cb, TensorBoard) and cb.log_dir is not None:
-            echo(f"tensorboard: tensorboard --logdir {cb.log_dir}")
+            log_dir = Path(cb.log_dir)  # in the run folder: where it will be once the run is in its place
+            shown = destination(run_dir) / log_dir.relative_to(run_dir) if run_dir in log_dir.parents else log_dir
+            echo(f"tensorboard: tensorboard --logdir {shown}")
     # finish_run's own TensorBoard step is off: the callback logged everything live.
-    metrics = dict(finish_run(Path(run_dir), metrics, False, echo if verbose else (lambda s: None)))
-    metrics.pop("run_dir", None)
-    return Run(run_dir, metrics)
+    metrics = dict(finish_run(run_dir, metrics, False, echo if verbose else (lambda s: None)))
+    final = Path(metrics.pop("run_dir"))
+    return Run(final, metrics)
 
 
 def load_run(path: str | Path) -> "Run | Study":

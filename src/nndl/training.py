@@ -217,9 +217,17 @@ def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+# What a finished training's checkpoint adds: the outcome, so a resume after training skips it.
+FINISHED_FIELDS = ("best_epoch", "best_metric", "stop_reason", "diverged", "timed_out", "train_seconds",
+                   "compile_seconds")
+
+
 def _restore(path: Path, model: nn.Module, optimizer, generator: torch.Generator, policy: StopPolicy,
-             result: TrainResult) -> tuple[int, int]:
-    """Load a checkpoint of :func:`_checkpoint` into the run's objects; returns (start epoch, step)."""
+             result: TrainResult) -> tuple[int, int, bool]:
+    """Load a checkpoint of :func:`_checkpoint` into the run's objects; returns (start epoch, step, finished).
+
+    A finished training's checkpoint holds the final weights (the best ones, where kept) and the
+    outcome: the result is filled and nothing is left to train."""
     device = generator.device
     ckpt = load_checkpoint(path, device)
     try:
@@ -229,6 +237,12 @@ def _restore(path: Path, model: nn.Module, optimizer, generator: torch.Generator
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise NndlError(f"{path}: does not fit this run's model/optimiser ({first}); "
                         "resume the run that wrote it, or start a new run") from None
+    if isinstance(ckpt.get("finished"), dict):
+        result.history = ckpt["history"]
+        for key in FINISHED_FIELDS:
+            setattr(result, key, ckpt["finished"][key])
+        torch.set_rng_state(ckpt["torch_rng"])
+        return ckpt["epoch"], ckpt["step"], True
     result.history, result.train_seconds = ckpt["history"], ckpt["train_seconds"]
     policy.resume(best=ckpt["best_state"], best_epoch=[ckpt["best_epoch"]], best_metric=[ckpt["best_metric"]],
                   bad_epochs=[ckpt["bad_epochs"]], elapsed=ckpt["train_seconds"])
@@ -238,7 +252,7 @@ def _restore(path: Path, model: nn.Module, optimizer, generator: torch.Generator
     torch.set_rng_state(ckpt["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in ckpt:
         torch.cuda.set_rng_state(ckpt["cuda_rng"])
-    return ckpt["epoch"], ckpt["step"]
+    return ckpt["epoch"], ckpt["step"], False
 
 
 def _checkpoint(model: nn.Module, optimizer, generator: torch.Generator, policy: StopPolicy, result: TrainResult,
@@ -333,9 +347,13 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
                         higher=monitor_higher, validated=has_val, time_limit=cfg.time_limit)
     start_epoch, step = 0, 0
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    saved = None  # the epochs the checkpoint on disk holds (None: none written)
 
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        start_epoch, step = _restore(checkpoint_path, model, optimizer, generator, policy, result)
+        start_epoch, step, finished = _restore(checkpoint_path, model, optimizer, generator, policy, result)
+        if finished:  # interrupted after training (while testing, drawing, ...): nothing to train
+            return result
+        saved = start_epoch
 
     train_model = model
     if options.compile:
@@ -401,9 +419,11 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         return [row]
 
     def save_checkpoint(epoch: int) -> None:
+        nonlocal saved
         if checkpoint_path is not None:
             atomic_torch_save(_checkpoint(model, optimizer, generator, policy, result, epoch + 1, step),
                               checkpoint_path)
+            saved = epoch + 1
 
     monitor = "val_acc" if classify else "val_loss"
     try:
@@ -411,9 +431,14 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         run_epochs(policy, events, [result], start_epoch=start_epoch, max_epochs=cfg.epochs, train_epoch=train_epoch,
                    monitor=(lambda row: row[monitor]) if has_val else (lambda row: None), after_epoch=save_checkpoint,
                    say=say)
+        if checkpoint_path is not None:  # the final weights and the outcome: a resume from here trains nothing
+            finished = {key: getattr(result, key) for key in FINISHED_FIELDS}
+            atomic_torch_save({**_checkpoint(model, optimizer, generator, policy, result, len(result.history), step),
+                               "finished": finished}, checkpoint_path)
     except KeyboardInterrupt:
         epoch = max(state.epoch, start_epoch + 1)  # the 1-based epoch that was running
-        raise TrainingInterrupted(f"interrupted during epoch {epoch}; the checkpoint holds epoch {epoch - 1}") from None
+        held = f"the checkpoint holds epoch {saved}" if saved is not None else "no checkpoint was written"
+        raise TrainingInterrupted(f"interrupted during epoch {epoch}; {held}", epoch=epoch, saved=saved) from None
     finally:
         if bar is not None:
             bar.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import math
 from pathlib import Path
 from typing import Iterable
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
+
+from ..fileio import atomic_write_bytes  # noqa: E402
 
 NNDL_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
               "axes.spines.right": False, "font.size": 9}
@@ -40,9 +43,10 @@ def save(fig, path: str | Path, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if tight and fig.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
         fig.tight_layout()
-    fig.savefig(path)
+    buffer = io.BytesIO()  # drawn in memory, written atomically: a full disk leaves no half PNG
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def tick_text(value: float, sci: bool | None = None) -> str:

@@ -8,10 +8,15 @@ from typing import Any
 
 from .. import config as config_mod
 from ..errors import NndlError
-from ..runs import RUN_MARKER, prepare_out_dir, read_json, write_json
+from ..runs import prepare_out_dir, read_json, write_json, write_marker
 from .options import NOT_IN_PRESET
 from .space import Space
 from .storage import mask_url
+
+# What nndl tune writes into a study folder: outputs never replace these (nndl.runs.check_output), and
+# a run's --overwrite never replaces a study folder.
+STUDY_FILES = ("tune.json", "journal.log", "study.json", "trials.csv", "best_preset.toml", "report.html",
+               "figures/*", "best/*", "worker-*.log")
 
 
 def study_settings(sp: Space, preset: str, overrides, seed: int | None, folds: int) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def study_folder(out, task, study, sp, storage, need: bool, create: bool, settin
     name = study or f"{task}-{sp.path.stem}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RUN_MARKER).write_text("study folder written by nndl tune\n")
+        write_marker(folder, "study", state="training", writes=STUDY_FILES)
     except OSError as e:
         raise NndlError(f"--out {folder}: cannot create it ({e.strerror}); choose a folder you can write to") from None
     write_json(folder / "tune.json", {"study": name, "task": task, "space": str(sp.path),
