@@ -5,6 +5,7 @@ decides the input shape, the classes and the normalisation; nothing here assumes
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +353,10 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
         return Run(run_dir, done)
     saved = read_json(run_dir / "config.json", fix="it is damaged: --resume needs the config the run started "
                       "with; start a new run")
-    if not isinstance(saved, dict) or "dataset" not in saved:
+    if not isinstance(saved, dict):
+        raise NndlError(f"{run_dir / 'config.json'}: not a config (a JSON object of settings); start a new run")
+    known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS["classify"])}
+    if "dataset" not in saved and not set(saved) <= known:  # e.g. a regress run's folder
         raise NndlError(f"--resume {run_dir}: its config.json is not a classify run's; give the folder of an "
                         "interrupted classify run")
     cfg = config_mod.from_dict("classify", saved)
