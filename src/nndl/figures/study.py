@@ -365,11 +365,15 @@ def _write_study_figures(study, folder: str | Path, n_complete: int | None = Non
 
 
 def _importances(study) -> dict[str, float]:
-    """Optuna's default importance evaluator (fANOVA), with its warnings kept off the user's screen."""
+    """Optuna's default importance evaluator (fANOVA) with a fixed seed, its warnings kept off the user's screen.
+
+    Unseeded, fANOVA's random forest draws from the process's global RNG: the same study would draw
+    a different figure depending on what ran before it."""
     import warnings
 
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dict(optuna.importance.get_param_importances(study))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
