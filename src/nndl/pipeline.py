@@ -234,7 +234,6 @@ def _run(task: Task, cfg, data, ctx: RunContext):
     """The skeleton's steps after the run folder exists."""
     from .callbacks import RunInfo
     from .fileio import interrupts_held
-    from .results import finish
     from .runs import environment, seal, write_json
 
     lines = [f"run folder: {ctx.run_dir}", *task.header(cfg, data)]
@@ -258,4 +257,25 @@ def _run(task: Task, cfg, data, ctx: RunContext):
     for line in task.warnings(metrics, fitted):
         ctx.echo(f"WARNING: {line}")
     ctx.stage = "writing the report"
-    return finish(ctx.run_dir, task.name, metrics, ctx.callbacks, ctx.echo, ctx.verbose)
+    return _finish(ctx.run_dir, task.name, metrics, ctx.callbacks, ctx.echo, ctx.verbose)
+
+
+def _finish(run_dir: Path, task: str, metrics: dict, cbs, echo: Callable[[str], None], verbose: bool) -> "Run":
+    """End a regress/classify run: the callbacks' run end (TensorBoard adds the figures and closes),
+    the report and the printed summary (:func:`nndl.report.finish_run`), then a :class:`Run`."""
+    from .callbacks import RunInfo, TensorBoard
+    from .report import finish_run
+    from .results import Run
+    from .runs import destination, read_json
+
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    cbs.run_end(RunInfo(run_dir, task, config, metrics))
+    for cb in cbs:
+        if isinstance(cb, TensorBoard) and cb.log_dir is not None:
+            log_dir = Path(cb.log_dir)  # in the run folder: where it will be once the run is in its place
+            shown = destination(run_dir) / log_dir.relative_to(run_dir) if run_dir in log_dir.parents else log_dir
+            echo(f"tensorboard: tensorboard --logdir {shown}")
+    metrics = dict(finish_run(run_dir, metrics, echo if verbose else (lambda s: None)))
+    final = Path(metrics.pop("run_dir"))
+    return Run(final, metrics)

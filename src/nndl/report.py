@@ -941,8 +941,8 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     return out
 
 
-def finish_run(run_dir: Path, metrics: dict, tensorboard: bool = False, echo=print) -> dict:
-    """Close a regress/classify run: write report.html (and TensorBoard events), mark the run complete
+def finish_run(run_dir: Path, metrics: dict, echo=print) -> dict:
+    """Close a regress/classify run: write report.html, mark the run complete
     and put it in its place (over the run it replaces, see :func:`nndl.runs.place`), print the
     metrics table and where everything is; return ``metrics`` with ``run_dir`` (its final folder) added."""
     from .runs import destination, format_metrics, place
@@ -950,10 +950,6 @@ def finish_run(run_dir: Path, metrics: dict, tensorboard: bool = False, echo=pri
     write_report(run_dir, shown_as=destination(run_dir))
     run_dir = place(run_dir)
     report_path = run_dir / "report.html"
-    if tensorboard:
-        from .tensorboard import log_run
-
-        echo(f"tensorboard: tensorboard --logdir {log_run(run_dir)}")
     echo(format_metrics(metrics))
     echo(f"\nrun folder: {run_dir}\nfigures:    {run_dir / 'figures'}\nreport:     {report_path}")
     metrics["run_dir"] = str(run_dir)

@@ -43,27 +43,6 @@ def is_verbose(verbose: bool | None) -> bool:
     return (not in_notebook()) if verbose is None else bool(verbose)
 
 
-def finish(run_dir: Path, task: str, metrics: dict, cbs, echo: Callable[[str], None], verbose: bool) -> "Run":
-    """End a regress/classify run: the callbacks' run end (TensorBoard adds the figures and closes),
-    the report and the printed summary (:func:`nndl.report.finish_run`), then a :class:`Run`."""
-    from .callbacks import RunInfo, TensorBoard
-    from .report import finish_run
-    from .runs import destination, read_json
-
-    run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    cbs.run_end(RunInfo(run_dir, task, config, metrics))
-    for cb in cbs:
-        if isinstance(cb, TensorBoard) and cb.log_dir is not None:
-            log_dir = Path(cb.log_dir)  # in the run folder: where it will be once the run is in its place
-            shown = destination(run_dir) / log_dir.relative_to(run_dir) if run_dir in log_dir.parents else log_dir
-            echo(f"tensorboard: tensorboard --logdir {shown}")
-    # finish_run's own TensorBoard step is off: the callback logged everything live.
-    metrics = dict(finish_run(run_dir, metrics, False, echo if verbose else (lambda s: None)))
-    final = Path(metrics.pop("run_dir"))
-    return Run(final, metrics)
-
-
 def load_run(path: str | Path) -> "Run | Study":
     """Open a run folder as a :class:`Run`, or a tuning study folder as a :class:`Study`.
 
