@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nndl.bench import hardware
-from nndl.models import SmallCNN
+from nndl.tools.bench import hardware
+from nndl.nn.models import SmallCNN
 
 
 def seconds_per_epoch(layout: torch.memory_format, batch: int, steps: int, compile_model: bool,

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nndl import config
-from nndl.crossval import cross_validate
-from nndl.regression import load_data, make_model_factory
-from nndl.training import evaluate, train
+from nndl.base import config
+from nndl.training.crossval import cross_validate
+from nndl.tasks.regress.task import load_data, make_model_factory
+from nndl.training.trainer import evaluate, train
 
 GRID = {
     "activation": ["sigmoid", "tanh", "gelu"],

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from nndl import config as config_mod
-from nndl.bench import hardware, regression_typical, time_seed_cv
+from nndl.base import config as config_mod
+from nndl.tools.bench import hardware, regression_typical, time_seed_cv
 from nndl.tasks import get_task
 
 EPOCHS, FOLDS, ROWS, WIDTHS = 600, 5, 80, (128, 256)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from nndl import uncertainty
+from nndl.nn import intervals as uncertainty
 
 ACTIVATIONS = {"tanh": torch.tanh, "gelu": torch.nn.functional.gelu, "sigmoid": torch.sigmoid,
                "relu": torch.relu, "sin": torch.sin, "silu": torch.nn.functional.silu}

@@ -36,9 +36,10 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from nndl import config, uncertainty
-from nndl.data.regression import target_function
-from nndl.regression import auto_fit, fit_arrays, load_data
+from nndl.base import config
+from nndl.nn import intervals as uncertainty
+from nndl.data.regression_table import target_function
+from nndl.tasks.regress.task import auto_fit, fit_arrays, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -272,7 +273,7 @@ def bundled():
 
 def suite_problems(names=None, split: str = "all"):
     """``(name, data, noise_floor, in_gap (test), equal_noise, split)`` for every problem and the bundled set."""
-    from nndl.data.regression import GAPS
+    from nndl.data.regression_table import GAPS
 
     out = []
     for p in PROBLEMS:
@@ -358,9 +359,9 @@ def format_tables(summary: dict) -> str:
 def speed(out: Path) -> None:
     """The regression speed rows in one process: the plain student loop, nndl one by one, nndl batched
     and ``--preset auto``; then typical vs batched (thread policy, and forced 2 threads) with one
-    extra busy process on the machine (``nndl.bench.regression_loaded``), at the full 600 epochs."""
-    from nndl.bench import format_table, hardware, regression_auto, regression_kfold, regression_loaded
-    from nndl.runs import environment
+    extra busy process on the machine (``nndl.tools.bench.regression_loaded``), at the full 600 epochs."""
+    from nndl.tools.bench import format_table, hardware, regression_auto, regression_kfold, regression_loaded
+    from nndl.runfolder.files import environment
 
     dev = torch.device("cpu")
     reg = {"epochs": 600, **regression_kfold(dev, 600), "auto": regression_auto(dev)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nndl.bench import hardware, load_fashion, nndl_run, summarise, typical_loop
+from nndl.tools.bench import hardware, load_fashion, nndl_run, summarise, typical_loop
 
 
 def main(seeds: int = 3) -> None:

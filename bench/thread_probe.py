@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nndl.bench import BUSY_PROCESS, time_seed_cv
+from nndl.tools.bench import BUSY_PROCESS, time_seed_cv
 
 
 def measure(busy: bool, repeats: int = 3) -> dict[str, list[float]]:

@@ -11,7 +11,7 @@ import sys
 import time
 
 import nndl
-from nndl.errors import NndlError
+from nndl.base.errors import NndlError
 
 
 def main() -> int:

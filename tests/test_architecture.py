@@ -1,42 +1,41 @@
-"""Imports point one way: no module imports one from a higher layer (docs/architecture.md).
+"""The folder tree is the layer table: imports point one way (docs/architecture.md).
 
-Every module of src/nndl must be placed in a layer here; a new module fails this test until it
-is, so where it sits is a decision, not an accident. Imports inside functions count too.
+Each package of src/nndl is one layer; a module's layer is its package's. A module may import
+modules of its own layer or lower ones, at the top or inside functions. Only the entry points and
+the two public re-export modules sit beside the packages; a new top-level module fails
+:func:`test_the_tree_is_the_layer_table` until it is placed, so where it sits is a decision.
 """
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "nndl"
 
-# (layer, module prefixes). A module may import modules of its own layer or lower ones.
-LAYERS = [
-    (0, ["nndl", "nndl.errors", "nndl.masking", "nndl.fileio", "nndl.progress", "nndl.model_kinds",
-         "nndl.config"]),
-    (1, ["nndl.data", "nndl.datasets", "nndl.models", "nndl.inference", "nndl.uncertainty", "nndl.figures",
-         "nndl.runs", "nndl.tensorboard"]),
-    (2, ["nndl.callbacks", "nndl.engine", "nndl.training", "nndl.crossval", "nndl.report", "nndl.predict",
-         "nndl.export"]),
-    (3, ["nndl.results", "nndl.pipeline"]),
-    (4, ["nndl.regression", "nndl.classification", "nndl.tasks", "nndl.lrfinder", "nndl.sklearn"]),
-    (5, ["nndl.search", "nndl.bench"]),
-    (6, ["nndl.cli", "nndl.__main__"]),
-]
-
-
-def layer_of(module: str) -> int | None:
-    """The layer of the longest matching prefix (``nndl`` alone matches only the package itself)."""
-    best = None
-    for layer, prefixes in LAYERS:
-        for prefix in prefixes:
-            if module == prefix or (prefix != "nndl" and module.startswith(prefix + ".")):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), layer)
-    return None if best is None else best[1]
+# package (or top-level module) -> layer, lowest first
+LAYERS = {
+    "base": 0,       # errors, masking, atomic files, progress, config machinery, the model catalogue
+    "data": 1,       # Dataset record + registry, readers, splits, one module per dataset kind
+    "nn": 2,         # torch modules, augmentation, the one inference path, prediction intervals
+    "figures": 3,    # one PNG per function; never a task
+    "runfolder": 4,  # run-folder files, Run/Study objects, the report; never a task
+    "training": 5,   # engine (stop policy, events), trainer, stacked trainer, CV, callbacks, TensorBoard
+    "tasks": 6,      # the Task interface, run_task, and every task-specific line: regress/, classify/
+    "tools": 7,      # predict, export, lr finder, sklearn estimators, bench: over any task
+    "search": 7,     # Optuna studies over any task
+    # entry points and the public re-export modules (nndl.callbacks, nndl.sklearn)
+    "cli": 8, "__main__": 8, "callbacks": 8, "sklearn": 8,
+}
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``module``: that of its package below ``nndl`` (the package itself is 0)."""
+    parts = module.split(".")
+    return 0 if parts == ["nndl"] else LAYERS.get(parts[1])
 
 
 def nndl_imports(path: Path) -> set[str]:
@@ -58,14 +57,17 @@ def nndl_imports(path: Path) -> set[str]:
     return found
 
 
-def test_every_module_has_a_layer():
-    unplaced = [module_name(p) for p in SRC.joinpath("nndl").rglob("*.py") if layer_of(module_name(p)) is None]
-    assert not unplaced, f"place these modules in a layer of tests/test_architecture.py: {unplaced}"
+def test_the_tree_is_the_layer_table():
+    """Beside the packages, only the entry points and public re-exports; every package has a layer."""
+    entries = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" and p.name != "__init__.py"}
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert not entries - set(LAYERS), f"top-level modules without a layer (move them into a package): {entries - set(LAYERS)}"
+    assert not packages - set(LAYERS), f"packages without a layer in tests/test_architecture.py: {packages - set(LAYERS)}"
 
 
 def test_imports_point_down():
     upward = []
-    for path in SRC.joinpath("nndl").rglob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         me = module_name(path)
         for target in nndl_imports(path):
             if target == "nndl.__version__":
@@ -76,12 +78,9 @@ def test_imports_point_down():
     assert not upward, "imports that point up:\n" + "\n".join(sorted(upward))
 
 
-def test_writers_of_run_folders_never_import_tasks_or_the_api():
-    """runs, report and figures read and write folders; they must work without any task loaded."""
-    forbidden = ("nndl.regression", "nndl.classification", "nndl.search", "nndl.sklearn", "nndl.results",
-                 "nndl.bench", "nndl.cli", "nndl.lrfinder")
-    for path in SRC.joinpath("nndl").rglob("*.py"):
-        me = module_name(path)
-        if me.startswith(("nndl.runs", "nndl.report", "nndl.figures")):
-            bad = [t for t in nndl_imports(path) if t.startswith(forbidden)]
-            assert not bad, f"{me} imports {bad}"
+def test_the_public_re_exports_hold_nothing_of_their_own():
+    """nndl.callbacks and nndl.sklearn are stable import paths for users, not a second home for code."""
+    for name in ("callbacks", "sklearn"):
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+        own = [type(n).__name__ for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not own, f"nndl/{name}.py defines {own}: put them in its package and re-export"

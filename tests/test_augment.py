@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import nndl
-from nndl import config
-from nndl.data import augment
-from nndl.data.augment import (REGISTRY, MixedTargets, affine, augmenter, make_transform, random_flip, rotate,
-                               sample_beta, zoom_matrix)
-from nndl.errors import NndlError
+from nndl.base import config
+from nndl.nn import augment
+from nndl.nn.augment import REGISTRY, MixedTargets, affine, augmenter, make_transform, random_flip, rotate, sample_beta, zoom_matrix
+from nndl.base.errors import NndlError
 
 from conftest import needs_fashion
 
@@ -259,7 +258,7 @@ def test_images_only_augmentations_are_refused_for_tables():
 
 
 def test_transform_for_builds_from_the_config_and_refuses_image_keys_on_a_table():
-    from nndl.classification import transform_for
+    from nndl.tasks.classify.task import transform_for
 
     cfg = config.ClassifyConfig(rotate=10.0, mixup=0.2)
     t = transform_for(cfg, torch.device("cpu"))
@@ -273,7 +272,7 @@ def test_transform_for_builds_from_the_config_and_refuses_image_keys_on_a_table(
 
 # ----------------------------------------------------------------------------- in training
 def test_training_uses_the_mixed_loss_once_per_step(monkeypatch):
-    from nndl.training import train
+    from nndl.training.trainer import train
 
     calls = []
     original = MixedTargets.cross_entropy

@@ -20,10 +20,11 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nndl
-from nndl import cli, config
-from nndl.data.regression import read_table
-from nndl.errors import NndlError
-from nndl.runs import RUN_MARKER, _protected_reason
+from nndl import cli
+from nndl.base import config
+from nndl.data.regression_table import read_table
+from nndl.base.errors import NndlError
+from nndl.runfolder.files import RUN_MARKER, _protected_reason
 from nndl.search import load_space
 
 from conftest import FASHION_DIR, INTERRUPTED_CODES, ROOT, needs_fashion
@@ -308,7 +309,7 @@ def test_bad_space_file_stops_before_any_trial(scratch, capsys, body, expected):
 
 # ------------------------------------------------------------------ family: checkpoints on --resume
 def _fake_run(folder: Path, checkpoint: bytes | None, marked: bool = True) -> None:
-    from nndl.runs import write_marker
+    from nndl.runfolder.files import write_marker
 
     folder.mkdir()
     if marked:
@@ -391,7 +392,7 @@ def test_ctrl_c_of_regress_leaves_no_half_folder(scratch):
 def test_onnx_export_without_onnx_names_the_extra(tmp_path, monkeypatch):
     import importlib.util
 
-    from nndl import export as export_mod
+    from nndl.tools import export as export_mod
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
@@ -501,7 +502,7 @@ def test_runs_restore_the_callers_thread_count(scratch):
 
 def test_a_failed_run_leaves_no_half_folder(scratch, monkeypatch):
     """A run that fails after its folder was made (here: the model cannot be saved) removes that folder."""
-    import nndl.regression as regression_mod
+    import nndl.tasks.regress.task as regression_mod
 
     def broken_save(*args, **kwargs):
         raise OSError(28, "No space left on device", "run/model.pt")
@@ -803,13 +804,13 @@ def test_training_refuses_pixels_without_a_scale(scratch, capsys, kind, expected
 
 # ------------------------------------------------------------------ family: the Python API's wrong types
 def _predict(*args, **kwargs):
-    from nndl.predict import predict
+    from nndl.tools.predict import predict
 
     return predict(*args, **{"echo": None, **kwargs})
 
 
 def _export(*args, **kwargs):
-    from nndl.export import export
+    from nndl.tools.export import export
 
     return export(*args, **kwargs)
 

@@ -44,7 +44,7 @@ def test_fast_path_and_typical_loop_agree_on_accuracy():
     """Same network, same data and optimiser: the fast path must not change what is learned."""
     import torch
 
-    from nndl.bench import nndl_run, typical_loop
+    from nndl.tools.bench import nndl_run, typical_loop
     from nndl.data.fashion import load_fashion
 
     data = load_fashion()
@@ -68,7 +68,7 @@ def test_the_typical_regression_loop_is_timed_warm():
 
     # A fresh interpreter: this test process may have imported torch._dynamo already.
     code = ("import sys, time, torch\n"
-            "import nndl.bench as b\n"
+            "import nndl.tools.bench as b\n"
             "seen = []\n"
             "real = time.perf_counter\n"
             "def clock():\n"

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import nndl
-from nndl import config
-from nndl.callbacks import Callback, CSVLogger, EarlyStopping
-from nndl.errors import NndlError
-from nndl.models import build_regressor
+from nndl.base import config
+from nndl.training.callbacks import Callback, CSVLogger, EarlyStopping
+from nndl.base.errors import NndlError
+from nndl.nn.models import build_regressor
 
 QUIET = dict(progress=False, figures=False, echo=lambda s: None)
 
@@ -161,7 +161,7 @@ def test_csv_logger_defaults_into_the_run_folder(tmp_path):
     assert (tmp_path / "r/live_history.csv").read_text().count("\n") == 1 + 2 * 2 + 2
 
 
-@pytest.mark.parametrize("bad, message", [(["not a callback"], "neither an nndl.callbacks.Callback"),
+@pytest.mark.parametrize("bad, message", [(["not a callback"], "neither an nndl.training.callbacks.Callback"),
                                           ([EarlyStopping], "pass an instance, e.g. EarlyStopping()")])
 def test_bad_callbacks_are_rejected_before_anything_is_written(tmp_path, bad, message):
     with pytest.raises(NndlError, match=message):

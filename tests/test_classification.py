@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import nndl
-import nndl.classification as clf
-from nndl import config
-from nndl.data.augment import make_transform, random_erase, random_flip, random_translate
+import nndl.tasks.classify.task as clf
+from nndl.base import config
+from nndl.nn.augment import make_transform, random_erase, random_flip, random_translate
 from nndl.data.fashion import load_fashion
-from nndl.runs import load_model_file, read_history_csv
-from nndl.training import TrainingInterrupted, evaluate
+from nndl.runfolder.files import load_model_file, read_history_csv
+from nndl.training.trainer import TrainingInterrupted, evaluate
 
 from conftest import needs_fashion, run_cli
 
@@ -110,7 +110,7 @@ def test_interrupt_and_resume_reach_the_same_metrics(tmp_path, fashion, monkeypa
 
 
 def test_resume_bad_folder(tmp_path):
-    with pytest.raises(nndl.errors.NndlError, match="not an interrupted nndl run"):
+    with pytest.raises(nndl.base.errors.NndlError, match="not an interrupted nndl run"):
         nndl.classify(resume=str(tmp_path), **QUIET)
 
 
@@ -149,7 +149,7 @@ def test_presets_resolve_to_reference_designs():
     mlp = config.resolve("classify", "mlp")
     assert (mlp.hidden, mlp.dropout, mlp.optimizer, mlp.lr, mlp.batch_size) == ([256, 128, 64], [0.2, 0.1, 0.1],
                                                                                    "adam", 1e-3, 256)
-    model = nndl.models.build_classifier(config.resolve("classify", "cnn"))
+    model = nndl.nn.models.build_classifier(config.resolve("classify", "cnn"))
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(16, (5, 5)), (32, (3, 3)), (64, (3, 3))]
     assert model.head.in_features == 1600
@@ -180,14 +180,14 @@ def test_without_a_validation_split_val_accuracy_is_missing_not_a_loss(tmp_path)
 def test_early_stopping_needs_a_validation_split(tmp_path):
     data = _iris_table(tmp_path / "iris.csv")
     for preset, overrides in (("mlp", {"val_fraction": 0.0, "patience": 3}), ("fast", {"patience": 2})):
-        with pytest.raises(nndl.errors.NndlError, match="'patience' = .*needs a validation split.*val_fraction > 0"):
+        with pytest.raises(nndl.base.errors.NndlError, match="'patience' = .*needs a validation split.*val_fraction > 0"):
             nndl.classify(preset, {"data": str(data), **overrides}, out=tmp_path / "run", **QUIET)
     assert not (tmp_path / "run").exists()
 
 
 def test_val_accuracy_is_that_of_the_kept_epoch():
     """With early stopping the best epoch's row; else the last row; NaN for an unvalidated row."""
-    from nndl.training import TrainResult
+    from nndl.training.trainer import TrainResult
 
     rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.9}, {"epoch": 3, "val_acc": 0.7}]
     result = TrainResult(history=rows, best_epoch=2, best_metric=0.123)  # best_metric of another monitor

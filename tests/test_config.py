@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from nndl import config
-from nndl.config import PRESETS, RegressConfig, format_config, read_preset_file, resolve, to_dict
-from nndl.errors import NndlError
+from nndl.base import config
+from nndl.base.config import PRESETS, RegressConfig, format_config, read_preset_file, resolve, to_dict
+from nndl.base.errors import NndlError
 
 
 def test_defaults_are_the_reference_seed_preset():
@@ -62,9 +62,9 @@ def test_model_registry_drives_builders_choices_and_what_applies():
     import torch
 
     from nndl.cli import build_parser
-    from nndl.errors import NndlError
-    from nndl.model_kinds import MODEL_KINDS, MODEL_SETTINGS
-    from nndl.models import BUILDERS
+    from nndl.base.errors import NndlError
+    from nndl.base.model_kinds import MODEL_KINDS, MODEL_SETTINGS
+    from nndl.nn.models import BUILDERS
 
     assert set(BUILDERS) == set(MODEL_KINDS)
     assert config.field_choices(config.ClassifyConfig, "model") == list(MODEL_KINDS)

@@ -19,11 +19,11 @@ from PIL import Image
 
 import nndl
 from conftest import FASHION_DIR, run_cli
-from nndl import datasets
-from nndl.config import resolve
-from nndl.errors import NndlError
-from nndl.inference import Predictor, image_transform
-from nndl.predict import class_probabilities, load_run, predict
+from nndl import data as datasets
+from nndl.base.config import resolve
+from nndl.base.errors import NndlError
+from nndl.nn.inference import Predictor, image_transform
+from nndl.tools.predict import class_probabilities, load_run, predict
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 QUIET = {"progress": False, "verbose": False, "echo": lambda s: None}
@@ -161,7 +161,7 @@ def test_kind_is_detected_from_data():
 # ----------------------------------------------------------------------------- end to end
 def _onnx_matches_torch(run_dir: Path, inputs: np.ndarray) -> None:
     ort = pytest.importorskip("onnxruntime")
-    from nndl.export import export
+    from nndl.tools.export import export
 
     path = export(run_dir)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -331,14 +331,14 @@ def test_predictor_tta_flip_is_the_mean_of_image_and_mirror():
 
 
 def test_old_model_file_falls_back_to_fashion_mnist(tmp_path):
-    from nndl import config as config_mod
-    from nndl.models import build_classifier
-    from nndl.runs import save_model
+    from nndl.base import config as config_mod
+    from nndl.nn.models import build_classifier
+    from nndl.runfolder.files import save_model
 
     cfg = resolve("classify", "mlp", {"hidden": [8], "dropout": [0.0]})
     save_model(tmp_path / "model.pt", "classify", config_mod.to_dict(cfg), [build_classifier(cfg).state_dict()])
     run = load_run(tmp_path)
-    from nndl.datasets.fashion_mnist import CLASS_NAMES, INPUT_SHAPE
+    from nndl.data.fashion_mnist import CLASS_NAMES, INPUT_SHAPE
 
     assert tuple(run.meta["input_shape"]) == INPUT_SHAPE and run.class_names == CLASS_NAMES
 
@@ -358,7 +358,7 @@ def test_no_fashion_constants_outside_its_modules():
 def test_config_choices_are_the_registry():
     import dataclasses
 
-    from nndl.config import ClassifyConfig
+    from nndl.base.config import ClassifyConfig
 
     field = next(f for f in dataclasses.fields(ClassifyConfig) if f.name == "dataset")
     assert set(field.metadata["choices"]) == {"auto", *datasets.REGISTRY}
@@ -420,7 +420,7 @@ def _deep_folder(root: Path, digits, form: str | None, n: int = 12) -> Path:
 @pytest.mark.parametrize("form", list(DEEP_FORMS))
 def test_deep_images_train_as_their_8_bit_version(form, tmp_path, digits):
     """A 16-bit or float image decodes to its 8-bit version (within 1 grey level), not to a clipped one."""
-    from nndl.datasets.image_folder import open_image, to_array
+    from nndl.data.image_folder import open_image, to_array
 
     images, _ = digits
     name, writer = DEEP_FORMS[form]

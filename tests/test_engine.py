@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-from nndl import config
-from nndl.callbacks import Callback
-from nndl.crossval import kfold_indices, train_stacked
-from nndl.engine import ModuleWeights, StackWeights, StopPolicy, lr_factor
-from nndl.models import build_regressor
-from nndl.training import train
+from nndl.base import config
+from nndl.training.callbacks import Callback
+from nndl.training.crossval import kfold_indices, train_stacked
+from nndl.training.engine import ModuleWeights, StackWeights, StopPolicy, lr_factor
+from nndl.nn.models import build_regressor
+from nndl.training.trainer import train
 
 NAN, INF = math.nan, math.inf
 
@@ -278,7 +278,7 @@ def test_cross_validate_with_a_stratified_splitter_learns_digits():
     """scikit-learn's 8x8 digits: an MLP classifier, stratified 3-fold, through the same cross_validate."""
     from sklearn.datasets import load_digits
 
-    from nndl.crossval import cross_validate, stratified_kfold
+    from nndl.training.crossval import cross_validate, stratified_kfold
 
     digits = load_digits()
     x = torch.tensor(digits.data[:600] / 16.0, dtype=torch.float32)
@@ -301,7 +301,7 @@ def test_cross_validate_with_a_stratified_splitter_learns_digits():
 
 
 def test_regression_splitters_as_values_match_the_config_names():
-    from nndl.crossval import blocked_kfold, cross_validate, make_splits, per_cluster, shuffled_kfold
+    from nndl.training.crossval import blocked_kfold, cross_validate, make_splits, per_cluster, shuffled_kfold
 
     x, y = sine()
     for name, splitter in [("kfold", shuffled_kfold(3, 0)), ("blocked", blocked_kfold(3)),
@@ -318,7 +318,7 @@ def test_regression_splitters_as_values_match_the_config_names():
 
 
 def test_on_fold_can_end_the_cross_validation():
-    from nndl.crossval import cross_validate
+    from nndl.training.crossval import cross_validate
 
     x, y = sine()
     cfg = cfg_of(epochs=2)
@@ -334,8 +334,8 @@ def test_lean_adam_is_bit_identical_to_torch_fused_adam(kind):
     including a parameter that gets no gradient (skipped by both)."""
     import torch
 
-    from nndl.config import RegressConfig
-    from nndl.training import LeanAdam, make_optimizer
+    from nndl.base.config import RegressConfig
+    from nndl.training.trainer import LeanAdam, make_optimizer
 
     torch.manual_seed(0)
     used, unused = torch.randn(7, 5), torch.randn(3)

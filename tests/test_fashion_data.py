@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nndl.data import fashion
-from nndl.errors import NndlError
+from nndl.base.errors import NndlError
 
 REAL = Path("/usr/share/datasets/fashion-mnist")
 needs_real = pytest.mark.skipif(

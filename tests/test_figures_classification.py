@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nndl.figures import classification as cf
-from nndl.models import MLP, SmallCNN
+from nndl.nn.models import MLP, SmallCNN
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 N = 40
@@ -207,7 +207,7 @@ def test_feature_maps_show_one_image_per_class(tmp_path, data, cnn, captured):
 
 
 def test_feature_maps_of_a_deep_net_pick_a_few_main_path_layers(tmp_path, data, captured):
-    from nndl.models import ResNet
+    from nndl.nn.models import ResNet
 
     torch.manual_seed(0)
     net = ResNet([8, 16, 32])

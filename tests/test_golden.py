@@ -2,7 +2,7 @@
 
 A refactor must not move a single number. Each scenario below runs nndl through its public
 surfaces only (the ``nndl`` command via :func:`nndl.cli.main`, ``nndl.classify``/``nndl.regress``,
-``nndl.sklearn``), on CPU with one thread and deterministic algorithms, and reduces what it
+``nndl.tools.sklearn``), on CPU with one thread and deterministic algorithms, and reduces what it
 produced to a *fingerprint*:
 
 - ``metrics.json``, ``config.json``, ``study.json``: every value, floats as ``float.hex`` (exact);
@@ -360,7 +360,7 @@ class Stop(Exception):
 
 def interrupt_after(epoch: int):
     """A callback that presses Ctrl-C at the end of ``epoch`` (1-based)."""
-    from nndl.callbacks import Callback
+    from nndl.training.callbacks import Callback
 
     class CtrlC(Callback):
         def on_epoch_end(self, state, row):
@@ -438,7 +438,7 @@ def s_classify_image_folder(tmp, m):
 
 def s_classify_interrupted_resumed(tmp, m):
     import nndl
-    from nndl.errors import TrainingInterrupted
+    from nndl.base.errors import TrainingInterrupted
 
     overrides = {"subset": 1200, "test_subset": 300, "epochs": 3, "data": str(FASHION_DIR)}
     with pytest.raises(TrainingInterrupted):
@@ -531,7 +531,7 @@ def s_export(tmp, m):
 def s_sklearn(tmp, m):
     from sklearn.datasets import load_iris
 
-    from nndl.sklearn import NNClassifier, NNRegressor
+    from nndl.tools.sklearn import NNClassifier, NNRegressor
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-3, 3, (80, 1)).astype(np.float32)

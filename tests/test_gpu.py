@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import nndl
-from nndl import config
-from nndl.bench import nndl_run
-from nndl.crossval import cross_validate
+from nndl.base import config
+from nndl.tools.bench import nndl_run
+from nndl.training.crossval import cross_validate
 from nndl.data.fashion import load_fashion
-from nndl.regression import load_data, make_model_factory
+from nndl.tasks.regress.task import load_data, make_model_factory
 
 from conftest import needs_fashion
 

@@ -7,9 +7,9 @@ import pytest
 
 import nndl
 from conftest import FASHION_DIR, needs_fashion, run_cli
-from nndl.data.regression import read_csv
-from nndl.errors import NndlError
-from nndl.lrfinder import steepest, suggest
+from nndl.data.regression_table import read_csv
+from nndl.base.errors import NndlError
+from nndl.tools.lr_find import steepest, suggest
 
 QUIET = dict(echo=lambda s: None)
 

@@ -1,4 +1,4 @@
-"""Tasks as plug-ins (nndl.pipeline, nndl.tasks): the skeleton's order and clean-up, and each task's
+"""Tasks as plug-ins (nndl.tasks.base, nndl.tasks): the skeleton's order and clean-up, and each task's
 building blocks as search, bench and the lr finder use them."""
 import json
 import math
@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from nndl import config
-from nndl.callbacks import CallbackList
-from nndl.crossval import cross_validate
-from nndl.errors import NndlError
-from nndl.pipeline import Setup, Task, run_task
+from nndl.base import config
+from nndl.training.callbacks import CallbackList
+from nndl.training.crossval import cross_validate
+from nndl.base.errors import NndlError
+from nndl.tasks.base import Setup, Task, run_task
 from nndl.tasks import TASKS, get_task
 
 QUIET = dict(progress=False, echo=lambda s: None, callbacks=CallbackList([]), verbose=False)

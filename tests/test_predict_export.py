@@ -12,13 +12,13 @@ import torch
 from PIL import Image, ImageDraw
 
 import nndl
-from nndl.data.augment import make_transform
+from nndl.nn.augment import make_transform
 from nndl.data.fashion import CLASS_NAMES, read_idx
-from nndl.errors import NndlError
-from nndl.data.regression import bundled_path
-from nndl.export import export
-from nndl.predict import class_probabilities, load_run, predict, preprocess_image, read_inputs
-from nndl.training import evaluate
+from nndl.base.errors import NndlError
+from nndl.data.regression_table import bundled_path
+from nndl.tools.export import export
+from nndl.tools.predict import class_probabilities, load_run, predict, preprocess_image, read_inputs
+from nndl.training.trainer import evaluate
 
 from conftest import FASHION_DIR, ROOT, run_cli
 

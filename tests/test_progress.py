@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from nndl.progress import bars_visible, progress_bar
+from nndl.base.progress import bars_visible, progress_bar
 
 from conftest import ROOT
 

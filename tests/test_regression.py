@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import nndl
-from nndl import config
-from nndl.data.regression import bundled_path
-from nndl.crossval import cross_validate, kfold_indices, train_stacked
-from nndl.models import MLP, StackedMLP
-from nndl.runs import load_model_file, read_history_csv
-from nndl.regression import load_data, make_model_factory
-from nndl.training import lr_factor, train
+from nndl.base import config
+from nndl.data.regression_table import bundled_path
+from nndl.training.crossval import cross_validate, kfold_indices, train_stacked
+from nndl.nn.models import MLP, StackedMLP
+from nndl.runfolder.files import load_model_file, read_history_csv
+from nndl.tasks.regress.task import load_data, make_model_factory
+from nndl.training.trainer import lr_factor, train
 
 from conftest import ROOT, run_cli
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nndl.data.regression import GAPS, bundled_path, make_synthetic, read_csv
-from nndl.errors import NndlError
+from nndl.data.regression_table import GAPS, bundled_path, make_synthetic, read_csv
+from nndl.base.errors import NndlError
 
 from conftest import ROOT, run_cli
 

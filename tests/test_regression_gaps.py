@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import nndl
-from nndl import config, uncertainty
-from nndl.crossval import blocked_indices, cluster_indices, find_clusters, make_splits, thread_policy
-from nndl.errors import NndlError
-from nndl.models import MLP, Ensemble
-from nndl.regression import auto_fit, fit_arrays, load_data
+from nndl.base import config
+from nndl.nn import intervals as uncertainty
+from nndl.training.crossval import blocked_indices, cluster_indices, find_clusters, make_splits, thread_policy
+from nndl.base.errors import NndlError
+from nndl.nn.models import MLP, Ensemble
+from nndl.tasks.regress.task import auto_fit, fit_arrays, load_data
 
 QUIET = dict(progress=False, echo=lambda s: None)
 GAPS = [(-3.0, -1.0), (1.7, 3.1)]
@@ -132,7 +133,7 @@ def test_thread_policy_uses_one_thread_for_tiny_work_and_restores():
 
 def problem(seed=3):
     """The homework shape: 100 clustered noisy points, test points everywhere (gaps included)."""
-    from nndl.data.regression import target_function
+    from nndl.data.regression_table import target_function
 
     rng = np.random.default_rng(seed)
     x = clustered_x(100, seed)[:, 0].numpy()
@@ -183,7 +184,7 @@ def test_tune_regress_without_a_space_uses_the_default(tmp_path):
 def test_typical_student_loop_row_learns():
     """The bench's baseline is a real loop that learns, not a strawman."""
     pytest.importorskip("sklearn")
-    from nndl.bench import regression_typical
+    from nndl.tools.bench import regression_typical
 
     d, _ = load_data(config.resolve("regress", "seed"))
     x, y = torch.as_tensor(d.x), torch.as_tensor(d.y)
@@ -194,15 +195,15 @@ def test_typical_student_loop_row_learns():
 
 def test_auto_run_predicts_with_an_interval_and_exports(tmp_path):
     """An auto ensemble mixes networks: predict and export rebuild each member with its own config."""
-    from nndl.export import export
-    from nndl.predict import load_run, predict, regression_predictions
+    from nndl.tools.export import export
+    from nndl.tools.predict import load_run, predict, regression_predictions
 
     run = nndl.regress(preset="auto", out=tmp_path / "auto", figures=False, **QUIET)
     loaded = load_run(tmp_path / "auto")
     x = np.linspace(-5, 5, 41, dtype=np.float32)[:, None]
     pred = regression_predictions(loaded, x)
     assert (pred["lower"] <= pred["prediction"]).all() and (pred["prediction"] <= pred["upper"]).all()
-    from nndl.data.regression import target_function
+    from nndl.data.regression_table import target_function
 
     assert np.mean((pred["prediction"] - target_function(x[:, 0])) ** 2) < 0.5
     (tmp_path / "in.csv").write_text("x\n" + "\n".join(f"{v:.2f}" for v in x[:, 0]) + "\n")

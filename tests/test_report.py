@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import nndl
-from nndl.errors import NndlError
-from nndl.data.regression import bundled_path
-from nndl.report import compare, compare_table, condense, write_report
+from nndl.base.errors import NndlError
+from nndl.data.regression_table import bundled_path
+from nndl.runfolder.report import compare, compare_table, condense, write_report
 
 from conftest import FASHION_DIR, ROOT, needs_fashion, run_cli
 
@@ -99,7 +99,7 @@ def study_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fake_runs(tmp_path_factory):
     """Run folders written by hand (no training): a CNN and an MLP classifier, and an SGD regression."""
-    from nndl import config as config_mod
+    from nndl.base import config as config_mod
 
     root = tmp_path_factory.mktemp("report")
     folders = {}
@@ -455,7 +455,7 @@ def test_activation_profiles_label_rows_with_input_values(tmp_path, monkeypatch,
     import torch
 
     from nndl.figures import regression as rf
-    from nndl.models import MLP
+    from nndl.nn.models import MLP
 
     figures = kept
     monkeypatch.setattr(rf, "save", lambda fig, path, tight=True: figures.setdefault(Path(path).name, fig))

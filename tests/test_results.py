@@ -7,8 +7,8 @@ from matplotlib.figure import Figure
 
 import nndl
 from conftest import FASHION_DIR, needs_fashion
-from nndl.errors import NndlError
-from nndl.results import Run, Study
+from nndl.base.errors import NndlError
+from nndl.runfolder.objects import Run, Study
 
 QUIET = dict(progress=False, echo=lambda s: None)
 

@@ -27,7 +27,7 @@ import pytest
 
 import nndl
 from nndl import cli
-from nndl.callbacks import Callback
+from nndl.training.callbacks import Callback
 
 from conftest import INTERRUPTED_CODES, ROOT
 from test_bad_inputs import FAST, TRAIN_CSV, assert_one_line_error, folder_digest, run_main, scratch  # noqa: F401
@@ -83,7 +83,7 @@ def marker(folder: Path) -> dict:
 
 
 def history_without_timings(folder: Path) -> list[dict]:
-    from nndl.runs import read_history_csv
+    from nndl.runfolder.files import read_history_csv
 
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in read_history_csv(folder / "history.csv")]
 
@@ -230,11 +230,11 @@ def at_moment(monkeypatch, moment: str) -> None:
     """Arrange a SIGINT at ``moment`` of the next run."""
     import matplotlib.figure
 
-    import nndl.callbacks as callbacks
-    import nndl.classification as classification
-    import nndl.regression as regression
-    import nndl.report as report
-    import nndl.runs as runs
+    import nndl.training.callbacks as callbacks
+    import nndl.tasks.classify.task as classification
+    import nndl.tasks.regress.task as regression
+    import nndl.runfolder.report as report
+    import nndl.runfolder.files as runs
 
     events = {"first batch": SignalAt("batch", 1), "epoch 2 end": SignalAt("epoch_end", 2),
               "training end": SignalAt("train_end", CLASSIFY_EPOCHS), "fold 1 epoch 2": SignalAt("epoch_end", 2, 1),
@@ -442,7 +442,7 @@ def _old_marker(run: Path) -> None:
 
 
 def _study(run: Path) -> None:
-    from nndl.runs import write_marker
+    from nndl.runfolder.files import write_marker
 
     write_marker(run, "study")
 

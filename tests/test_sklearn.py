@@ -1,4 +1,4 @@
-"""nndl.sklearn: scikit-learn's own estimator checks, meta-estimators, failed fits, and learning on real data."""
+"""nndl.tools.sklearn: scikit-learn's own estimator checks, meta-estimators, failed fits, and learning on real data."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,10 +19,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from conftest import FASHION_DIR
-from nndl import config
-from nndl.errors import NndlError
-from nndl.sklearn import (_NOT_PARAMETERS, _OWN_PARAMETERS, IMAGE_MODELS, FitDivergedError, NNClassifier, NNRegressor,
-                          NndlValueError)
+from nndl.base import config
+from nndl.base.errors import NndlError
+from nndl.tools.sklearn import _NOT_PARAMETERS, _OWN_PARAMETERS, IMAGE_MODELS, FitDivergedError, NNClassifier, NNRegressor, NndlValueError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,9 +4,9 @@ import torch
 
 import nndl
 from conftest import needs_fashion
-from nndl.config import resolve
-from nndl.errors import NndlError
-from nndl.models import LiteCNN, build_classifier
+from nndl.base.config import resolve
+from nndl.base.errors import NndlError
+from nndl.nn.models import LiteCNN, build_classifier
 
 QUIET = {"progress": False, "verbose": False, "echo": lambda s: None, "figures": False}
 
@@ -44,7 +44,7 @@ def test_speed_preset_on_a_table_says_to_use_the_mlp(tmp_path):
 
 
 def test_bench_rows_over_seeds_in_typical_epochs():
-    from nndl.bench import over_seeds, summarise
+    from nndl.tools.bench import over_seeds, summarise
 
     def seed(accs):  # 10 s per epoch
         return summarise("speed", [{"epoch": i + 1, "train_seconds": 10.0, "test_acc": a} for i, a in enumerate(accs)])
@@ -59,7 +59,7 @@ def test_bench_rows_over_seeds_in_typical_epochs():
 
 
 def test_accurate_preset_is_the_deeper_lite_network():
-    from nndl.models import LiteCNN
+    from nndl.nn.models import LiteCNN
 
     cfg = resolve("classify", "accurate", {})
     net = build_classifier(cfg, (1, 28, 28), 10)
@@ -92,7 +92,7 @@ def test_record_preset_is_accurate_at_twice_the_width_with_erasing():
     ("mps", True, True, True, False),
 ])
 def test_autocast_is_decided_by_device_setting_and_cpu(monkeypatch, device, amp, amp_cpu, native, expected):
-    from nndl import training
+    from nndl.training.trainer import trainer as training
 
     monkeypatch.setattr(training, "cpu_computes_bf16", lambda: native)
     cfg = resolve("classify", "cnn", {"amp": amp, "amp_cpu": amp_cpu})
@@ -102,7 +102,7 @@ def test_autocast_is_decided_by_device_setting_and_cpu(monkeypatch, device, amp,
 
 
 def test_amp_cpu_is_refused_for_no_device_but_reported_unused_off_the_cpu():
-    from nndl.config import unused_settings
+    from nndl.base.config import unused_settings
 
     cfg = resolve("classify", "cnn", {"amp_cpu": True})  # no refusal: which device runs it is known later
     assert cfg.amp_cpu
@@ -114,7 +114,7 @@ def test_amp_cpu_is_refused_for_no_device_but_reported_unused_off_the_cpu():
 
 @needs_fashion
 def test_bf16_autocast_on_cpu_learns_and_is_recorded(tmp_path):
-    from nndl.training import cpu_computes_bf16
+    from nndl.training.trainer import cpu_computes_bf16
 
     m = nndl.classify("speed", {"subset": 4000, "test_subset": 2000, "amp_cpu": True}, seed=0, out=tmp_path / "r",
                       **QUIET)

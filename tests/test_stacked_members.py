@@ -6,10 +6,10 @@ lr, weight decay, L1, epochs, schedule and patience, and gets its own gradient a
 import pytest
 import torch
 
-from nndl import config
-from nndl.crossval import PerModelOptimizer, cross_validate, cross_validate_many, stack_key
-from nndl.errors import NndlError
-from nndl.regression import load_data, make_model_factory
+from nndl.base import config
+from nndl.training.crossval import PerModelOptimizer, cross_validate, cross_validate_many, stack_key
+from nndl.base.errors import NndlError
+from nndl.tasks.regress.task import load_data, make_model_factory
 
 VARIANTS = [{"lr": 0.02},
             {"lr": 0.005, "weight_decay": 1e-3, "schedule": "cosine"},
@@ -87,7 +87,7 @@ def test_thread_count_changes_time_not_results():
 
 
 def test_thread_probe_keeps_the_faster_count_drops_it_on_a_stall_and_measures_again():
-    from nndl.crossval import ThreadProbe
+    from nndl.training.crossval import ThreadProbe
 
     before = torch.get_num_threads()
     try:
@@ -114,7 +114,7 @@ def test_thread_probe_keeps_the_faster_count_drops_it_on_a_stall_and_measures_ag
 
 
 def test_batched_cv_probes_threads_and_restores_the_callers_count():
-    from nndl.crossval import thread_policy
+    from nndl.training.crossval import thread_policy
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

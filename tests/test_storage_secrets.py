@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import nndl
-from nndl import masking
+from nndl.base import masking
 from nndl.search import optuna_shim
 from nndl.search.storage import check_journal
 

@@ -7,8 +7,8 @@ import pytest
 
 import nndl
 from conftest import run_cli
-from nndl.callbacks import Callback, TensorBoard
-from nndl.errors import NndlError
+from nndl.training.callbacks import Callback, TensorBoard
+from nndl.base.errors import NndlError
 
 pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install nndl[tensorboard])")
 
@@ -68,8 +68,8 @@ def test_event_wall_times_increase_during_training(tmp_path):
 def test_plain_train_logs_to_a_given_folder(tmp_path):
     import torch
 
-    from nndl import config
-    from nndl.models import build_regressor
+    from nndl.base import config
+    from nndl.nn.models import build_regressor
 
     cfg = config.resolve("regress", "seed", {"hidden": [8], "epochs": 7, "lr": 0.01})
     x = torch.linspace(-2, 2, 40)[:, None]
@@ -88,7 +88,7 @@ def test_missing_tensorboard_is_reported_before_any_work(tmp_path, monkeypatch):
 
 
 def test_log_run_writes_a_finished_folder(tmp_path):
-    from nndl.tensorboard import log_run
+    from nndl.training.tensorboard import log_run
 
     run = nndl.regress(out=tmp_path / "r", overrides={"epochs": 5, "folds": 2}, **QUIET)
     acc = events(log_run(run.path))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nndl.errors import NndlError
+from nndl.base.errors import NndlError
 from nndl.search.storage import lock_kind, trial_lock
 
 PG_URL = os.environ.get("NNDL_TEST_PG_URL")

@@ -18,8 +18,9 @@ import optuna
 import pytest
 
 import nndl
-from nndl import cli, config
-from nndl.errors import NndlError
+from nndl import cli
+from nndl.base import config
+from nndl.base.errors import NndlError
 from nndl.search import driver_url, load_space, mask_url, to_toml
 
 from conftest import INTERRUPTED_CODES, ROOT, needs_fashion, run_cli
@@ -490,7 +491,7 @@ def test_postgres_sigkilled_batch_worker_loses_its_trials_by_heartbeat(tmp_path,
 
 
 def test_optuna_loads_only_for_a_search():
-    code = ("import sys, nndl, nndl.bench, nndl.cli; assert 'optuna' not in sys.modules; "
+    code = ("import sys, nndl, nndl.tools.bench, nndl.cli; assert 'optuna' not in sys.modules; "
             "import nndl.search; assert callable(nndl.tune) and nndl.tune is nndl.search.tune")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                           capture_output=True, text=True)

@@ -4,12 +4,12 @@ The files ship inside the package (src/nndl/data/bundled/regression_{train,test}
 `nndl regress` finds them from any folder after a plain `pip install`.
 
 Seeded and deterministic: the function, the gaps and the noise levels are in
-nndl.data.regression (target_function, GAPS, make_synthetic). A test checks the
+nndl.data.regression_table (target_function, GAPS, make_synthetic). A test checks the
 committed CSVs equal this script's output.
 """
 from pathlib import Path
 
-from nndl.data.regression import make_synthetic, write_xy_csv
+from nndl.data.regression_table import make_synthetic, write_xy_csv
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parents[2] / "src/nndl/data/bundled"

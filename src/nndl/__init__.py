@@ -16,18 +16,18 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute). Add a line here to export a new name.
 _LAZY = {
-    "train": (".training", "train"),
-    "evaluate": (".training", "evaluate"),
-    "cross_validate": (".crossval", "cross_validate"),
-    "regress": (".regression", "regress"),
-    "classify": (".classification", "classify"),
+    "train": (".training.trainer", "train"),
+    "evaluate": (".training.trainer", "evaluate"),
+    "cross_validate": (".training.crossval", "cross_validate"),
+    "regress": (".tasks.regress.task", "regress"),
+    "classify": (".tasks.classify.task", "classify"),
     # Optuna loads only when a search is asked for: training, the bench and the GPU check need none of it.
     "tune": (".search", "tune"),
-    "load_run": (".results", "load_run"),
-    "Run": (".results", "Run"),
-    "Study": (".results", "Study"),
-    # not nndl/lr_find.py: importing a submodule of that name would replace this function on the package
-    "lr_find": (".lrfinder", "lr_find"),
+    "load_run": (".runfolder.objects", "load_run"),
+    "Run": (".runfolder.objects", "Run"),
+    "Study": (".runfolder.objects", "Study"),
+    # no submodule may be called nndl/train.py, nndl/lr_find.py ...: importing it would replace the function
+    "lr_find": (".tools.lr_find", "lr_find"),
 }
 
 

@@ -1,6 +1,6 @@
 """``python -m nndl``: the same as the ``nndl`` command."""
 import sys
 
-from .cli import main
+from nndl.cli import main
 
 sys.exit(main())

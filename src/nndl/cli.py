@@ -8,8 +8,8 @@ import argparse
 import sys
 import warnings
 
-from .errors import NndlError, TrainingInterrupted
-from .masking import mask_secrets
+from nndl.base.errors import NndlError, TrainingInterrupted
+from nndl.base.masking import mask_secrets
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
@@ -27,7 +27,7 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> Non
 
 
 def cmd_regress(args) -> int:
-    from .regression import regress
+    from nndl.tasks.regress.task import regress
 
     overrides = list(args.overrides)
     if args.x_cols:
@@ -41,7 +41,7 @@ def cmd_regress(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .classification import classify
+    from nndl.tasks.classify.task import classify
 
     overrides = list(args.overrides)
     if args.model:
@@ -59,7 +59,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .data.fashion import download, find_source
+    from nndl.data.fashion import download, find_source
 
     if args.action == "download":
         path = download(dest=args.dest, mirror=args.mirror, progress=True)
@@ -72,7 +72,7 @@ def cmd_data(args) -> int:
 def cmd_tune(args) -> int:
     import os
 
-    from .search import tune
+    from nndl.search import tune
 
     from_env = not args.storage and os.environ.get("NNDL_TUNE_STORAGE")
     try:
@@ -90,8 +90,8 @@ def cmd_tune(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from .config import PRESETS, describe_presets
-    from .model_kinds import describe_models
+    from nndl.base.config import PRESETS, describe_presets
+    from nndl.base.model_kinds import describe_models
 
     for task in [args.task] if args.task else list(PRESETS):
         print(describe_presets(task))
@@ -101,21 +101,21 @@ def cmd_presets(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .config import describe_config
+    from nndl.base.config import describe_config
 
     print(describe_config(args.task, args.preset))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from nndl.runfolder.report import write_report
 
     print(write_report(args.run))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .report import compare
+    from nndl.runfolder.report import compare
 
     path = compare(args.runs, out=args.out)
     print(f"\ncomparison: {path}")
@@ -123,21 +123,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict
+    from nndl.tools.predict import predict
 
     predict(args.run, args.files, json=args.json, out=args.out, top=args.top)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from nndl.tools.export import export
 
     print(export(args.run, fmt=args.format, out=args.out))
     return 0
 
 
 def cmd_lr_find(args) -> int:
-    from .lrfinder import lr_find
+    from nndl.tools.lr_find import lr_find
 
     overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
     if args.train:
@@ -149,7 +149,7 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from nndl.tools.bench import run_bench
 
     run_bench(typical_epochs=args.typical_epochs, cnn_epochs=args.cnn_epochs, fast_runs=args.fast_runs,
               speed_runs=args.speed_runs, subset=args.subset, test_subset=args.test_subset, regression_epochs=args.regression_epochs,
@@ -178,7 +178,7 @@ def _add_classify(sub) -> None:
                                    "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
                                    "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
                                    "Ctrl-C keeps the run at any moment; --resume continues it.")
-    from .config import ClassifyConfig, field_choices  # the model registry (nndl.model_kinds) via the config
+    from nndl.base.config import ClassifyConfig, field_choices  # the model registry (nndl.base.model_kinds) via the config
 
     p.add_argument("--model", choices=field_choices(ClassifyConfig, "model"), help="network (default: the preset's)")
     p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "

@@ -1,7 +1,7 @@
 """Fashion-MNIST: IDX/CSV readers, source discovery, SHA-256 checks, download, splits.
 
 Everything a loader returns has been fully validated first, so a bad file fails
-with one :class:`~nndl.errors.NndlError` line instead of a half-loaded dataset.
+with one :class:`~nndl.base.errors.NndlError` line instead of a half-loaded dataset.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nndl.errors import NndlError
+from nndl.base.errors import NndlError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -359,7 +359,7 @@ def download(dest: str | Path | None = None, mirror: str | None = None, progress
     Path
         The folder holding the files.
     """
-    from ..progress import progress_bar  # tqdm only here; keeps `import nndl.data.fashion` light
+    from nndl.base.progress import progress_bar  # tqdm only here; keeps `import nndl.data.fashion` light
 
     dest = Path(dest) if dest is not None else cache_dir()
     base = (mirror or DEFAULT_MIRROR).rstrip("/") + "/"

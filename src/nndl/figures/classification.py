@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
-from nndl.inference import Predictor, eval_mode
+from nndl.nn.inference import Predictor, eval_mode
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
            "feature_maps", "activation_maximisation", "accuracy_curves", "write_classification_figures",
@@ -72,7 +72,7 @@ def _image_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
     """(C, H, W) of the model's input: as given, else Fashion-MNIST's (the figures' historical default)."""
     if input_shape is not None:
         return tuple(int(v) for v in input_shape)
-    from nndl.datasets.fashion_mnist import INPUT_SHAPE
+    from nndl.data.fashion_mnist import INPUT_SHAPE
 
     return INPUT_SHAPE
 
@@ -123,7 +123,7 @@ def _image_axis(ax) -> None:
 def predict_probs(model: nn.Module, to_input: ToInput, images, batch_size: int = _BATCH,
                   tta_flip: bool = False) -> np.ndarray:
     """Softmax probabilities (N, classes) of ``model`` on uint8 ``images``, in batches, in eval mode,
-    through :class:`nndl.inference.Predictor` (the path every other prediction takes).
+    through :class:`nndl.nn.inference.Predictor` (the path every other prediction takes).
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..fileio import atomic_write_bytes  # noqa: E402
+from nndl.base.fileio import atomic_write_bytes  # noqa: E402
 
 NNDL_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
               "axes.spines.right": False, "font.size": 9}

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import plt, save, styled
+from nndl.figures.common import plt, save, styled
 
 
 def find_gaps(x: np.ndarray, factor: float = 6.0) -> list[tuple[float, float]]:
@@ -33,12 +33,12 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
     """The final model's curve over the training and test points with its prediction interval as a band
     and the gaps in the training inputs shaded (1-D inputs); predicted-vs-true for several inputs.
 
-    ``interval`` is a run's interval dict (:func:`nndl.uncertainty.interval_info`); the band is
+    ``interval`` is a run's interval dict (:func:`nndl.nn.intervals.interval_info`); the band is
     then the interval for a new observation (members' spread plus noise), and the fold models'
     range is drawn faintly inside it. Without it the band is the fold models' range.
     ``members_label`` names the models in ``fold_models`` in the legend (e.g. "ensemble members").
     """
-    from ..uncertainty import interval_bounds, member_predictions
+    from nndl.nn.intervals import interval_bounds, member_predictions
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if x_train.shape[1] == 1:

@@ -72,7 +72,7 @@ def _best(trials: Sequence[TrialRecord], direction: str) -> TrialRecord | None:
 
 def _value_scale(ax, values: Sequence[float], axis: str = "y") -> bool:
     """Log scale with plain tick labels when the values are positive and span more than 20x."""
-    from .common import readable_log_axis
+    from nndl.figures.common import readable_log_axis
 
     if values and min(values) > 0 and max(values) / min(values) > 20:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
@@ -87,7 +87,7 @@ def history_figure(trials: Sequence[TrialRecord], label: str, direction: str = "
     trials that did not complete marked along the bottom. Returns the matplotlib Figure."""
     import matplotlib.ticker as mticker
 
-    from .common import plt
+    from nndl.figures.common import plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     ok = sorted((t for t in trials if t.ok), key=lambda t: t.number)
@@ -124,7 +124,7 @@ def importances_figure(importances: dict[str, float], label: str, n_complete: in
     with a caution in the plot when fewer than :data:`FEW_TRIALS` completed trials back them."""
     import matplotlib.ticker as mticker
 
-    from .common import plt
+    from nndl.figures.common import plt
 
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * max(len(items), 2)))
@@ -163,7 +163,7 @@ def _categorical_ticks(ax, choices: Sequence[Any], panel_points: float = 170.0) 
 
 
 def _font_size() -> float:
-    from .common import plt
+    from nndl.figures.common import plt
 
     return float(plt.rcParams["font.size"])
 
@@ -174,7 +174,7 @@ def slices_figure(trials: Sequence[TrialRecord], params: Sequence[ParamSpec], la
     and the best trial is a red star."""
     import numpy as np
 
-    from .common import plt, readable_log_axis
+    from nndl.figures.common import plt, readable_log_axis
 
     ok = [t for t in trials if t.ok]
     cols = min(4, max(len(params), 1))
@@ -219,7 +219,7 @@ def slices_figure(trials: Sequence[TrialRecord], params: Sequence[ParamSpec], la
 # ----------------------------------------------------------------------------- parallel coordinates
 def _axis_position(spec: ParamSpec, values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
     """Each value's height in [0, 1] on the parameter's axis, and (height, label) ticks for that axis."""
-    from .common import tick_text
+    from nndl.figures.common import tick_text
 
     if spec.kind == "categorical":
         k = len(spec.choices)
@@ -250,7 +250,7 @@ def parallel_coordinate_figure(trials: Sequence[TrialRecord], params: Sequence[P
     is the metric (dark = better) and the best trial is drawn in red on top."""
     import matplotlib as mpl
 
-    from .common import plt
+    from nndl.figures.common import plt
 
     ok = [t for t in trials if t.ok and all(p.name in t.params for p in params)]
     specs = list(params) + [ParamSpec(label, "float", log=False)]
@@ -306,7 +306,7 @@ def _records(study) -> tuple[list[TrialRecord], list[ParamSpec]]:
 def write_study_figures(*args, **kwargs) -> dict[str, str]:
     """Write ``history.png``, ``importances.png``, ``slices.png`` and ``parallel_coordinate.png``
     in nndl's style (see :func:`_write_study_figures` for the parameters)."""
-    from .common import styled
+    from nndl.figures.common import styled
 
     return styled(_write_study_figures)(*args, **kwargs)
 
@@ -334,7 +334,7 @@ def _write_study_figures(study, folder: str | Path, n_complete: int | None = Non
         ``{figure: why it was skipped}`` for the figures not written (too few trials
         or parameters, or an importance evaluator that failed).
     """
-    from .common import plt, save
+    from nndl.figures.common import plt, save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import config as config_mod
-from ..errors import NndlError
-from ..runs import prepare_out_dir, read_json, write_json, write_marker
-from .options import NOT_IN_PRESET
-from .space import Space
-from .storage import mask_url
+from nndl.base import config as config_mod
+from nndl.base.errors import NndlError
+from nndl.runfolder.files import prepare_out_dir, read_json, write_json, write_marker
+from nndl.search.options import NOT_IN_PRESET
+from nndl.search.space import Space
+from nndl.search.storage import mask_url
 
-# What nndl tune writes into a study folder: outputs never replace these (nndl.runs.check_output), and
+# What nndl tune writes into a study folder: outputs never replace these (nndl.runfolder.files.check_output), and
 # a run's --overwrite never replaces a study folder.
 STUDY_FILES = ("tune.json", "journal.log", "study.json", "trials.csv", "best_preset.toml", "report.html",
                "figures/*", "best/*", "worker-*.log")

@@ -12,10 +12,10 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from .. import config as config_mod
-from . import optuna_shim
-from .options import TASKS
-from .space import ALIASES, suggest
+from nndl.base import config as config_mod
+from nndl.search import optuna_shim
+from nndl.search.options import TASKS
+from nndl.search.space import ALIASES, suggest
 
 
 def crash_reason(e: Exception) -> str:
@@ -103,7 +103,7 @@ class Objective:
 
     def _stacks(self, trials: list, tell) -> dict[Any, list]:
         """The trials' configs grouped by what can train as one stack; a trial whose config fails is told."""
-        from ..crossval import stack_key
+        from nndl.training.crossval import stack_key
 
         groups: dict[Any, list] = {}
         for trial in trials:
@@ -165,9 +165,9 @@ class Objective:
     def _cross_validate(self, cfgs: list) -> list[list]:
         """K-fold results of regression configs: one stack for all when ``len(cfgs) > 1`` (they share a
         ``stack_key``), otherwise the config's own ``batched`` choice."""
-        from ..crossval import cross_validate, cross_validate_many
-        from ..tasks import get_task
-        from ..training import pick_device
+        from nndl.training.crossval import cross_validate, cross_validate_many
+        from nndl.tasks import get_task
+        from nndl.training.trainer import pick_device
 
         task = get_task("regress")
         cfgs = [dataclasses.replace(c, test_path="") for c in cfgs]  # trials never read the test set
@@ -193,10 +193,10 @@ class Objective:
         return self._score_regress(trial, self._cross_validate([cfg])[0])
 
     def _classify(self, trial, cfg) -> float:
-        from ..classification import load_dataset
-        from ..tasks import get_task
+        from nndl.tasks.classify.task import load_dataset
+        from nndl.tasks import get_task
 
-        if self.data is None:  # any dataset kind the config names (nndl.datasets), read once per process
+        if self.data is None:  # any dataset kind the config names (nndl.data), read once per process
             self.data = load_dataset(cfg)
         seen: list[float] = []
 

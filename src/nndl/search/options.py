@@ -5,12 +5,12 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import NndlError, function_argument, path_argument
-from .storage import is_url, mask_url
+from nndl.base.errors import NndlError, function_argument, path_argument
+from nndl.search.storage import is_url, mask_url
 
 if TYPE_CHECKING:
-    from .objective import Objective
-    from .space import Space
+    from nndl.search.objective import Objective
+    from nndl.search.space import Space
 
 # task -> (direction, the metric trials are ranked by, the test metric of the retrained best run)
 TASKS = {"regress": ("minimize", "val_mse", "test_mse"), "classify": ("maximize", "val_accuracy", "test_accuracy")}

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import optuna
 
-from ..errors import NndlError
+from nndl.base.errors import NndlError
 
 HEARTBEAT_THREAD = "optuna.storages._heartbeat.get_heartbeat_thread"
 STUDY_STORAGE = "optuna.study.Study._storage"

@@ -10,11 +10,11 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from .. import config as config_mod
-from ..runs import write_json
-from . import optuna_shim
-from .options import NOT_IN_PRESET, Plan, TuneOptions
-from .storage import counted
+from nndl.base import config as config_mod
+from nndl.runfolder.files import write_json
+from nndl.search import optuna_shim
+from nndl.search.options import NOT_IN_PRESET, Plan, TuneOptions
+from nndl.search.storage import counted
 
 
 def reason(t, retried_as: dict[int, int]) -> str:
@@ -96,7 +96,7 @@ def finish(plan: Plan, st, opts: TuneOptions, seconds: float) -> dict[str, Any]:
     for plot, note in summary["figures_skipped"].items():
         echo(f"figure {plot}: {note}")
     write_json(folder / "study.json", summary)
-    from ..report import write_report
+    from nndl.runfolder.report import write_report
 
     write_report(folder)
     echo(f"browse it: optuna-dashboard {plan.where}")
@@ -137,7 +137,7 @@ def _best(plan: Plan, st, best, opts: TuneOptions) -> dict[str, Any]:
 
 
 def _figures(plan: Plan, st, n_complete: int, n_params: int) -> dict[str, str]:
-    from ..figures.study import write_study_figures
+    from nndl.figures.study import write_study_figures
 
     return write_study_figures(st, plan.folder / "figures", n_complete, n_params, metric=plan.metric,
                                folds=plan.folds)
@@ -145,10 +145,10 @@ def _figures(plan: Plan, st, n_complete: int, n_params: int) -> dict[str, str]:
 
 def _retrain(task, folder, data, test_metric, echo) -> dict[str, Any]:
     """Train the best config once on all training data and evaluate it once on the test set."""
-    from .. import config as config_mod
-    from ..callbacks import CallbackList
-    from ..pipeline import run_task
-    from ..tasks import get_task
+    from nndl.base import config as config_mod
+    from nndl.training.callbacks import CallbackList
+    from nndl.tasks.base import run_task
+    from nndl.tasks import get_task
 
     preset, out = str(folder / "best_preset.toml"), str(folder / "best")
     cfg = config_mod.resolve(task, preset)

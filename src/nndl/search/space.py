@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import optuna
 
-from .. import config as config_mod
-from ..config import tomllib
-from ..errors import NndlError
+from nndl.base import config as config_mod
+from nndl.base.config import tomllib
+from nndl.base.errors import NndlError
 
 ALIASES = {"max_epochs": "epochs"}  # the reference grid's name for the epoch budget
 NUMERIC = ("float", "log-float", "int", "log-int")

@@ -32,9 +32,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import NndlError
-from ..masking import MASK, SECRET_KEYS, mask_secrets, parse_dsn, url_userinfo
-from . import optuna_shim
+from nndl.base.errors import NndlError
+from nndl.base.masking import MASK, SECRET_KEYS, mask_secrets, parse_dsn, url_userinfo
+from nndl.search import optuna_shim
 
 mask_url = mask_secrets  # the name search callers and tests know
 SLOT_TABLE = "nndl_trial_slots"

@@ -13,17 +13,17 @@ from typing import Any
 
 import optuna
 
-from .. import config as config_mod
-from ..errors import NndlError, path_argument
-from ..masking import remember_secrets
-from . import optuna_shim
-from .folder import study_folder, study_settings
-from .objective import Objective
-from .options import Plan, TuneOptions
-from .outputs import finish, reason
-from .space import DEFAULT_SPACE, Space, check_nothing_overridden, check_space_values, load_space
-from .storage import check_storage, close_storage, is_url, mask_url, open_storage, repair_journal, trial_lock
-from .workers import _sigterm_interrupts, run_with_workers, work
+from nndl.base import config as config_mod
+from nndl.base.errors import NndlError, path_argument
+from nndl.base.masking import remember_secrets
+from nndl.search import optuna_shim
+from nndl.search.folder import study_folder, study_settings
+from nndl.search.objective import Objective
+from nndl.search.options import Plan, TuneOptions
+from nndl.search.outputs import finish, reason
+from nndl.search.space import DEFAULT_SPACE, Space, check_nothing_overridden, check_space_values, load_space
+from nndl.search.storage import check_storage, close_storage, is_url, mask_url, open_storage, repair_journal, trial_lock
+from nndl.search.workers import _sigterm_interrupts, run_with_workers, work
 
 
 def _quiet(fn):
@@ -59,7 +59,7 @@ def tune(task: str, space: str | Path | None = None, options: TuneOptions | None
 
     Returns
     -------
-    nndl.results.Study
+    nndl.runfolder.objects.Study
         The study (``.metrics``, ``.history`` of trials, ``.best_run``, ``.figure(name)``); as a
         mapping it is the summary written to ``study.json`` (``best``, ``counts``, ``ok``,
         ``best_run``, ...) plus ``study_dir``. With ``worker_only`` a plain dict.
@@ -97,7 +97,7 @@ def _search(plan: Plan, store, seed: int, opts: TuneOptions):
             seconds = time.perf_counter() - t0
         finally:
             slot.close()
-    from ..results import Study  # a read-only mapping over the summary, as the dict it replaces
+    from nndl.runfolder.objects import Study  # a read-only mapping over the summary, as the dict it replaces
 
     return Study.from_summary(finish(plan, st, opts, seconds))
 
@@ -164,7 +164,7 @@ def _plan(task: str, space, opts: TuneOptions) -> tuple[Plan, Any, int]:
     # Load the task's modules now, not inside the first trial: a Ctrl-C that lands while a module
     # defines its dataclasses (exec of generated code) is still handled, but CPython 3.11 then
     # records it as unhandled and ends the process by SIGINT instead of with exit code 130.
-    from ..tasks import get_task
+    from nndl.tasks import get_task
 
     get_task(task)
     plan = Plan(task, sp, sampler, n_total, k, objective, name, folder, opts.storage, journal)

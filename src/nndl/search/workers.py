@@ -18,10 +18,10 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from .. import config as config_mod
-from . import optuna_shim
-from .objective import TrialFailed
-from .storage import Slot, counted, recover
+from nndl.base import config as config_mod
+from nndl.search import optuna_shim
+from nndl.search.objective import TrialFailed
+from nndl.search.storage import Slot, counted, recover
 
 
 def work(study, objective, n_total: int, slot: Slot, journal, wait: bool, on_trial, batch: int = 1) -> None:

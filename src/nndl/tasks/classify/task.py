@@ -1,0 +1,416 @@
+"""The classification task end to end: dataset -> split -> train -> test once -> run folder.
+
+The dataset (:mod:`nndl.data`: Fashion-MNIST, any IDX folder, an image folder, a CSV table)
+decides the input shape, the classes and the normalisation; nothing here assumes one of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from nndl.base import config as config_mod
+from nndl import data as datasets
+from nndl.data.fashion import FashionData, stratified_split
+from nndl.data import Dataset
+from nndl.training.crossval import thread_policy
+from nndl.base.errors import NndlError, path_argument
+from nndl.nn.inference import input_transform
+from nndl.base.model_kinds import MODEL_KINDS
+from nndl.nn.models import build_classifier
+from nndl.tasks.base import Setup, Task, run_task
+from nndl.runfolder.files import read_json, save_model, write_history_csv
+from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
+from nndl.training.trainer import train as fit
+
+
+def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
+    """The dataset of ``cfg`` (``data``/``dataset`` keys), or ``data`` when already loaded; checked against
+    the model and augmentation settings before anything is written."""
+    if isinstance(data, FashionData):
+        from nndl.data.fashion_mnist import from_fashion
+
+        data = from_fashion(data)
+    ds = data if data is not None else datasets.load(cfg)
+    if not ds.is_image:
+        if MODEL_KINDS[cfg.model].images_only:
+            readers = ", ".join(k.name for k in MODEL_KINDS.values() if not k.images_only)
+            raise NndlError(f"config key 'model' = {cfg.model!r}: {ds.source} is a table ({ds.input_shape[0]} "
+                            f"features); only model={readers} reads table rows")
+        if cfg.tta_flip:
+            raise NndlError(f"config key 'tta_flip' = true: {ds.source} is a table; mirroring applies to images "
+                            "only; set tta_flip=false")
+        from nndl.nn import augment
+
+        augment.augmenter(augment.options(cfg), input_shape=ds.input_shape)  # images-only ones refused here
+    return ds
+
+
+def prepare_data(cfg, data: Dataset | FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load (or take) the data set, apply ``subset``, and split train/validation (stratified, seeded).
+
+    Returns a dict of tensors on ``device`` (uint8 images ``(N, C, H, W)`` or float table rows,
+    int64 labels): ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``, plus
+    ``source`` and ``dataset`` (the :class:`~nndl.data.Dataset`, for its shape, classes and
+    normalisation).
+    """
+    data = load_dataset(cfg, data)
+    images, labels = data.x_train, data.y_train
+    _check_subset_sizes(cfg, len(labels), len(data.y_test), "images" if data.is_image else "rows")
+    if cfg.subset and cfg.subset < len(labels):
+        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
+        images, labels = images[keep], labels[keep]
+    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
+    _check_split(cfg, labels, train_idx, val_idx, data.num_classes)
+    x_test, y_test = data.x_test, data.y_test
+    if cfg.test_subset and cfg.test_subset < len(y_test):
+        x_test, y_test = x_test[: cfg.test_subset], y_test[: cfg.test_subset]
+    move = lambda t: t.to(device)  # noqa: E731 - loaded once; batches are index slices on the device
+    return {"x_train": move(images[train_idx]), "y_train": move(labels[train_idx].long()),
+            "x_val": move(images[val_idx]), "y_val": move(labels[val_idx].long()),
+            "x_test": move(x_test), "y_test": move(y_test.long()), "source": data.source, "dataset": data}
+
+
+def _check_subset_sizes(cfg, n_train: int, n_test: int, unit: str = "images") -> None:
+    """``subset``/``test_subset`` larger than the data would silently mean "all": say so instead."""
+    for key, n, what in (("subset", n_train, "training"), ("test_subset", n_test, "test")):
+        if getattr(cfg, key) > n:
+            raise NndlError(f"config key '{key}' = {getattr(cfg, key)}: the {what} set has only {n} {unit}; "
+                            f"use at most {n}, or 0 for all")
+
+
+def _check_split(cfg, labels: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor, n_classes: int) -> None:
+    """Every class needs training images, and a validation split that was asked for must not be empty."""
+    present = set(labels[train_idx].tolist())
+    missing = [c for c in range(n_classes) if c not in present]
+    if missing and not cfg.subset:
+        raise NndlError(f"config key 'val_fraction' = {cfg.val_fraction}: leaves {len(missing)} of {n_classes} "
+                        "classes without training examples (too few per class); lower val_fraction or add data")
+    if missing:
+        raise NndlError(f"config key 'subset' = {cfg.subset}: leaves {len(missing)} of {n_classes} classes without "
+                        f"training images (with val_fraction = {cfg.val_fraction}); use subset >= "
+                        f"{math.ceil(n_classes / (1 - cfg.val_fraction)) * 2} or 0 for all")
+    if cfg.val_fraction > 0 and len(val_idx) == 0:
+        raise NndlError(f"config key 'subset' = {cfg.subset}: val_fraction = {cfg.val_fraction} of so few images "
+                        "per class rounds to an empty validation split; use a larger subset or val_fraction=0")
+
+
+def _channels_last(cfg, device: torch.device) -> bool:
+    # oneDNN (CPU) and cuDNN (CUDA) convolutions run in NHWC without layout reorders: the
+    # reference CNN's training step is ~1.45x faster on 2 CPU cores (bench/cpu_layout.py).
+    return MODEL_KINDS[cfg.model].images_only and device.type in ("cpu", "cuda")
+
+
+def _meta(dataset: Dataset | dict | None) -> dict:
+    if dataset is None:  # callers that predate datasets (bench, search) train on Fashion-MNIST
+        from nndl.data.fashion_mnist import META
+
+        return META
+    return dataset.meta() if isinstance(dataset, Dataset) else dataset
+
+
+def transform_for(cfg, device: torch.device, dataset: Dataset | dict | None = None):
+    """The batch transform (raw -> normalised, augmented in training) in the layout the model expects.
+
+    ``dataset`` (a :class:`~nndl.data.Dataset` or its ``meta()``) gives the normalisation;
+    None means Fashion-MNIST. The augmentations are :mod:`nndl.nn.augment`'s registry; one that
+    needs images is refused here for a table. With mixup/cutmix the transform's ``mixed_targets``
+    gives the training loop each batch's mixed labels.
+    """
+    from nndl.nn import augment
+
+    meta = _meta(dataset)
+    image = len(meta["input_shape"]) == 3
+    aug = augment.augmenter(augment.options(cfg), std=meta["std"], input_shape=meta["input_shape"])
+    inner = input_transform(meta, aug if image else None, _channels_last(cfg, device) and image)
+    return augment.InputTransform(inner, aug, after=not image)
+
+
+def classifier_on(cfg, device: torch.device, dataset: Dataset | dict | None = None) -> torch.nn.Module:
+    """A freshly initialised classifier for ``cfg`` and ``dataset``'s shape and classes on ``device``,
+    in its fastest memory layout (None: Fashion-MNIST)."""
+    meta = _meta(dataset)
+    shape = tuple(meta["input_shape"])
+    try:
+        model = build_classifier(cfg, shape if len(shape) == 3 else (1, 1, shape[0]), len(meta["class_names"]))
+    except ValueError as e:  # e.g. the cnn model on images smaller than 12x12
+        raise NndlError(f"config key 'model' = {cfg.model!r}: {e}; choose another model or a larger image_size") \
+            from None
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if _channels_last(cfg, device) else model
+
+
+def kept_val_accuracy(cfg, result) -> float:
+    """The validation accuracy of the weights the model keeps, read from its history row.
+
+    With early stopping (``patience > 0``) that is ``best_epoch``'s row (the epoch whose weights
+    were put back), else the last one. NaN when that epoch was not validated
+    (``val_fraction = 0``): no other number, such as ``best_metric`` of another monitor or the
+    train loss, is ever put in its place.
+    """
+    rows = result.history
+    if not rows:
+        return math.nan
+    kept = result.best_epoch if 0 < result.best_epoch <= len(rows) and cfg.patience > 0 else len(rows)
+    return float(rows[kept - 1].get("val_acc", math.nan))
+
+
+@dataclass
+class TrainedClassifier:
+    """What :meth:`ClassificationTask.fit` hands to the later steps (``test`` adds the test logits)."""
+
+    model: torch.nn.Module
+    transform: Any
+    result: Any  # TrainResult
+    device: torch.device
+    test_outputs: torch.Tensor | None = None
+
+
+class ClassificationTask(Task):
+    """Classification of images or table rows: one model trained on a stratified split, tested once."""
+
+    name = "classify"
+    resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
+
+    def threads(self, cfg):
+        return thread_policy(math.inf, cfg.threads)  # the caller's torch thread count is restored afterwards
+
+    def inputs(self, cfg) -> list[str]:
+        return [cfg.data]
+
+    def load(self, cfg, data: Dataset | FashionData | None = None) -> dict[str, Any]:
+        return prepare_data(cfg, data, pick_device(cfg.device))
+
+    def setup(self, cfg, data: dict[str, Any] | None, device) -> Setup:
+        tensors = data if data is not None else prepare_data(cfg, None, device)
+        ds = tensors["dataset"]  # shape, classes and normalisation of whichever dataset cfg names
+
+        def make_model(i: int) -> torch.nn.Module:
+            torch.manual_seed(cfg.seed + i)
+            return classifier_on(cfg, device, ds)
+
+        return Setup(make_model, tensors["x_train"], tensors["y_train"], transform_for(cfg, device, ds),
+                     "classification")
+
+    def cross_validate(self, cfg, data: Dataset | FashionData | None = None, folds: int | None = None,
+                       on_fold=None) -> list[dict]:
+        scored = cross_validate_classifier(cfg, data, folds or 3, on_fold=on_fold)
+        return [{"score": f["val_accuracy"], **f} for f in scored]
+
+    def header(self, cfg, data: dict[str, Any]) -> list[str]:
+        ds = data["dataset"]
+        shape = "x".join(map(str, ds.input_shape))
+        return [f"data: {data['source']} ({ds.kind}, {shape}, {ds.num_classes} classes; {len(data['y_train'])} train"
+                f" / {len(data['y_val'])} validation / {len(data['y_test'])} test)"]
+
+    def fit(self, cfg, data: dict[str, Any], ctx) -> "TrainedClassifier":
+        device = data["x_train"].device
+        torch.manual_seed(cfg.seed)
+        model = classifier_on(cfg, device, data["dataset"])
+        transform = transform_for(cfg, device, data["dataset"])
+        result = fit(model, data["x_train"], data["y_train"], cfg, task="classification", x_val=data["x_val"],
+                     y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
+                     resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks,
+                     options=ModelOptions.of(cfg, device))
+        return TrainedClassifier(model, transform, result, device)
+
+    def test(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier") -> dict:
+        model, result, device, ds = fitted.model, fitted.result, fitted.device, data["dataset"]
+        bf16 = autocast_on(cfg, device)
+        test = evaluate(model, data["x_test"], data["y_test"], "classification", batch_size=cfg.eval_batch_size,
+                        transform=fitted.transform, tta_flip=cfg.tta_flip, amp=bf16)
+        fitted.test_outputs = test["outputs"]  # for the figures
+        pred, y_test = test["outputs"].argmax(1), data["y_test"]
+        per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
+                     if (y_test == c).any()}
+        return {"test_accuracy": test["accuracy"], "val_accuracy": kept_val_accuracy(cfg, result),
+                "test_loss": test["loss"],
+                "per_class_accuracy": per_class, "train_seconds": result.train_seconds,
+                "epochs": len(result.history), "best_epoch": result.best_epoch,
+                "compile_seconds": result.compile_seconds, "stop_reason": result.stop_reason,
+                "diverged": result.diverged, "model": cfg.model, "autocast": "bf16" if bf16 else "off",
+                "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+                "train_images": len(data["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
+                "classes": ds.num_classes}
+
+    def save(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", run_dir: Path) -> None:
+        write_history_csv(run_dir / "history.csv", fitted.result.history)
+        save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [fitted.model.state_dict()],
+                   **data["dataset"].meta())
+
+    def figures(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", fig_dir: Path) -> None:
+        from nndl.figures.classification import write_classification_figures
+
+        ds, transform, device = data["dataset"], fitted.transform, fitted.device
+        probs = fitted.test_outputs.softmax(1).cpu()
+        write_classification_figures(fitted.model, lambda xb: transform(xb.to(device), None),
+                                     data["x_test"].cpu(), data["y_test"].cpu(), probs, fitted.result.history,
+                                     list(ds.class_names), fig_dir, input_shape=ds.input_shape, tta_flip=cfg.tta_flip)
+
+    def warnings(self, metrics: dict, fitted: "TrainedClassifier") -> list[str]:
+        return [fitted.result.stop_reason] if fitted.result.diverged else []
+
+
+TASK = ClassificationTask()
+
+
+def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None,
+             out: str | None = None, overwrite: bool = False, resume: str | None = None, progress: bool = True,
+             figures: bool = True, tensorboard: bool = False, data: Dataset | FashionData | None = None,
+             echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
+    """Train a classifier, evaluate it once on the test set and write a run folder.
+
+    The data are Fashion-MNIST unless the config's ``data`` names an IDX folder, a folder of
+    class subfolders of images, or a CSV table (``label_col``); see :mod:`nndl.data`.
+
+    Parameters
+    ----------
+    preset : str, optional
+        ``mlp``, ``cnn``, ``resnet``, ``fast``, or a ``.toml``/``.json`` preset file.
+    overrides : dict or list of "key=value", optional
+        Config overrides (see :class:`nndl.base.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
+    seed : int, optional
+    out : str, optional
+        Run folder (default: a new timestamped folder under ``runs/``).
+    overwrite : bool
+        Allow ``out`` to be an existing non-empty folder.
+    resume : str, optional
+        A run folder whose training was interrupted: continue from its checkpoint
+        with its saved config (no preset/overrides allowed). A finished run (its
+        ``metrics.json`` written) is left untouched and returned as it is.
+    data : Dataset or FashionData, optional
+        Already loaded data (skips finding and reading the files).
+
+    tensorboard : bool
+        Log scalars and weight histograms to ``RUN/tensorboard`` live, epoch by epoch, and the
+        figures at the end (the :class:`nndl.training.callbacks.TensorBoard` callback).
+    callbacks : list, optional
+        :mod:`nndl.training.callbacks` called on the training events (e.g. ``EarlyStopping``, ``CSVLogger``).
+    verbose : bool, optional
+        Print the resolved config and the metrics table (default: yes, except inside Jupyter).
+
+    Returns
+    -------
+    nndl.runfolder.objects.Run
+        The run (``.metrics``, ``.config``, ``.history``, ``.figure(name)``); as a mapping it is
+        the metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``, ``test_loss``,
+        ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
+    """
+    from nndl.training.callbacks import for_run
+    from nndl.runfolder.objects import is_verbose
+
+    cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
+    resume = path_argument(resume, "resume") if resume is not None and resume != "" else None
+    if data is not None and not isinstance(data, (Dataset, FashionData)):
+        raise NndlError(f"data = {data!r:.60}: expected an nndl.data.Dataset or FashionData; give a path as "
+                        "overrides={'data': PATH}")
+    if resume:
+        if out is not None or overwrite:
+            raise NndlError(f"--resume {resume}: continues the run in its own folder; drop "
+                            f"{'--out' if out is not None else '--overwrite'}")
+        cfg = _resume_config(resume, overrides, seed, echo)
+        if not isinstance(cfg, config_mod.ClassifyConfig):
+            return cfg  # a finished run: nothing to do
+    else:
+        cfg = config_mod.resolve("classify", preset, overrides, seed)
+    return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
+                    progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
+
+
+def _resume_config(run_dir: Path, overrides, seed, echo):
+    """The saved config of an interrupted run, or a :class:`~nndl.runfolder.objects.Run` for a finished one.
+
+    Any interrupted classify run resumes: one with a checkpoint continues from it, one whose training
+    had finished only tests, draws and reports, and one stopped before its first checkpoint (killed
+    in epoch 1) trains from the start, as the first try would have.
+    """
+    from nndl.runfolder.files import RUN_MARKER, read_marker
+
+    if not (run_dir / RUN_MARKER).exists() or not (run_dir / "config.json").is_file():
+        raise NndlError(f"--resume {run_dir}: not an interrupted nndl run (no {RUN_MARKER} and config.json there); "
+                        "give the folder of an interrupted classify run")
+    if overrides or seed is not None:
+        raise NndlError("--resume continues with the run's saved config; drop --set/--seed")
+    marker = read_marker(run_dir)
+    done = None
+    if marker is None or marker.get("state") == "complete":  # an older nndl's run: metrics.json marks it finished
+        try:
+            done = read_json(run_dir / "metrics.json")
+        except (OSError, NndlError):
+            done = None
+    if isinstance(done, dict):  # nothing to continue: re-evaluating would silently rewrite a finished run
+        acc = done.get("test_accuracy")
+        n = done.get("epochs", "?")
+        echo(f"{run_dir}: this run is already complete ({n} epoch{'' if n == 1 else 's'}"
+             + (f", test accuracy {100 * acc:.2f}%" if isinstance(acc, float) else "")
+             + "); nothing to resume and nothing changed. Train longer in a new run (--out NEW --set epochs=N).")
+        from nndl.runfolder.objects import Run
+
+        return Run(run_dir, done)
+    saved = read_json(run_dir / "config.json", fix="it is damaged: --resume needs the config the run started "
+                      "with; start a new run")
+    if not isinstance(saved, dict):
+        raise NndlError(f"{run_dir / 'config.json'}: not a config (a JSON object of settings); start a new run")
+    known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS["classify"])}
+    if "dataset" not in saved and not set(saved) <= known:  # e.g. a regress run's folder
+        raise NndlError(f"--resume {run_dir}: its config.json is not a classify run's; give the folder of an "
+                        "interrupted classify run")
+    cfg = config_mod.from_dict("classify", saved)
+    if (run_dir / "checkpoint.pt").exists():
+        load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))  # a broken one fails before data load
+    return cfg
+
+
+def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, folds: int = 3, progress: bool = False,
+                              on_fold: Callable[[int, float], None] | None = None) -> list[dict[str, Any]]:
+    """Stratified, shuffled K-fold cross-validation of a classifier on the training set (test set untouched).
+
+    Parameters
+    ----------
+    cfg : ClassifyConfig
+        ``subset`` limits the training images used; ``val_fraction`` is ignored
+        (each fold validates on its held-out part).
+    folds : int
+    on_fold : callable, optional
+        ``on_fold(fold_index, val_accuracy)`` after each fold, e.g. to report to a
+        pruner; it may raise to stop early.
+
+    Returns
+    -------
+    list of dict, one per fold: ``val_accuracy``, ``val_loss``, ``epochs``,
+    ``train_seconds``, ``stop_reason``, ``diverged``, ``timed_out``.
+    """
+    from nndl.training.crossval import cross_validate, stratified_kfold
+
+    device = pick_device(cfg.device)
+    data = load_dataset(cfg, data)
+    images, labels = data.x_train, data.y_train
+    if cfg.subset and cfg.subset < len(labels):
+        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
+        images, labels = images[keep], labels[keep]
+    images, labels = images.to(device), labels.long().to(device)
+    transform = transform_for(cfg, device, data)
+    out = []
+
+    def make_model(i: int) -> torch.nn.Module:
+        torch.manual_seed(cfg.seed + i)
+        return classifier_on(cfg, device, data)
+
+    def scored(i: int, fold) -> bool:
+        res = fold.result
+        last = res.history[-1] if res.history else {}
+        acc = kept_val_accuracy(cfg, res)
+        out.append({"val_accuracy": acc, "val_loss": last.get("val_loss", float("nan")), "epochs": len(res.history),
+                    "train_seconds": res.train_seconds, "stop_reason": res.stop_reason, "diverged": res.diverged,
+                    "timed_out": res.timed_out})
+        if on_fold is not None:
+            on_fold(i, acc)
+        return res.diverged  # a diverged fold already decides the trial
+
+    cross_validate(make_model, images, labels, cfg, splitter=stratified_kfold(folds, cfg.seed), task="classification",
+                   transform=transform, progress=progress, on_fold=scored)
+    return out

@@ -1,0 +1,431 @@
+"""The regression task end to end: data -> CV (shuffled, blocked or per cluster) -> final model or
+ensemble (optionally chosen by the built-in ``auto`` search) -> test MSE and interval coverage -> run folder."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from nndl.base import config as config_mod
+from nndl.nn import intervals as uncertainty
+from nndl.training.crossval import FoldResult, cross_validate, out_of_fold, step_work, thread_policy
+from nndl.data.regression_table import RegressionData, read_csv, read_table
+from nndl.base.errors import NndlError
+from nndl.figures import common, regression as regfig
+from nndl.nn.models import Ensemble, Standardized, build_regressor
+from nndl.tasks.base import Setup, Task, run_task
+from nndl.runfolder.files import save_model, write_history_csv
+from nndl.training.trainer import evaluate, pick_device
+from nndl.training.trainer import train as fit
+
+
+def _input_columns(cfg) -> list[str] | None:
+    """Input columns: ``x_cols``, or with a group column every column but the target and the groups."""
+    if cfg.x_cols or not cfg.group_col:
+        return cfg.x_cols or None
+    _, header, has_header = read_table(cfg.train_path)
+    if not has_header or cfg.group_col not in header:
+        raise NndlError(f"{cfg.train_path}: no column named '{cfg.group_col}' for group_col; columns are "
+                        f"{', '.join(header)} (a group column needs a header row)")
+    y_name = cfg.y_col or header[-1]
+    return [h for h in header if h not in (cfg.group_col, y_name)]
+
+
+def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
+    """Read and check the training (and optional test) CSV named in ``cfg``."""
+    train_data = read_csv(cfg.train_path, _input_columns(cfg), cfg.y_col)
+    if len(train_data.y) < cfg.folds:
+        raise NndlError(f"{cfg.train_path}: {len(train_data.y)} rows is fewer than folds = {cfg.folds}; "
+                        "use fewer folds (--set folds=N) or more data")
+    test_data = None
+    if cfg.test_path:
+        named = train_data.has_header  # read the test file's columns by the training file's names
+        test_data = read_csv(cfg.test_path, train_data.x_names if named else None, train_data.y_name if named else "")
+        if test_data.x.shape[1] != train_data.x.shape[1]:
+            raise NndlError(f"{cfg.test_path}: has {test_data.x.shape[1]} input columns but the training file "
+                            f"{cfg.train_path} has {train_data.x.shape[1]}; give matching files")
+    return train_data, test_data
+
+
+def load_groups(cfg) -> np.ndarray | None:
+    """The group column of the training CSV (for ``splitter=cluster``), or None without ``group_col``."""
+    if not cfg.group_col:
+        return None
+    values, header, _ = read_table(cfg.train_path)
+    return values[:, header.index(cfg.group_col)]
+
+
+def make_model_factory(cfg, x: torch.Tensor, y: torch.Tensor) -> Callable[[int], torch.nn.Module]:
+    """``factory(i)`` builds model number ``i`` with seed ``cfg.seed + i`` (fold i, or the refit for i = folds)."""
+    stats = (x.mean(0), x.std(0).clamp(min=1e-6), y.mean(), y.std().clamp(min=1e-6))
+
+    def factory(i: int) -> torch.nn.Module:
+        torch.manual_seed(cfg.seed + i)
+        net = build_regressor(cfg, x.shape[1])
+        model = Standardized(net, *stats) if cfg.standardize else net
+        return model.to(x.device)
+
+    return factory
+
+
+@dataclass
+class Fit:
+    """What a fitting strategy hands to :func:`regress` for metrics, files and figures."""
+
+    folds: list[FoldResult]  # the CV whose scores are val_mse (of cfg.splitter)
+    final: torch.nn.Module
+    members: list[torch.nn.Module]  # saved as state_dicts (the final model, or the ensemble's members)
+    member_configs: list[dict]  # per member: the config fields that differ from cfg (auto search)
+    spread_models: list[torch.nn.Module]  # whose disagreement widens the interval
+    interval: dict
+    cv_seconds: float = 0.0
+    refit: Any = None
+    extra: dict = field(default_factory=dict)
+    val_folds: list[FoldResult] | None = None  # the folds val_mse averages (default: all of ``folds``)
+
+
+def _oof_noise(folds: list[FoldResult], x: torch.Tensor, y: torch.Tensor) -> float:
+    pred = out_of_fold(folds, x)
+    seen = torch.isfinite(pred)
+    return uncertainty.noise_variance(y[seen].cpu().numpy(), pred[seen].cpu().numpy())
+
+
+def plain_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool, callbacks=None) -> Fit:
+    """CV with ``cfg.splitter``, then a refit on all data or the mean of the fold models."""
+    factory = make_model_factory(cfg, x, y)
+    t0 = time.perf_counter()
+    folds = cross_validate(factory, x, y, cfg, batched=cfg.batched, progress=progress, groups=groups,
+                           callbacks=callbacks)
+    cv_seconds = time.perf_counter() - t0
+    noise = _oof_noise(folds, x, y)
+    fold_models = [f.model for f in folds]
+    if cfg.final == "refit":
+        final = factory(cfg.folds)
+        refit_cfg = cfg
+        if cfg.patience > 0:  # no validation data for the refit: train as long as the folds found best
+            best = int(round(np.mean([f.result.best_epoch for f in folds])))
+            refit_cfg = config_mod.resolve("regress", None, {**config_mod.to_dict(cfg), "epochs": max(1, best),
+                                                             "patience": 0})
+        refit = fit(final, x, y, refit_cfg, task="regression", progress=progress, desc="refit on all data",
+                    callbacks=callbacks, fold="refit")
+        return Fit(folds, final, [final], [{}], fold_models, uncertainty.interval_info(noise, spread_from="folds"),
+                   cv_seconds, refit)
+    return Fit(folds, Ensemble(fold_models), fold_models, [{} for _ in folds], fold_models,
+               uncertainty.interval_info(noise), cv_seconds)
+
+
+# The built-in search of ``--preset auto``: smooth function classes (activation x width/depth, on
+# standardised inputs and targets) crossed with L2 strength and learning rate; one stack per network.
+# Chosen with bench/regression_suite.py (generated gap problems), never on one problem's test set.
+AUTO_SPACE: dict[str, list] = {
+    "network": [["tanh", [32]], ["tanh", [64, 64]], ["gelu", [32, 32]], ["gelu", [64, 64]],
+                ["sigmoid", [64]], ["sigmoid", [64, 64]]],
+    "weight_decay": [1e-4, 1e-3, 1e-2],
+    "lr": [0.003, 0.01],
+    "epochs": [600],
+    "standardize": [True],
+}
+
+
+def auto_candidates(space: dict[str, list] | None = None) -> list[dict]:
+    """Every combination of :data:`AUTO_SPACE` (or ``space``) as config overrides, grouped by network."""
+    space = space or AUTO_SPACE
+    out = []
+    for act, hidden in space["network"]:
+        for std in space["standardize"]:
+            for epochs in space["epochs"]:
+                for wd in space["weight_decay"]:
+                    for lr in space["lr"]:
+                        out.append({"activation": act, "hidden": list(hidden), "standardize": std, "epochs": epochs,
+                                    "weight_decay": wd, "lr": lr})
+    return out
+
+
+def _cv_many(base: dict, overrides: list[dict], x, y, groups) -> list[list[FoldResult]]:
+    """Cross-validate configs ``base + overrides[i]``: one stack per network (and epochs)."""
+    from nndl.training.crossval import cross_validate_many, stack_key
+
+    # from_dict, not resolve: these are derived configs (validated), not settings a user gave
+    cfgs = [config_mod.from_dict("regress", {**base, **o}) for o in overrides]
+    groups_by_key: dict[Any, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups_by_key.setdefault((stack_key(c), c.epochs), []).append(i)
+    out: list[Any] = [None] * len(cfgs)
+    for members in groups_by_key.values():
+        sub = [cfgs[i] for i in members]
+        for i, folds in zip(members, cross_validate_many([make_model_factory(c, x, y) for c in sub], x, y, sub,
+                                                         groups=groups)):
+            out[i] = folds
+    return out
+
+
+def _score(folds: list[FoldResult], interior: bool) -> float:
+    """Mean held-out MSE over folds; ``interior`` drops the folds holding the smallest or largest x
+    (a blocked split's end blocks test extrapolation, which a test set inside the range never asks)."""
+    if any(f.result.diverged for f in folds):
+        return float("inf")
+    vals = [f.val_mse for f in folds]
+    if interior and len(folds) > 2:
+        vals = vals[1:-1]
+    return float(np.mean(vals)) if all(np.isfinite(vals)) else float("inf")
+
+
+def auto_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool = False,
+             space: dict[str, list] | None = None, interior: bool = True,
+             echo: Callable[[str], None] = lambda s: None) -> Fit:
+    """``search=auto``: score every candidate by ``cfg.splitter`` CV, keep the best ``cfg.ensemble_top``,
+    and make the final ensemble from their fold models on a shuffled K-fold split.
+
+    The gap-aware split picks the function class; the shuffled split's fold models (each
+    config x each fold) form the ensemble, whose out-of-fold residuals estimate the noise;
+    the selection split's held-out blocks calibrate how much to widen the members' spread.
+    """
+    base = {**config_mod.to_dict(cfg), "search": "none", "final": "ensemble", "test_path": ""}
+    candidates = auto_candidates(space)
+    t0 = time.perf_counter()
+    selection = _cv_many(base, candidates, x, y, groups)
+    interior = interior and cfg.splitter == "blocked" and cfg.folds > 2
+    scores = [_score(f, interior) for f in selection]
+    order = [i for i in np.argsort(scores, kind="stable") if np.isfinite(scores[i])][: max(1, cfg.ensemble_top)]
+    if not order:
+        raise NndlError("search=auto: every candidate diverged; check the data (e.g. huge target values)")
+    best = [candidates[i] for i in order]
+    echo(f"auto: {len(candidates)} candidates scored by {cfg.splitter} CV in {time.perf_counter() - t0:.1f} s; "
+         f"best {best[0]} ({scores[order[0]]:.4g})")
+    # The members: each chosen config's fold models on a shuffled split (every row is held out once).
+    final_folds = _cv_many({**base, "splitter": "kfold"}, best, x, y, None)
+    oof = torch.stack([out_of_fold(f, x) for f in final_folds]).mean(0)
+    noise = uncertainty.noise_variance(y.cpu().numpy(), oof.cpu().numpy())
+    # Calibrate the spread on the same held-out folds that scored the configs.
+    scored = (lambda folds: folds[1:-1]) if interior else (lambda folds: folds)
+    held_out = torch.stack([out_of_fold(scored(selection[i]), x) for i in order]).cpu().numpy()
+    seen = np.isfinite(held_out).all(0)
+    scale = uncertainty.fit_spread_scale(y.cpu().numpy()[seen], held_out[:, seen], noise)
+    members = [f.model for folds in final_folds for f in folds]
+    member_configs = [o for o, folds in zip(best, final_folds) for _ in folds]
+    ens_oof = held_out.mean(0)[seen]
+    extra = {"search": "auto", "search_candidates": len(candidates), "search_seconds": time.perf_counter() - t0,
+             "ensemble_members": len(members), "ensemble_configs": best,
+             "ensemble_val_mse": float(np.mean((ens_oof - y.cpu().numpy()[seen]) ** 2)),
+             "candidate_scores": [{**c, "val_mse": scores[i]} for i, c in enumerate(candidates)]}
+    if interior:
+        extra["val_folds_scored"] = "interior blocks (the two end blocks extrapolate; they are in per_fold)"
+    return Fit(selection[order[0]], Ensemble(members), members, member_configs, members,
+               uncertainty.interval_info(noise, scale), extra["search_seconds"], extra=extra,
+               val_folds=scored(selection[order[0]]))
+
+
+def fit_arrays(cfg, x: torch.Tensor, y: torch.Tensor, groups=None, progress: bool = False, callbacks=None,
+               echo: Callable[[str], None] = lambda s: None) -> Fit:
+    """Fit ``cfg`` (plain CV + final model, or the auto search) to tensors, under the thread policy."""
+    stacked = cfg.folds * (len(AUTO_SPACE["lr"]) * len(AUTO_SPACE["weight_decay"]) if cfg.search == "auto" else 1)
+    with thread_policy(step_work(stacked, len(x), build_regressor(cfg, x.shape[1])), cfg.threads):
+        if cfg.search == "auto":
+            return auto_fit(cfg, x, y, groups, progress, echo=echo)
+        return plain_fit(cfg, x, y, groups, progress, callbacks=callbacks)
+
+
+def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
+    """The flat numbers of metrics.json; the test set is touched once, here."""
+    folds, final = result.folds, result.final
+    train_mses = np.array([f.train_mse for f in folds])
+    val_mses = np.array([f.val_mse for f in result.val_folds or folds])
+    metrics: dict[str, Any] = {
+        "train_mse": float(train_mses.mean()), "train_mse_std": float(train_mses.std()),
+        "val_mse": float(val_mses.mean()), "val_mse_std": float(val_mses.std()),
+        "test_mse": float("nan"), "folds": len(folds), "splitter": cfg.splitter,
+        "final": "ensemble" if cfg.search == "auto" else cfg.final,
+        "final_train_mse": evaluate(final, x, y, "regression")["loss"], "epochs": cfg.epochs,
+        "noise_var": result.interval["noise_var"], "interval_spread_scale": result.interval["spread_scale"],
+        "test_coverage_90": float("nan"),
+        "per_fold": [{"fold": i + 1, "train_mse": f.train_mse, "val_mse": f.val_mse, "best_epoch": f.result.best_epoch,
+                      "stop_reason": f.result.stop_reason} for i, f in enumerate(folds)],
+        **{k: v for k, v in result.extra.items() if k != "search_seconds"},
+    }
+    if test_data is not None:
+        xt = torch.as_tensor(test_data.x, device=device)
+        yt = torch.as_tensor(test_data.y, device=device)
+        metrics["test_mse"] = evaluate(final, xt, yt, "regression")["loss"]
+        _, lower, upper = uncertainty.predict_interval(final, result.spread_models, test_data.x,
+                                                       {**result.interval, "spread_from": "folds"})
+        metrics["test_coverage_90"] = uncertainty.coverage(test_data.y, lower, upper)
+    diverged = [f"fold {i + 1}: {f.result.stop_reason}" for i, f in enumerate(folds) if f.result.diverged]
+    if result.refit is not None and result.refit.diverged:
+        diverged.append(f"refit: {result.refit.stop_reason}")
+    metrics["diverged"] = bool(diverged)
+    if diverged:
+        metrics["stop_reasons"] = diverged
+    return metrics
+
+
+def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
+    folds, final, refit = result.folds, result.final, result.refit
+    refit_history = refit.history if refit is not None else []
+    common.loss_curves([f.result.history for f in folds] + ([refit_history] if refit_history else []),
+                       fig_dir / "losses.png", "Training and validation MSE per fold",
+                       labels=[f"fold {i + 1}" for i in range(len(folds))] + (["refit"] if refit_history else []))
+    xt_np = test_data.x if test_data else np.empty((0, x.shape[1]), np.float32)
+    yt_np = test_data.y if test_data else np.empty(0, np.float32)
+    regfig.fitted_function(final, result.spread_models, train_data.x, train_data.y, xt_np, yt_np,
+                           fig_dir / "fit.png", train_data.x_names[0], train_data.y_name,
+                           interval={**result.interval, "spread_from": "folds"},
+                           members_label="fold models" if refit is not None else "ensemble members")
+    profile_model = final if refit is not None else folds[0].model
+    common.weight_histograms(profile_model, fig_dir / "weight_histograms.png")
+    if x.shape[1] == 1:
+        probes = np.asarray(cfg.probe_inputs, dtype=np.float32)[:, None]
+        labels = None
+    else:  # several inputs: profile the first few test (or training) rows, labelled by their values
+        source = xt_np if len(xt_np) else train_data.x
+        probes, labels = source[:5], None
+    regfig.activation_profiles(profile_model, probes, fig_dir / "activations.png",
+                               "(refit model)" if refit is not None else "(fold 1 model)", labels,
+                               x_names=train_data.x_names)
+
+
+@dataclass
+class RegressionInputs:
+    """The checked inputs of a regression run: training and test tables and the group column."""
+
+    train: RegressionData
+    test: RegressionData | None
+    groups: np.ndarray | None
+
+
+@dataclass
+class Trained:
+    """What :meth:`RegressionTask.fit` hands to the later steps."""
+
+    fit: Fit
+    x: torch.Tensor
+    y: torch.Tensor
+    device: torch.device
+    started: float
+
+
+class RegressionTask(Task):
+    """Regression of a target column on numeric columns: CV (any splitter), a final model or
+    ensemble, the test MSE and the 90% interval's coverage."""
+
+    name = "regress"
+
+    def inputs(self, cfg) -> list[str]:
+        return [cfg.train_path, cfg.test_path]
+
+    def load(self, cfg, data=None) -> RegressionInputs:
+        train_data, test_data = load_data(cfg)
+        return RegressionInputs(train_data, test_data, load_groups(cfg))
+
+    def setup(self, cfg, data: RegressionInputs | None, device) -> Setup:
+        data = data or self.load(cfg)
+        x = torch.as_tensor(data.train.x, device=device)
+        y = torch.as_tensor(data.train.y, device=device)
+        return Setup(make_model_factory(cfg, x, y), x, y, None, "regression")
+
+    def cross_validate(self, cfg, data=None, folds: int | None = None, on_fold=None) -> list[dict]:
+        from dataclasses import replace
+
+        cfg = replace(cfg, folds=folds) if folds else cfg
+        setup = self.setup(cfg, data, pick_device(cfg.device))
+        done = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=cfg.batched, progress=False,
+                              groups=data.groups if data is not None else None)
+        return [{"score": f.val_mse, "diverged": f.result.diverged, "timed_out": f.result.timed_out,
+                 "stop_reason": f.result.stop_reason} for f in done]
+
+    def fit(self, cfg, data: RegressionInputs, ctx) -> Trained:
+        device = pick_device(cfg.device)
+        setup = self.setup(cfg, data, device)
+        started = time.perf_counter()
+        result = fit_arrays(cfg, setup.x, setup.y, data.groups, ctx.progress, callbacks=ctx.callbacks, echo=ctx.echo)
+        return Trained(result, setup.x, setup.y, device, started)
+
+    def test(self, cfg, data: RegressionInputs, fitted: Trained) -> dict:
+        result = fitted.fit
+        with thread_policy(step_work(len(result.members), len(fitted.x), result.members[0]), cfg.threads):
+            metrics = _metrics(cfg, result, fitted.x, fitted.y, data.test, fitted.device)
+        metrics["cv_seconds"] = result.extra.get("search_seconds", result.cv_seconds)
+        metrics["train_seconds"] = time.perf_counter() - fitted.started
+        return metrics
+
+    def save(self, cfg, data: RegressionInputs, fitted: Trained, run_dir: Path) -> None:
+        result = fitted.fit
+        folds, refit = result.folds, result.refit
+        rows = [{"fold": i + 1, **r} for i, f in enumerate(folds) for r in f.result.history]
+        rows += [{"fold": "refit", **r} for r in (refit.history if refit is not None else [])]
+        write_history_csv(run_dir / "history.csv", rows)
+        # An auto ensemble may mix networks: config holds the best member's, member_configs each member's.
+        saved_cfg = {**config_mod.to_dict(cfg), **result.member_configs[0]}
+        save_model(run_dir / "model.pt", "regress", saved_cfg, [m.state_dict() for m in result.members],
+                   fold_state_dicts=[f.model.state_dict() for f in folds], in_features=fitted.x.shape[1],
+                   x_names=data.train.x_names, y_name=data.train.y_name, interval=result.interval,
+                   member_configs=result.member_configs)
+
+    def figures(self, cfg, data: RegressionInputs, fitted: Trained, fig_dir: Path) -> None:
+        _figures(cfg, fig_dir, fitted.fit, data.train, data.test, fitted.x)
+
+    def warnings(self, metrics: dict, fitted) -> list[str]:
+        return list(metrics.get("stop_reasons", []))
+
+
+TASK = RegressionTask()
+
+
+def regress(train: str | None = None, test: str | None = None, preset: str | None = "seed",
+            overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None, out: str | None = None,
+            overwrite: bool = False, progress: bool = True, figures: bool = True, tensorboard: bool = False,
+            echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
+    """Fit a regression MLP (or, with ``preset="auto"``, an ensemble chosen by a built-in search) with
+    K-fold cross-validation, and evaluate it once on the test set, with a 90% prediction interval.
+
+    The split is ``splitter``: shuffled K-fold, blocked K-fold (contiguous ranges of x, which
+    validate across gaps) or leave-one-cluster-out; ``metrics.json`` names it (``splitter``)
+    beside the validation score, and reports ``test_coverage_90``, the fraction of test points
+    inside the interval. The steps are :func:`nndl.tasks.base.run_task`'s, with :data:`TASK`.
+
+    Parameters
+    ----------
+    train, test : str, optional
+        CSV files (default: the bundled ``data/regression`` set). ``test=""`` skips the test set.
+    preset : str, optional
+        A preset name (``seed``, ``smooth``, ``auto``) or a ``.toml``/``.json`` preset file.
+    overrides : dict or list of "key=value", optional
+        Config overrides (see :class:`nndl.base.config.RegressConfig`).
+    seed : int, optional
+    out : str, optional
+        Run folder (default: a new timestamped folder under ``runs/``).
+    overwrite : bool
+        Allow ``out`` to be an existing non-empty folder (its contents are replaced).
+    progress, figures : bool
+        Show progress bars; write the PNG figures.
+
+    tensorboard : bool
+        Log scalars and weight histograms to ``RUN/tensorboard`` live, epoch by epoch, and the
+        figures at the end (the :class:`nndl.training.callbacks.TensorBoard` callback).
+    callbacks : list, optional
+        :mod:`nndl.training.callbacks` called on every fold model's (and the refit's) training events.
+    verbose : bool, optional
+        Print the resolved config and the metrics table (default: yes, except inside Jupyter).
+
+    Returns
+    -------
+    nndl.runfolder.objects.Run
+        The run (``.metrics``, ``.config``, ``.history``, ``.figure(name)``); as a mapping it is
+        the metrics of ``metrics.json`` (``train_mse``, ``val_mse``, ``val_mse_std``,
+        ``test_mse``, ``folds``, ...) plus ``run_dir``.
+    """
+    from nndl.training.callbacks import for_run
+    from nndl.runfolder.objects import is_verbose
+
+    cbs = for_run(callbacks, tensorboard)  # checks the tensorboard import before any work
+    overrides = config_mod.parse_overrides(overrides)
+    if train is not None:
+        overrides["train_path"] = train
+    if test is not None:
+        overrides["test_path"] = test
+    cfg = config_mod.resolve("regress", preset, overrides, seed)
+    return run_task(TASK, cfg, out=out, overwrite=overwrite, progress=progress, figures=figures, echo=echo,
+                    callbacks=cbs, verbose=is_verbose(verbose))
