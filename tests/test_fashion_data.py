@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nndl.data import fashion
+from nndl.data import fashion, readers, splits
 from nndl.base.errors import NndlError
 
 REAL = Path("/usr/share/datasets/fashion-mnist")
@@ -78,7 +78,7 @@ def isolated(monkeypatch, tmp_path):
 @needs_real
 def test_read_idx_matches_reference_on_real_files():
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        got, want = fashion.read_idx(REAL / name), ref_read_idx(REAL / name)
+        got, want = readers.read_idx(REAL / name), ref_read_idx(REAL / name)
         assert got.dtype == np.uint8 and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
 
@@ -112,7 +112,7 @@ def test_sha_mismatch_on_modified_real_file(isolated):
 def test_read_idx_round_trip(tmp_path, gz):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     # Name says .gz but content may be plain: detection must use magic bytes.
-    got = fashion.read_idx(write_idx(tmp_path / "x.gz", arr, gz=gz))
+    got = readers.read_idx(write_idx(tmp_path / "x.gz", arr, gz=gz))
     np.testing.assert_array_equal(got, arr)
     got[0, 0, 0] = 7  # writable
 
@@ -126,8 +126,11 @@ def test_read_idx_round_trip(tmp_path, gz):
 def test_read_idx_rejects_broken(tmp_path, kwargs, msg):
     p = write_idx(tmp_path / "broken-idx3-ubyte.gz", np.zeros((2, 28, 28)), **kwargs)
     with pytest.raises(NndlError, match=msg) as e:
-        fashion.read_idx(p)
-    assert str(p) in str(e.value) and "nndl data download" in str(e.value)
+        readers.read_idx(p)
+    assert str(p) in str(e.value) and "complete copy" in str(e.value)  # a user's own file: no download advice
+    with pytest.raises(NndlError, match=msg) as e:
+        readers.read_idx(p, fix="re-download with `nndl data download`")  # what Fashion-MNIST's loader passes
+    assert str(e.value).endswith("re-download with `nndl data download`")
 
 
 def test_read_idx_corrupt_gzip(tmp_path):
@@ -137,7 +140,7 @@ def test_read_idx_corrupt_gzip(tmp_path):
     for bad in (good[:-6], bad_crc, good[:10] + b"\xff" * (len(good) - 10)):  # cut; CRC; garbled deflate
         p.write_bytes(bad)
         with pytest.raises(NndlError, match="gzip") as e:
-            fashion.read_idx(p)
+            readers.read_idx(p)
         assert str(p) in str(e.value)
 
 
@@ -268,25 +271,25 @@ LABELS = torch.tensor([c for c, n in enumerate([50, 31, 7, 100, 13]) for _ in ra
 
 def test_stratified_split():
     n = len(LABELS)
-    tr, va = fashion.stratified_split(LABELS, 0.2, seed=3)
+    tr, va = splits.stratified_split(LABELS, 0.2, seed=3)
     assert tr.dtype == va.dtype == torch.int64
     assert set(tr.tolist()).isdisjoint(va.tolist())
     assert sorted(tr.tolist() + va.tolist()) == list(range(n))
     for c in range(5):
         n_c = int((LABELS == c).sum())
         assert abs(int((LABELS[va] == c).sum()) - 0.2 * n_c) <= 1
-    assert torch.equal(va, fashion.stratified_split(LABELS, 0.2, seed=3)[1])
-    assert not torch.equal(va, fashion.stratified_split(LABELS, 0.2, seed=4)[1])
-    tr0, va0 = fashion.stratified_split(LABELS.numpy(), 0.0)
+    assert torch.equal(va, splits.stratified_split(LABELS, 0.2, seed=3)[1])
+    assert not torch.equal(va, splits.stratified_split(LABELS, 0.2, seed=4)[1])
+    tr0, va0 = splits.stratified_split(LABELS.numpy(), 0.0)
     assert len(va0) == 0 and len(tr0) == n
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(NndlError, match="val_fraction"):
-            fashion.stratified_split(LABELS, bad)
+            splits.stratified_split(LABELS, bad)
 
 
 def test_stratified_kfold():
     k, n = 5, len(LABELS)
-    folds = fashion.stratified_kfold(LABELS, k, seed=1)
+    folds = splits.stratified_kfold(LABELS, k, seed=1)
     assert len(folds) == k
     vals = torch.cat([v for _, v in folds])
     assert sorted(vals.tolist()) == list(range(n))  # the validation folds partition the data
@@ -296,11 +299,11 @@ def test_stratified_kfold():
         for c in range(5):
             n_c = int((LABELS == c).sum())
             assert abs(int((LABELS[va] == c).sum()) - n_c / k) < 1
-    assert torch.equal(folds[0][1], fashion.stratified_kfold(LABELS, k, seed=1)[0][1])
-    assert not torch.equal(folds[0][1], fashion.stratified_kfold(LABELS, k, seed=2)[0][1])
+    assert torch.equal(folds[0][1], splits.stratified_kfold(LABELS, k, seed=1)[0][1])
+    assert not torch.equal(folds[0][1], splits.stratified_kfold(LABELS, k, seed=2)[0][1])
     for bad in (1, 8):  # smallest class has 7
         with pytest.raises(NndlError, match="k must"):
-            fashion.stratified_kfold(LABELS, bad)
+            splits.stratified_kfold(LABELS, bad)
 
 
 # --- download -------------------------------------------------------------------

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 import nndl
 from nndl.nn.augment import make_transform
-from nndl.data.fashion import CLASS_NAMES, read_idx
+from nndl.data.fashion import CLASS_NAMES
+from nndl.data.readers import read_idx
 from nndl.base.errors import NndlError
 from nndl.data.regression_table import bundled_path
 from nndl.tools.export import export

@@ -411,7 +411,8 @@ def test_reference_grid_on_fashion_mnist_subset():
     training fold) the best cell scores ~0.83 here; 0.78 leaves room for other platforms'
     arithmetic while staying far from the 0.10 (chance) that the broken grid reported as "best".
     """
-    from nndl.data.fashion import load_fashion, stratified_split
+    from nndl.data.fashion import load_fashion
+    from nndl.data.splits import stratified_split
 
     data = load_fashion(FASHION_DIR)
     _, keep = stratified_split(data.train_labels, 2000 / len(data.train_labels), seed=0)

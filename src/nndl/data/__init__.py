@@ -183,7 +183,7 @@ def pixel_stats(images) -> tuple[list[float], list[float]]:
 
 def stratified_test_split(labels, test_fraction: float, seed: int, source: str):
     """Train/test indices with each class's share ``test_fraction`` in the test set (seeded)."""
-    from nndl.data.fashion import stratified_split
+    from nndl.data.splits import stratified_split
 
     train_idx, test_idx = stratified_split(labels, test_fraction, seed=seed)
     if len(test_idx) == 0:

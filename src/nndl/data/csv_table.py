@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nndl.data.regression_table import _is_number, parse_cell, read_rows
+from nndl.data.readers import is_number, parse_cell, read_rows
 from nndl.base.errors import NndlError
 from nndl.data import Dataset, check_classes, stratified_test_split
 
@@ -31,7 +31,7 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and data rows (blank lines skipped) of a CSV that must have a header."""
     rows = read_rows(path, needs="a header row, then one row per example")
     header = [c.strip() for c in rows[0]]
-    numbers = [c for c in header if _is_number(c)]
+    numbers = [c for c in header if is_number(c)]
     if numbers:  # a header names columns; a number in row 1 means the row is data (or a name to change)
         raise NndlError(f"{path}: no header row (row 1 holds the number '{numbers[0]}'); add one naming the columns "
                         "(e.g. 'length,width,species'), none of them a number")
@@ -72,7 +72,7 @@ def load(cfg) -> Dataset:
     blank = next((i for i, v in enumerate(raw) if not v), None)
     if blank is not None:
         raise NndlError(f"{path}: row {blank + 2}: empty '{label}'; give every row a class or remove it")
-    values = sorted(set(raw), key=lambda v: (float(v), v) if all(_is_number(u) for u in raw) else (0.0, v))
+    values = sorted(set(raw), key=lambda v: (float(v), v) if all(is_number(u) for u in raw) else (0.0, v))
     x = torch.from_numpy(_features(path, header, body, features))
     y = torch.tensor([values.index(v) for v in raw], dtype=torch.int64)
     check_classes(y, values, f"{path} column '{label}'")

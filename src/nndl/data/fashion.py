@@ -1,4 +1,4 @@
-"""Fashion-MNIST: IDX/CSV readers, source discovery, SHA-256 checks, download, splits.
+"""Fashion-MNIST: its files (IDX or the Kaggle CSV form), source discovery, SHA-256 checks, download.
 
 Everything a loader returns has been fully validated first, so a bad file fails
 with one :class:`~nndl.base.errors.NndlError` line instead of a half-loaded dataset.
@@ -6,12 +6,10 @@ with one :class:`~nndl.base.errors.NndlError` line instead of a half-loaded data
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tempfile
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from nndl.base.errors import NndlError
+from nndl.data.readers import read_idx, sha256_file
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -43,60 +42,6 @@ def cache_dir() -> Path:
     """Return the user cache folder: ``$XDG_CACHE_HOME/nndl/fashion-mnist`` or ``~/.cache/...``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "nndl" / "fashion-mnist"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file, streamed in ``chunk``-byte pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes, gzipped or plain.
-
-    Gzip is detected by the magic bytes ``1f 8b``, not the name: decompressed copies
-    often keep the ``.gz`` suffix (and vice versa).
-
-    Returns
-    -------
-    np.ndarray
-        Writable ``uint8`` array shaped as the header says.
-
-    Raises
-    ------
-    NndlError
-        Unreadable file, corrupt gzip, bad magic, a type other than 0x08, or a payload
-        whose size differs from the header's dimensions (truncated or trailing bytes).
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise NndlError(f"{path}: cannot read ({e.strerror}); check the path or {_REFETCH}") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise NndlError(f"{path}: corrupt gzip data ({e}); {_REFETCH}") from e
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00":
-        raise NndlError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'}); {_REFETCH}")
-    if raw[2] != 0x08:
-        raise NndlError(f"{path}: IDX type 0x{raw[2]:02x} unsupported (only unsigned bytes, 0x08); {_REFETCH}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise NndlError(f"{path}: IDX header truncated or has {ndim} dimensions; {_REFETCH}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64))
-    got = len(raw) - header
-    if got != expected:
-        what = "truncated" if got < expected else "has trailing bytes"
-        raise NndlError(f"{path}: IDX payload {what} ({got} bytes, header {dims} needs {expected}); {_REFETCH}")
-    # frombuffer views the immutable bytes; copy once so callers (and torch) get a writable array.
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def _first_bad_csv_line(path: Path) -> str:
@@ -266,73 +211,10 @@ def load_fashion(data_dir: str | Path | None = None, verify: bool = True) -> Fas
                     if got != want:
                         raise NndlError(f"{p}: SHA-256 {got[:12]}... does not match the official "
                                         f"{want[:12]}...; {_REFETCH}, or use --no-verify to accept it")
-            images, labels = read_idx(img_p), read_idx(lbl_p)
+            images, labels = read_idx(img_p, _REFETCH), read_idx(lbl_p, _REFETCH)
             _check_pair(images, labels, img_p, lbl_p)
         arrays[split] = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
     return FashionData(*arrays["train"], *arrays["test"], class_names=list(CLASS_NAMES), source=str(src))
-
-
-def _class_perms(labels, seed: int) -> list[torch.Tensor]:
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1:
-        raise NndlError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for c in torch.unique(labels):  # sorted, so the generator is consumed in a fixed order
-        idx = torch.nonzero(labels == c).flatten()
-        out.append(idx[torch.randperm(len(idx), generator=g)])
-    return out
-
-
-def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split indices into train/validation keeping each class's proportion.
-
-    ``labels`` is 1-D ints; each class gives ``round(val_fraction * n_class)`` samples
-    to validation, ``0 <= val_fraction < 1``; ``seed`` seeds a private ``torch.Generator``
-    (the global RNG is untouched).
-
-    Returns
-    -------
-    train_idx, val_idx : torch.Tensor
-        Sorted ``int64`` indices; disjoint, and together all of ``range(N)``.
-    """
-    if not 0 <= val_fraction < 1:
-        raise NndlError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    train, val = [torch.empty(0, dtype=torch.int64)], [torch.empty(0, dtype=torch.int64)]
-    for perm in _class_perms(labels, seed):
-        n_val = int(round(val_fraction * len(perm)))
-        val.append(perm[:n_val])
-        train.append(perm[n_val:])
-    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
-
-
-def stratified_kfold(labels, k: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, stratified K-fold indices.
-
-    Each class's shuffled indices are dealt round robin into the folds, so every fold
-    has (within one sample) the same class mix; shuffling avoids the sorted-data trap.
-
-    ``labels`` is 1-D ints; ``2 <= k <=`` the smallest class count; ``seed`` seeds a
-    private ``torch.Generator``.
-
-    Returns
-    -------
-    list of (train_idx, val_idx)
-        ``k`` pairs of sorted ``int64`` tensors; the ``val_idx`` partition ``range(N)``.
-    """
-    perms = _class_perms(labels, seed)
-    smallest = min((len(p) for p in perms), default=0)
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2 or k > smallest:
-        raise NndlError(f"k must be an integer >= 2 and <= the smallest class count ({smallest}), got {k}")
-    folds: list[list[torch.Tensor]] = [[] for _ in range(k)]
-    offset = 0
-    for perm in perms:
-        for j in range(k):
-            # Rotate the starting fold so classes' leftover samples land in different folds.
-            folds[(offset + j) % k].append(perm[j::k])
-        offset += len(perm) % k
-    vals = [torch.sort(torch.cat(f)).values for f in folds]
-    return [(torch.sort(torch.cat(vals[:j] + vals[j + 1:])).values, vals[j]) for j in range(k)]
 
 
 def download(dest: str | Path | None = None, mirror: str | None = None, progress: bool = True,

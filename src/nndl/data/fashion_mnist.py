@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nndl.data import fashion
 from nndl.data import Dataset
+from nndl.data.readers import sha256_file
 
 NAME = "fashion_mnist"
 PREDICT_INPUT = "trimmed"  # light object on a dark background, trimmed and centred
@@ -30,7 +31,7 @@ def detect(path: Path) -> bool:
     if "fashion" in path.name.lower() or all((path / n).is_file() for n in fashion.CSV_FILES.values()):
         return True
     labels = path / fashion.FILES["train"][1]  # 29 kB: cheap to hash, and it tells Fashion-MNIST from MNIST
-    return labels.is_file() and fashion.sha256_file(labels) == fashion.SHA256[labels.name]
+    return labels.is_file() and sha256_file(labels) == fashion.SHA256[labels.name]
 
 
 def from_fashion(data: fashion.FashionData) -> Dataset:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nndl.data.fashion import read_idx
+from nndl.data.readers import read_idx
 from nndl.base.errors import NndlError
 from nndl.data import Dataset, check_classes, pixel_stats
 

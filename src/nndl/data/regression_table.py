@@ -1,8 +1,6 @@
 """Regression data: a strict CSV reader and the bundled synthetic data set."""
 from __future__ import annotations
 
-import csv
-import math
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nndl.base.errors import NndlError
+from nndl.data.readers import is_header, parse_cell, read_rows
 
 
 @dataclass
@@ -26,7 +25,6 @@ class RegressionData:
 
 
 BUNDLED_PREFIX = "bundled:"  # config paths like "bundled:regression_train.csv" name files shipped inside nndl
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def bundled_path(name: str) -> Path:
@@ -38,49 +36,6 @@ def resolve_data_path(path: str | Path) -> Path:
     """A user path as given, or the shipped file for a ``bundled:NAME`` path (see :func:`bundled_path`)."""
     text = str(path)
     return bundled_path(text[len(BUNDLED_PREFIX):]) if text.startswith(BUNDLED_PREFIX) else Path(path)
-
-
-def read_rows(path: str | Path, shown: str | Path | None = None, needs: str = "a header row and data rows"
-              ) -> list[list[str]]:
-    """The non-blank rows of a CSV file as strings; one-line errors naming ``shown`` (default ``path``)
-    for a missing, unreadable, binary or empty file (``needs`` says what an empty file should hold)."""
-    shown = path if shown is None else shown
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise NndlError(f"{shown}: cannot read ({e.strerror}); give an existing CSV file") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise NndlError(f"{shown}: not a text CSV file ({e})") from None
-    if not rows:
-        raise NndlError(f"{shown}: file is empty; it needs {needs}")
-    return rows
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
-def is_header(row: list[str], shown) -> bool:
-    """Whether the first row of a CSV of numbers is a header: when none of its cells is a number.
-
-    A row of numbers is data. A row that mixes numbers and text is neither: it is a typo in
-    headerless data (``0.5,1.2x``), which taken as a header would drop the row in silence, or a
-    header with a number as a column name. It is one NndlError naming row 1 and the column.
-    """
-    numeric = [_is_number(c) for c in row]
-    if not any(numeric):
-        return True
-    if all(numeric):
-        return False
-    j = numeric.index(False)
-    raise NndlError(f"{shown}: row 1, column {j + 1}: {row[j].strip()!r} is not a number, but the other cells of "
-                    "row 1 are; if row 1 is data, fix that cell; if it is a header, give every column a name that "
-                    "is not a number")
 
 
 def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
@@ -111,21 +66,6 @@ def read_table(path: str | Path) -> tuple[np.ndarray, list[str], bool]:
         for j, cell in enumerate(row):
             values[i, j] = parse_cell(cell, shown, line, header[j])
     return values, header, has_header
-
-
-def parse_cell(cell: str, shown, line: int, column: str) -> float:
-    """One CSV cell as a finite float32-sized number, or an NndlError naming the file, row and column."""
-    try:
-        v = float(cell)
-    except ValueError:
-        raise NndlError(f"{shown}: row {line}, column '{column}': {cell.strip()!r} is not a number") from None
-    if not math.isfinite(v):
-        raise NndlError(f"{shown}: row {line}, column '{column}': value {cell.strip()} is not finite; "
-                        "remove or impute it")
-    if abs(v) > FLOAT32_MAX:  # nndl computes in float32, where this would become inf
-        raise NndlError(f"{shown}: row {line}, column '{column}': {cell.strip()} is too large for "
-                        f"float32 (|x| <= {FLOAT32_MAX:.3g}); rescale that column")
-    return v
 
 
 def read_csv(path: str | Path, x_cols: list[str] | None = None, y_col: str = "") -> RegressionData:

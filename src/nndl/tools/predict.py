@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndl.data.regression_table import is_header, read_table
+from nndl.data.regression_table import read_table
+from nndl.data.readers import is_header
 from nndl.base.errors import NndlError, function_argument, path_argument, paths_argument
 from nndl.runfolder.files import first_line
 
@@ -444,7 +445,7 @@ def read_batch(path: str | Path, size: tuple[int, int] | None = None) -> tuple[n
     images : uint8 (N, H, W)
     labels : int array (N,) or None (only the Kaggle CSV form carries labels)
     """
-    from nndl.data.fashion import read_idx
+    from nndl.data.readers import read_idx
 
     h, w = size or _fashion_size()
     path = Path(path)

@@ -35,7 +35,7 @@ from torch import nn
 from nndl.base import config as config_mod
 from nndl.base.model_kinds import MODEL_KINDS
 from nndl.nn import augment
-from nndl.data.fashion import stratified_split
+from nndl.data.splits import stratified_split
 from nndl.base.errors import NndlError
 from nndl.nn.models import Standardized, build_classifier, build_regressor
 from nndl.training.trainer import autocast_on, pick_device, train

@@ -127,7 +127,7 @@ def shuffled_kfold(k: int, seed: int = 0):
 def stratified_kfold(k: int, seed: int = 0):
     """Shuffled K-fold that keeps each class's share of ``y`` (integer labels) in every fold."""
     def split(x, y):
-        from nndl.data.fashion import stratified_kfold as by_class  # a generic helper that lives with the image data
+        from nndl.data.splits import stratified_kfold as by_class  # a generic helper that lives with the image data
 
         return by_class(y.detach().cpu(), k, seed)
 

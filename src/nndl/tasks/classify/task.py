@@ -15,7 +15,8 @@ import torch
 
 from nndl.base import config as config_mod
 from nndl import data as datasets
-from nndl.data.fashion import FashionData, stratified_split
+from nndl.data.fashion import FashionData
+from nndl.data.splits import stratified_split
 from nndl.data import Dataset
 from nndl.training.crossval import thread_policy
 from nndl.base.errors import NndlError, path_argument
