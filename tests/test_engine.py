@@ -12,7 +12,8 @@ import torch
 
 from nndl.base import config
 from nndl.training.callbacks import Callback
-from nndl.training.crossval import kfold_indices, train_stacked
+from nndl.training.stacked import train_stacked
+from nndl.data.splits import kfold_indices
 from nndl.training.engine import ModuleWeights, StackWeights, StopPolicy, lr_factor
 from nndl.nn.models import build_regressor
 from nndl.training.trainer import train
@@ -301,7 +302,8 @@ def test_cross_validate_with_a_stratified_splitter_learns_digits():
 
 
 def test_regression_splitters_as_values_match_the_config_names():
-    from nndl.training.crossval import blocked_kfold, cross_validate, make_splits, per_cluster, shuffled_kfold
+    from nndl.training.crossval import blocked_kfold, cross_validate, per_cluster, shuffled_kfold
+    from nndl.data.splits import make_splits
 
     x, y = sine()
     for name, splitter in [("kfold", shuffled_kfold(3, 0)), ("blocked", blocked_kfold(3)),

@@ -8,7 +8,9 @@ import torch
 import nndl
 from nndl.base import config
 from nndl.data.regression_table import bundled_path
-from nndl.training.crossval import cross_validate, kfold_indices, train_stacked
+from nndl.training.crossval import cross_validate
+from nndl.training.stacked import train_stacked
+from nndl.data.splits import kfold_indices
 from nndl.nn.models import MLP, StackedMLP
 from nndl.runfolder.files import load_model_file, read_history_csv
 from nndl.tasks.regress.task import load_data, make_model_factory

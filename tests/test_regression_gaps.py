@@ -9,7 +9,8 @@ import torch
 import nndl
 from nndl.base import config
 from nndl.nn import intervals as uncertainty
-from nndl.training.crossval import blocked_indices, cluster_indices, find_clusters, make_splits, thread_policy
+from nndl.training.threads import thread_policy
+from nndl.data.splits import blocked_indices, cluster_indices, find_clusters, make_splits
 from nndl.base.errors import NndlError
 from nndl.nn.models import MLP, Ensemble
 from nndl.tasks.regress.task import auto_fit, fit_arrays, load_data

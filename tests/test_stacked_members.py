@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from nndl.base import config
-from nndl.training.crossval import PerModelOptimizer, cross_validate, cross_validate_many, stack_key
+from nndl.training.crossval import cross_validate, cross_validate_many
+from nndl.training.stacked import PerModelOptimizer, stack_key
 from nndl.base.errors import NndlError
 from nndl.tasks.regress.task import load_data, make_model_factory
 
@@ -87,7 +88,7 @@ def test_thread_count_changes_time_not_results():
 
 
 def test_thread_probe_keeps_the_faster_count_drops_it_on_a_stall_and_measures_again():
-    from nndl.training.crossval import ThreadProbe
+    from nndl.training.threads import ThreadProbe
 
     before = torch.get_num_threads()
     try:
@@ -114,7 +115,7 @@ def test_thread_probe_keeps_the_faster_count_drops_it_on_a_stall_and_measures_ag
 
 
 def test_batched_cv_probes_threads_and_restores_the_callers_count():
-    from nndl.training.crossval import thread_policy
+    from nndl.training.threads import thread_policy
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

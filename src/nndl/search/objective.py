@@ -103,7 +103,7 @@ class Objective:
 
     def _stacks(self, trials: list, tell) -> dict[Any, list]:
         """The trials' configs grouped by what can train as one stack; a trial whose config fails is told."""
-        from nndl.training.crossval import stack_key
+        from nndl.training.stacked import stack_key
 
         groups: dict[Any, list] = {}
         for trial in trials:

@@ -1,7 +1,6 @@
 """:func:`tune`: resolve the options into a plan, open the study, run the workers, write the outputs."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
@@ -78,8 +77,10 @@ def tune(task: str, space: str | Path | None = None, options: TuneOptions | None
 
 def _search(plan: Plan, store, seed: int, opts: TuneOptions):
     """Open the study, run this process's and the workers' trials, and write the outputs."""
+    from nndl.training.threads import threads_per_worker
+
     index = opts.worker_index if opts.worker_index is not None else (os.getpid() % 1000 + 1 if opts.worker_only else 0)
-    with _threads_per_worker(opts.workers):
+    with threads_per_worker(opts.workers):
         st = _open_study(plan, store, opts, seed + index)
         slot = plan.objective.slot = trial_lock(opts.storage, plan.journal, plan.name)
         try:
@@ -213,23 +214,6 @@ def _open_study(plan: Plan, store, opts: TuneOptions, seed: int) -> optuna.Study
                "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1)}
     return optuna.load_study(study_name=plan.name, storage=store, sampler=samplers[plan.sampler](),
                              pruner=pruners[opts.pruner]())
-
-
-@contextlib.contextmanager
-def _threads_per_worker(workers: int):
-    """With several workers on this machine, each takes its share of the cores instead of all of them
-    (oversubscribed cores thrash); torch's thread count is restored afterwards."""
-    if workers <= 1:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _print_trial(metric: str, echo, _study, t) -> None:

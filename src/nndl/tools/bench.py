@@ -254,7 +254,7 @@ def regression_loaded(device: torch.device, epochs: int = 150) -> dict[str, Any]
     (torch's default threads), nndl batched under its thread policy, and nndl batched with 2 threads forced.
 
     Tiny steps with two spinning OpenMP threads on a shared machine wait on each other: this row
-    shows what the thread policy (:func:`nndl.training.crossval.thread_policy`) is for.
+    shows what the thread policy (:func:`nndl.training.threads.thread_policy`) is for.
     """
     import os
     import subprocess

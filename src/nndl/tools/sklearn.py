@@ -38,6 +38,7 @@ from nndl.nn import augment
 from nndl.data.splits import stratified_split
 from nndl.base.errors import NndlError
 from nndl.nn.models import Standardized, build_classifier, build_regressor
+from nndl.training.threads import using_threads
 from nndl.training.trainer import autocast_on, pick_device, train
 
 try:
@@ -220,14 +221,9 @@ class _NNBase(BaseEstimator):
         The fitted attributes are set by the caller only after this returns, so a failed fit
         never leaves a half-trained model behind.
         """
-        threads = torch.get_num_threads()
-        if getattr(cfg, "threads", 0):
-            torch.set_num_threads(cfg.threads)
-        try:
+        with using_threads(getattr(cfg, "threads", 0)):  # a fit's thread count must not leak into the caller
             result = train(model, x, y, cfg, task=self._train_task, x_val=x_val, y_val=y_val, transform=transform,
                            progress=bool(self.verbose), echo=print if self.verbose else (lambda s: None))
-        finally:
-            torch.set_num_threads(threads)  # a thread count set by a fit must not leak into the caller
         if result.diverged:
             reason = result.stop_reason.replace("--set ", "")  # the estimator's parameter, not the CLI flag
             raise FitDivergedError(f"{type(self).__name__}: training diverged: {reason}")

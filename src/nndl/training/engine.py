@@ -1,6 +1,6 @@
 """The engine: one epoch loop and one stop policy for N >= 1 models, written once.
 
-:func:`nndl.training.trainer.train` trains one model and :func:`nndl.training.crossval.train_stacked` trains a
+:func:`nndl.training.trainer.train` trains one model and :func:`nndl.training.stacked.train_stacked` trains a
 stack of N models (K folds x M trials). Each supplies only its epoch of optimiser steps and
 evaluation; :func:`run_epochs` runs the epochs around it in one order (events, checks,
 checkpoint hook, time limit), and one :class:`StopPolicy` decides on per-model vectors

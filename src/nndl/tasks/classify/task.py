@@ -18,7 +18,7 @@ from nndl import data as datasets
 from nndl.data.fashion import FashionData
 from nndl.data.splits import stratified_split
 from nndl.data import Dataset
-from nndl.training.crossval import thread_policy
+from nndl.training.threads import using_threads
 from nndl.base.errors import NndlError, path_argument
 from nndl.nn.inference import input_transform
 from nndl.base.model_kinds import MODEL_KINDS
@@ -178,7 +178,7 @@ class ClassificationTask(Task):
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
 
     def threads(self, cfg):
-        return thread_policy(math.inf, cfg.threads)  # the caller's torch thread count is restored afterwards
+        return using_threads(cfg.threads)  # the caller's torch thread count is restored afterwards
 
     def inputs(self, cfg) -> list[str]:
         return [cfg.data]

@@ -12,7 +12,8 @@ import torch
 
 from nndl.base import config as config_mod
 from nndl.nn import intervals as uncertainty
-from nndl.training.crossval import FoldResult, cross_validate, out_of_fold, step_work, thread_policy
+from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
+from nndl.training.threads import step_work, thread_policy
 from nndl.data.regression_table import RegressionData, read_csv, read_table
 from nndl.base.errors import NndlError
 from nndl.figures import common, regression as regfig
@@ -147,7 +148,8 @@ def auto_candidates(space: dict[str, list] | None = None) -> list[dict]:
 
 def _cv_many(base: dict, overrides: list[dict], x, y, groups) -> list[list[FoldResult]]:
     """Cross-validate configs ``base + overrides[i]``: one stack per network (and epochs)."""
-    from nndl.training.crossval import cross_validate_many, stack_key
+    from nndl.training.crossval import cross_validate_many
+    from nndl.training.stacked import stack_key
 
     # from_dict, not resolve: these are derived configs (validated), not settings a user gave
     cfgs = [config_mod.from_dict("regress", {**base, **o}) for o in overrides]
