@@ -11,7 +11,7 @@ from nndl.training.callbacks import CallbackList
 from nndl.training.crossval import cross_validate
 from nndl.base.errors import NndlError
 from nndl.tasks.base import Setup, Task, run_task
-from nndl.tasks import TASKS, get_task
+from nndl.tasks import get_task, task_names
 
 QUIET = dict(progress=False, echo=lambda s: None, callbacks=CallbackList([]), verbose=False)
 
@@ -89,8 +89,8 @@ def test_bad_data_fails_before_the_run_folder_exists(tmp_path):
 
 
 def test_registry():
-    assert set(TASKS) == set(config.TASK_CONFIGS) == {"regress", "classify"}
-    assert all(get_task(name).name == name for name in TASKS)
+    assert set(task_names()) == set(config.TASK_CONFIGS) == {"regress", "classify"}
+    assert all(get_task(name).name == name for name in task_names())
     with pytest.raises(NndlError, match="unknown task 'cluster'"):
         get_task("cluster")
 

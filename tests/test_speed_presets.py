@@ -92,7 +92,7 @@ def test_record_preset_is_accurate_at_twice_the_width_with_erasing():
     ("mps", True, True, True, False),
 ])
 def test_autocast_is_decided_by_device_setting_and_cpu(monkeypatch, device, amp, amp_cpu, native, expected):
-    from nndl.training.trainer import trainer as training
+    from nndl.training import trainer as training
 
     monkeypatch.setattr(training, "cpu_computes_bf16", lambda: native)
     cfg = resolve("classify", "cnn", {"amp": amp, "amp_cpu": amp_cpu})

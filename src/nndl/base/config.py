@@ -217,6 +217,11 @@ def field_choices(cls, name: str) -> list[str]:
     return list(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
 
 
+def field_names(task: str) -> set[str]:
+    """The config keys of ``task``."""
+    return {f.name for f in dataclasses.fields(TASK_CONFIGS[task])}
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

@@ -27,12 +27,12 @@ Modules, in the order a search uses them:
 """
 from nndl.search.folder import study_settings
 from nndl.search.objective import Objective, TrialFailed
-from nndl.search.options import TASKS, Plan, TuneOptions
+from nndl.search.options import Plan, TuneOptions
 from nndl.search.outputs import to_toml
 from nndl.search.space import Space, check_space_values, load_space, suggest
 from nndl.search.storage import _alive, driver_url, mask_url, open_storage, trial_lock  # noqa: F401 (_alive: tests)
 from nndl.search.tuning import tune
 
-__all__ = ["tune", "TuneOptions", "Plan", "TASKS", "Space", "load_space", "check_space_values", "suggest",
+__all__ = ["tune", "TuneOptions", "Plan", "Space", "load_space", "check_space_values", "suggest",
            "Objective", "TrialFailed", "study_settings", "to_toml", "mask_url", "driver_url", "open_storage",
            "trial_lock"]

@@ -3,7 +3,6 @@ that is not a trustworthy value (NaN/inf, a crash, ``--timeout-per-trial``)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import socket
@@ -14,7 +13,6 @@ from optuna.trial import TrialState
 
 from nndl.base import config as config_mod
 from nndl.search import optuna_shim
-from nndl.search.options import TASKS
 from nndl.search.space import ALIASES, suggest
 
 
@@ -28,18 +26,25 @@ class TrialFailed(Exception):
 
 
 class Objective:
-    """K-fold objective: mean validation MSE (regress) or accuracy (classify), reported fold by fold."""
+    """K-fold objective: the mean of the task's validation metric over the folds, reported fold by fold."""
 
     def __init__(self, task, space, preset, overrides, seed, folds, timeout, pruner, slot=None):
         self.task, self.space, self.preset, self.seed = task, space, preset, seed
         self.overrides, self.folds, self.timeout, self.pruner, self.slot = overrides, folds, timeout, pruner, slot
-        self.data = None  # the classification dataset, read once per process
+        self.data = None  # the task's search data (Task.search_data), read once per process
+
+    @property
+    def spec(self):
+        """The :class:`~nndl.tasks.base.Task` searched (loaded on first use: the CLI's help needs none)."""
+        from nndl.tasks import get_task
+
+        return get_task(self.task)
 
     def config(self, params: dict[str, Any] | None = None):
         """The resolved config of a trial: preset, [fixed], --set, the sampled values, then --seed."""
         values = {**self.space.fixed, **config_mod.parse_overrides(self.overrides)}
         values.update({ALIASES.get(k, k): v for k, v in (params or {}).items()})
-        if self.task == "regress" and self.folds:
+        if self.folds and "folds" in config_mod.field_names(self.task):  # a task whose config holds K
             values["folds"] = self.folds
         if self.timeout:
             values["time_limit"] = self.timeout
@@ -69,7 +74,9 @@ class Objective:
 
         def run():
             cfg = self.config(suggest(trial, self.space))
-            return self._regress(trial, cfg) if self.task == "regress" else self._classify(trial, cfg)
+            if self.spec.stacked_trials:  # the folds train as one stack: scored when all are done
+                return self._score_stacked(trial, self._cross_validate([cfg])[0])
+            return self._one_by_one(trial, cfg)
         return self.guarded(trial, run)
 
     # ------------------------------------------------------------------ batched (stacked) regression trials
@@ -130,7 +137,7 @@ class Objective:
             return
         for (trial, _), folds in zip(members, results):
             try:
-                tell(trial, self.guarded(trial, lambda: self._score_regress(trial, folds)))
+                tell(trial, self.guarded(trial, lambda: self._score_stacked(trial, folds)))
             except TrialFailed:
                 tell(trial, state=TrialState.FAIL)
             except optuna.TrialPruned:
@@ -157,30 +164,16 @@ class Objective:
 
     def score(self, trial, values: list[float]) -> float:
         if not values or not all(math.isfinite(v) for v in values):
-            self.fail(trial, f"a fold gave a non-finite {TASKS[self.task][1]}: {values}")
+            self.fail(trial, f"a fold gave a non-finite {self.spec.val_metric}: {values}")
         trial.set_user_attr("fold_values", values)
         return sum(values) / len(values)
 
-    # ------------------------------------------------------------------ the tasks
+    # ------------------------------------------------------------------ the folds
     def _cross_validate(self, cfgs: list) -> list[list]:
-        """K-fold results of regression configs: one stack for all when ``len(cfgs) > 1`` (they share a
-        ``stack_key``), otherwise the config's own ``batched`` choice."""
-        from nndl.training.crossval import cross_validate, cross_validate_many
-        from nndl.tasks import get_task
-        from nndl.training.trainer import pick_device
+        """Fold results of configs that share a network, trained as one stack (the task's own)."""
+        return self.spec.cross_validate_stacked(cfgs)
 
-        task = get_task("regress")
-        cfgs = [dataclasses.replace(c, test_path="") for c in cfgs]  # trials never read the test set
-        data = task.load(cfgs[0])
-        device = pick_device(cfgs[0].device)
-        setups = [task.setup(c, data, device) for c in cfgs]
-        x, y = setups[0].x, setups[0].y
-        if len(cfgs) > 1:
-            return cross_validate_many([s.make_model for s in setups], x, y, cfgs, groups=data.groups)
-        return [cross_validate(setups[0].make_model, x, y, cfgs[0], batched=cfgs[0].batched, progress=False,
-                               groups=data.groups)]
-
-    def _score_regress(self, trial, folds) -> float:
+    def _score_stacked(self, trial, folds) -> float:
         # The folds train together (stacked), so pruning can only mark a trial, not shorten it.
         self.check(trial, [(f.result.diverged, f.result.timed_out, f.result.stop_reason) for f in folds])
         values = [f.val_mse for f in folds]
@@ -189,22 +182,17 @@ class Objective:
                 self.report(trial, i, values[i], values[: i + 1])
         return self.score(trial, values)
 
-    def _regress(self, trial, cfg) -> float:
-        return self._score_regress(trial, self._cross_validate([cfg])[0])
-
-    def _classify(self, trial, cfg) -> float:
-        from nndl.tasks.classify.task import load_dataset
-        from nndl.tasks import get_task
-
-        if self.data is None:  # any dataset kind the config names (nndl.data), read once per process
-            self.data = load_dataset(cfg)
+    def _one_by_one(self, trial, cfg) -> float:
+        """Fold by fold (the task's ``cross_validate``), each fold reported as it ends (pruning can stop it)."""
+        if self.data is None:
+            self.data = self.spec.search_data(cfg)
         seen: list[float] = []
 
-        def on_fold(i: int, acc: float) -> None:
-            if math.isfinite(acc):
-                seen.append(acc)
-                self.report(trial, i, acc, seen)
+        def on_fold(i: int, value: float) -> None:
+            if math.isfinite(value):
+                seen.append(value)
+                self.report(trial, i, value, seen)
 
-        folds = get_task("classify").cross_validate(cfg, self.data, self.folds or 3, on_fold=on_fold)
+        folds = self.spec.cross_validate(cfg, self.data, self.folds or self.spec.search_folds(cfg), on_fold=on_fold)
         self.check(trial, [(f["diverged"], f["timed_out"], f["stop_reason"]) for f in folds])
         return self.score(trial, [f["score"] for f in folds])

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from nndl.base.errors import NndlError, function_argument, path_argument
 from nndl.search.storage import is_url, mask_url
+from nndl.tasks import get_task, task_names
 
 if TYPE_CHECKING:
     from nndl.search.objective import Objective
     from nndl.search.space import Space
 
-# task -> (direction, the metric trials are ranked by, the test metric of the retrained best run)
-TASKS = {"regress": ("minimize", "val_mse", "test_mse"), "classify": ("maximize", "val_accuracy", "test_accuracy")}
 SAMPLERS, PRUNERS = ("grid", "random", "tpe"), ("none", "median", "hyperband", "wilcoxon")
 NOT_IN_PRESET = {"time_limit"}  # a tuning guard, not part of the configuration found
 # The types of the options given in Python (the CLI's parser gives these already); None is always allowed.
@@ -80,8 +79,8 @@ class TuneOptions:
 
     def check(self, task: str) -> None:
         """The checks that need no space file: one line naming the option and the fix."""
-        if not isinstance(task, str) or task not in TASKS:
-            raise NndlError(f"unknown task {task!r}: choose regress or classify")
+        if not isinstance(task, str) or task not in task_names():
+            raise NndlError(f"unknown task {task!r}: choose one of {', '.join(task_names())}")
         for name, kinds in _TYPES.items():
             value = getattr(self, name)
             if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
@@ -99,8 +98,9 @@ class TuneOptions:
         if self.heartbeat < 1:
             raise NndlError(f"--heartbeat {self.heartbeat}: must be >= 1 (seconds between the heartbeats a "
                             "database storage gets from each running trial)")
-        if self.batch_trials > 1 and task != "regress":
-            raise NndlError("--batch-trials stacks regression MLPs; for classify leave it at 1 (use --workers)")
+        if self.batch_trials > 1 and not get_task(task).stacked_trials:
+            raise NndlError(f"--batch-trials stacks trials that share a network, which {task} cannot; leave it at 1 "
+                            "(use --workers)")
 
 
 @dataclasses.dataclass
@@ -121,15 +121,17 @@ class Plan:
 
     @property
     def direction(self) -> str:
-        return TASKS[self.task][0]
+        return get_task(self.task).direction
 
     @property
     def metric(self) -> str:
-        return TASKS[self.task][1]
+        """What trials are ranked by (the task's validation metric)."""
+        return get_task(self.task).val_metric
 
     @property
     def test_metric(self) -> str:
-        return TASKS[self.task][2]
+        """What the retrained best config is reported by."""
+        return get_task(self.task).test_metric
 
     @property
     def where(self) -> str:

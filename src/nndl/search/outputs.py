@@ -153,7 +153,7 @@ def _retrain(task, folder, data, test_metric, echo) -> dict[str, Any]:
     preset, out = str(folder / "best_preset.toml"), str(folder / "best")
     cfg = config_mod.resolve(task, preset)
     # the task's own run skeleton: a run folder like any other, quietly (the run folder holds the details)
-    m = run_task(get_task(task), cfg, data=data if task == "classify" else None, out=out, overwrite=True,
+    m = run_task(get_task(task), cfg, data=data, out=out, overwrite=True,
                  progress=False, echo=lambda s: None, callbacks=CallbackList([]))
     echo(f"best config retrained on all training data: {test_metric} = {m[test_metric]:.6g} (run folder {out})")
     return {"dir": out, test_metric: m[test_metric], "diverged": m.get("diverged", False)}

@@ -18,7 +18,7 @@ from nndl.base.errors import NndlError
 
 ALIASES = {"max_epochs": "epochs"}  # the reference grid's name for the epoch budget
 NUMERIC = ("float", "log-float", "int", "log-int")
-DEFAULT_SPACE = Path(__file__).parent.parent / "spaces" / "regress_default.toml"  # `nndl tune regress`, no --space
+SPACES = Path(__file__).parent.parent / "spaces"  # the default spaces tasks ship (Task.default_space)
 
 
 @dataclasses.dataclass

@@ -20,8 +20,9 @@ from nndl.search.folder import study_folder, study_settings
 from nndl.search.objective import Objective
 from nndl.search.options import Plan, TuneOptions
 from nndl.search.outputs import finish, reason
-from nndl.search.space import DEFAULT_SPACE, Space, check_nothing_overridden, check_space_values, load_space
+from nndl.search.space import SPACES, Space, check_nothing_overridden, check_space_values, load_space
 from nndl.search.storage import check_storage, close_storage, is_url, mask_url, open_storage, repair_journal, trial_lock
+from nndl.tasks import get_task
 from nndl.search.workers import _sigterm_interrupts, run_with_workers, work
 
 
@@ -133,10 +134,10 @@ tune.__signature__ = _signature()
 
 def _resolve_space(task: str, space, opts: TuneOptions) -> tuple[Space, str, int]:
     """The space, the sampler and the study's total number of trials."""
-    if space is None:  # regress has a documented default space, shipped with the package
-        if task != "regress":
+    if space is None:  # a task may ship a documented default space with the package
+        if get_task(task).default_space is None:
             raise NndlError(f"nndl tune {task} needs --space SPACE.toml (e.g. examples/spaces/fashion_grid.toml)")
-        space = DEFAULT_SPACE
+        space = SPACES / get_task(task).default_space
     sp = load_space(space, task)
     sampler = opts.sampler or ("grid" if sp.grid and not sp.params else "tpe")
     if sampler == "grid" and (sp.params or not sp.grid):
@@ -152,21 +153,19 @@ def _resolve_space(task: str, space, opts: TuneOptions) -> tuple[Space, str, int
 def _plan(task: str, space, opts: TuneOptions) -> tuple[Plan, Any, int]:
     """(plan, storage, the config's seed): every input checked before the study folder is written."""
     sp, sampler, n_total = _resolve_space(task, space, opts)
-    base_preset = opts.preset or sp.preset or {"regress": "seed", "classify": "mlp"}[task]
+    base_preset = opts.preset or sp.preset or get_task(task).default_preset
     objective = Objective(task, sp, base_preset, opts.overrides, opts.seed, opts.folds, opts.timeout_per_trial,
                           opts.pruner)
     base_cfg = objective.config()  # a bad preset/[fixed]/--set is an input error, not N failed trials
     check_space_values(sp, objective.config)  # so is a range or choice the config rejects
     check_nothing_overridden(sp, config_mod.parse_overrides(opts.overrides))  # nor a value it replaces
     check_storage(opts.storage, opts.out, repair=opts.repair_journal)  # before anything is written
-    k = opts.folds or (base_cfg.folds if task == "regress" else 3)
+    k = opts.folds or get_task(task).search_folds(base_cfg)
     settings = study_settings(sp, base_preset, opts.overrides, opts.seed, k)
     folder, name, store, journal = _folder_and_storage(task, sp, opts, settings)
     # Load the task's modules now, not inside the first trial: a Ctrl-C that lands while a module
     # defines its dataclasses (exec of generated code) is still handled, but CPython 3.11 then
     # records it as unhandled and ends the process by SIGINT instead of with exit code 130.
-    from nndl.tasks import get_task
-
     get_task(task)
     plan = Plan(task, sp, sampler, n_total, k, objective, name, folder, opts.storage, journal)
     return plan, store, base_cfg.seed

@@ -1,22 +1,32 @@
-"""The task registry: name -> :class:`~nndl.tasks.base.Task`.
+"""The task registry: name -> :class:`~nndl.tasks.base.Task`, each loaded on first use.
 
-Search, bench and the lr finder look a task up here and use its building blocks
-(``load``, ``setup``, ``cross_validate``); ``nndl regress`` / ``nndl classify`` run it
-through :func:`nndl.tasks.base.run_task`. A new task is one module with a ``Task`` subclass
-plus one line here.
+Search, bench, the lr finder and the CLI look a task up here and use its interface (metric,
+direction, default preset, ``load``, ``setup``, ``cross_validate``); ``nndl regress`` / ``nndl
+classify`` run it through :func:`nndl.tasks.base.run_task`. A new task is one package under
+``tasks/`` whose module defines ``TASK`` (a ``Task`` subclass instance), plus one line here.
+Names are known without importing a task: ``--help`` and option checks stay torch-free.
 """
 from __future__ import annotations
 
-from nndl.tasks.classify.task import TASK as CLASSIFY
+import importlib
+from typing import TYPE_CHECKING
+
 from nndl.base.errors import NndlError
-from nndl.tasks.base import Task
-from nndl.tasks.regress.task import TASK as REGRESS
 
-TASKS: dict[str, Task] = {REGRESS.name: REGRESS, CLASSIFY.name: CLASSIFY}
+if TYPE_CHECKING:
+    from nndl.tasks.base import Task
+
+# name -> the module that defines its TASK
+TASK_MODULES = {"regress": "nndl.tasks.regress.task", "classify": "nndl.tasks.classify.task"}
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name`` (``regress`` or ``classify``)."""
-    if name not in TASKS:
-        raise NndlError(f"unknown task '{name}': choose one of {', '.join(TASKS)}")
-    return TASKS[name]
+def task_names() -> list[str]:
+    """The registered task names, without loading any task."""
+    return list(TASK_MODULES)
+
+
+def get_task(name: str) -> "Task":
+    """The task called ``name`` (one of :func:`task_names`), loaded on first use."""
+    if name not in TASK_MODULES:
+        raise NndlError(f"unknown task '{name}': choose one of {', '.join(TASK_MODULES)}")
+    return importlib.import_module(TASK_MODULES[name]).TASK

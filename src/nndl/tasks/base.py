@@ -75,6 +75,32 @@ class Task(ABC):
     #: The command that continues an interrupted run in ``{run_dir}`` from its checkpoint (None: the task
     #: has none, so a Ctrl-C in training keeps nothing).
     resume_command: ClassVar[str | None] = None
+    #: The ``metrics.json`` key cross-validation and searches rank by, and which way is better.
+    val_metric: ClassVar[str]
+    direction: ClassVar[str]  # "minimize" or "maximize"
+    #: The test-set key a retrained best config is reported by.
+    test_metric: ClassVar[str]
+    #: The preset a search or the lr finder starts from when none is given.
+    default_preset: ClassVar[str]
+    #: The search space shipped in ``nndl/spaces/`` for ``nndl tune TASK`` without ``--space`` (None: none).
+    default_space: ClassVar[str | None] = None
+    #: Whether trials whose configs share a network train as one stack (:meth:`cross_validate_stacked`).
+    stacked_trials: ClassVar[bool] = False
+    #: The fewest optimiser steps of an lr sweep (shorter sweeps are too noisy to read).
+    lr_find_min_steps: ClassVar[int] = 100
+
+    def search_folds(self, cfg) -> int:
+        """K of a search's cross-validation when ``--folds`` is not given."""
+        return 3
+
+    def search_data(self, cfg) -> Any:
+        """What :meth:`cross_validate` reads in a search: the training data only, read once per process
+        (None: the task reads it itself, per trial)."""
+        return None
+
+    def cross_validate_stacked(self, cfgs: list, data=None) -> list[list]:
+        """Fold results of ``cfgs`` (sharing one network) trained as one stack; see :attr:`stacked_trials`."""
+        raise NotImplementedError(f"{self.name}: its trials do not train stacked")
 
     def threads(self, cfg) -> contextlib.AbstractContextManager:
         """The thread setting for the whole run (default: the task sets it where it trains)."""

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from nndl.base.errors import NndlError
+from nndl.tasks import get_task, task_names
 
 SMOOTHING = 0.9  # exponential moving average of the batch loss (bias-corrected), so one noisy batch does not decide
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is this many times its best: everything after is blow-up
@@ -132,12 +133,9 @@ def _finite(lrs, losses) -> tuple[np.ndarray, np.ndarray]:
     return lrs[keep], losses[keep]
 
 
-def _setup(task: str, cfg, data, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Callable | None, str]:
-    """A fresh model and the training tensors of ``cfg``'s task (its :meth:`~nndl.tasks.base.Task.setup`)."""
-    from nndl.tasks import get_task
-
-    plugin = get_task(task)
-    setup = plugin.setup(cfg, plugin.load(cfg, data), device)
+def _setup(spec, cfg, data, device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Callable | None, str]:
+    """A fresh model and the training tensors of ``cfg`` (the task's :meth:`~nndl.tasks.base.Task.setup`)."""
+    setup = spec.setup(cfg, spec.load(cfg, data), device)
     return setup.make_model(0), setup.x, setup.y, setup.transform, setup.loss
 
 
@@ -176,17 +174,18 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     from nndl.runfolder.files import new_run_dir, place, removed_on_failure, write_json
     from nndl.training.trainer import pick_device
 
-    if task not in ("regress", "classify"):
-        raise NndlError(f"lr-find: unknown task '{task}'; choose regress or classify")
+    if task not in task_names():
+        raise NndlError(f"lr-find: unknown task '{task}'; choose one of {', '.join(task_names())}")
+    spec = get_task(task)
     if not (0 < lr_min < lr_max) or not math.isfinite(lr_max):
         raise NndlError(f"lr-find: need 0 < lr_min < lr_max (got lr_min={lr_min:g}, lr_max={lr_max:g})")
-    min_steps = min_steps if min_steps is not None else {"regress": 300, "classify": 100}.get(task, 100)
+    min_steps = min_steps if min_steps is not None else spec.lr_find_min_steps
     if not 0 < fraction <= 10 or min_steps < 5:
         raise NndlError("lr-find: fraction must be in (0, 10] (epochs) and min_steps >= 5")
-    preset = preset or {"regress": "seed", "classify": "mlp"}[task]
+    preset = preset or spec.default_preset
     cfg = config_mod.resolve(task, preset, overrides, seed)
     device = pick_device(cfg.device)
-    model, x, y, transform, loss_task = _setup(task, cfg, data, device)
+    model, x, y, transform, loss_task = _setup(spec, cfg, data, device)
     folder = new_run_dir(out, f"lr-find-{task}", overwrite, writes=("lr_find.png", "lr_find.json"))
     with removed_on_failure(folder):
         result = _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min, lr_max, fraction,

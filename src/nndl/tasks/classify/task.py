@@ -5,7 +5,6 @@ decides the input shape, the classes and the normalisation; nothing here assumes
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +175,11 @@ class ClassificationTask(Task):
 
     name = "classify"
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
+    val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
+    default_preset = "mlp"
+
+    def search_data(self, cfg) -> Dataset:
+        return load_dataset(cfg)  # any dataset kind the config names (nndl.data), read once per process
 
     def threads(self, cfg):
         return using_threads(cfg.threads)  # the caller's torch thread count is restored afterwards
@@ -356,8 +360,7 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
                       "with; start a new run")
     if not isinstance(saved, dict):
         raise NndlError(f"{run_dir / 'config.json'}: not a config (a JSON object of settings); start a new run")
-    known = {f.name for f in dataclasses.fields(config_mod.TASK_CONFIGS["classify"])}
-    if "dataset" not in saved and not set(saved) <= known:  # e.g. a regress run's folder
+    if "dataset" not in saved and not set(saved) <= config_mod.field_names("classify"):  # e.g. a regress run's
         raise NndlError(f"--resume {run_dir}: its config.json is not a classify run's; give the folder of an "
                         "interrupted classify run")
     cfg = config_mod.from_dict("classify", saved)

@@ -314,6 +314,32 @@ class RegressionTask(Task):
     ensemble, the test MSE and the 90% interval's coverage."""
 
     name = "regress"
+    val_metric, direction, test_metric = "val_mse", "minimize", "test_mse"
+    default_preset = "seed"
+    default_space = "regress_default.toml"
+    stacked_trials = True
+    lr_find_min_steps = 300  # small batches of a 1-D set: a short sweep's losses are mostly noise
+
+    def search_folds(self, cfg) -> int:
+        return cfg.folds
+
+    def cross_validate_stacked(self, cfgs: list, data=None) -> list[list[FoldResult]]:
+        """K-fold results of configs that share a network: one stack for all when ``len(cfgs) > 1``
+        (they share a ``stack_key``), otherwise the config's own ``batched`` choice. A search never
+        reads the test set."""
+        from dataclasses import replace
+
+        from nndl.training.crossval import cross_validate_many
+
+        cfgs = [replace(c, test_path="") for c in cfgs]
+        data = data or self.load(cfgs[0])
+        device = pick_device(cfgs[0].device)
+        setups = [self.setup(c, data, device) for c in cfgs]
+        x, y = setups[0].x, setups[0].y
+        if len(cfgs) > 1:
+            return cross_validate_many([s.make_model for s in setups], x, y, cfgs, groups=data.groups)
+        return [cross_validate(setups[0].make_model, x, y, cfgs[0], batched=cfgs[0].batched, progress=False,
+                               groups=data.groups)]
 
     def inputs(self, cfg) -> list[str]:
         return [cfg.train_path, cfg.test_path]
