@@ -2,8 +2,10 @@
 
 A report is one self-contained HTML file: inline CSS, figures embedded as
 base64 PNG data URIs, no JavaScript and no network access, so it can be mailed,
-archived or opened from a USB stick. Everything read from the run folder
-(config values, class names, file names, paths) is HTML-escaped.
+archived or opened from a USB stick. This module holds the data side only: it
+reads the folder and builds each page's *context* (plain strings and numbers);
+the Jinja2 templates in ``templates/`` lay it out, escaping everything read from
+the run folder (config values, class names, file names, paths).
 
 The report reads files, not Python objects, so it works for any folder laid out
 like a run: ``config.json``, ``metrics.json``, ``environment.json``,
