@@ -29,6 +29,10 @@ export OMP_NUM_THREADS=1
 grep -q '"test_mse"' reg/metrics.json
 "$bin/nndl" tune regress --trials 2 --folds 2 --out tune > tune.log  # the shipped default space (it searches epochs)
 test -s tune/best_preset.toml
+# the pages are Jinja2 templates shipped as package data: a run's report, a study's and a comparison use all of them
+grep -q '<section id="environment">' reg/report.html && grep -q '<section id="trials">' tune/report.html
+"$bin/nndl" compare reg tune --out compare.html > compare.log
+grep -q '<section id="curves">' compare.html
 "$bin/nndl" export reg --format torchscript
 # ONNX is an extra: without it, one line that names it and exit 2
 set +e; "$bin/nndl" export reg 2> onnx.err; code=$?; set -e

@@ -2,8 +2,10 @@
 
 A report is one self-contained HTML file: inline CSS, figures embedded as
 base64 PNG data URIs, no JavaScript and no network access, so it can be mailed,
-archived or opened from a USB stick. Everything read from the run folder
-(config values, class names, file names, paths) is HTML-escaped.
+archived or opened from a USB stick. This module holds the data side only: it
+reads the folder and builds each page's *context* (plain strings and numbers);
+the Jinja2 templates in ``templates/`` lay it out, escaping everything read from
+the run folder (config values, class names, file names, paths).
 
 The report reads files, not Python objects, so it works for any folder laid out
 like a run: ``config.json``, ``metrics.json``, ``environment.json``,
@@ -16,11 +18,13 @@ import base64
 import csv
 import dataclasses
 import datetime as _dt
-import html
+import functools
 import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+import jinja2
 
 from nndl.base.config import unused_settings
 from nndl.base.errors import NndlError
@@ -41,66 +45,11 @@ FIGURE_CAPTIONS = {
 FIGURE_ORDER = list(FIGURE_CAPTIONS)
 HISTORY_MAX_ROWS = 60  # longer histories are condensed in the report (the CSV keeps everything)
 TRIALS_MAX_ROWS = 200
+TEMPLATES = "templates"  # the pages' Jinja2 templates and style sheet, beside this module
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 _MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 
-CSS = """
-:root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa;--accent:#0969da;--good:#1a7f37;--bad:#cf222e}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
- color:var(--fg);background:#fff}
-main{max-width:1180px;margin:0 auto;padding:28px 32px 48px}
-header{border-bottom:1px solid var(--line);padding-bottom:14px;margin-bottom:18px}
-h1{font-size:26px;margin:0 0 4px;font-weight:600;word-break:break-all}
-h1 .task{display:inline-block;font-size:13px;font-weight:600;color:#fff;background:var(--accent);
- border-radius:12px;padding:2px 10px;margin-right:10px;vertical-align:middle;text-transform:uppercase;
- letter-spacing:.04em}
-h2{font-size:19px;margin:34px 0 10px;padding-bottom:6px;border-bottom:1px solid var(--line)}
-h3{font-size:15px;margin:20px 0 8px}
-.meta{color:var(--muted);font-size:13px;word-break:break-all}
-nav{font-size:13px;margin:6px 0 0}
-nav a{color:var(--accent);text-decoration:none;margin-right:14px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin:18px 0 6px}
-.card{border:1px solid var(--line);border-radius:8px;padding:12px 14px;background:var(--soft)}
-.card .label{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
-.card .value{font-size:24px;font-weight:600;margin-top:2px;font-variant-numeric:tabular-nums;word-break:break-all}
-.card .sub{font-size:12px;color:var(--muted)}
-.warn{border:1px solid #d4a72c;background:#fff8c5;border-radius:8px;padding:10px 14px;margin:14px 0}
-table{border-collapse:collapse;margin:6px 0 4px;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid var(--line);padding:4px 12px 4px 8px;text-align:left;vertical-align:top}
-th{background:var(--soft);font-weight:600;position:sticky;top:0}
-td.num{text-align:right;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-td.key{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:nowrap}
-td.val{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all;max-width:640px}
-tr.best td{background:#dafbe1}
-tr:nth-child(even) td{background:#fbfcfd}
-.wide{overflow-x:auto;max-width:100%}
-.scroll{max-height:560px;overflow:auto;display:inline-block;max-width:100%;border-bottom:1px solid var(--line)}
-.two{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:0 40px;align-items:start}
-.bar{display:inline-block;height:10px;border-radius:3px;background:var(--accent);vertical-align:middle}
-.barbox{display:inline-block;width:180px;height:10px;background:#eaeef2;border-radius:3px;margin-right:8px;
- vertical-align:middle}
-.badge{font-size:11px;color:#9a6700;background:#fff8c5;border:1px solid #d4a72c;border-radius:10px;padding:0 6px;
- margin-left:6px}
-.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:18px}
-figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:10px;background:#fff}
-figure.full{grid-column:1/-1}
-figure.solo img{max-width:min(100%,720px)}
-figure img{display:block;max-width:100%;height:auto;margin:0 auto}
-figcaption{font-size:13px;color:var(--muted);margin-top:6px}
-figcaption b{color:var(--fg);font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-weight:600}
-.note{color:var(--muted);font-size:13px;margin:4px 0}
-footer{margin-top:40px;color:var(--muted);font-size:12px;border-top:1px solid var(--line);padding-top:10px}
-@media print{th{position:static}figure{break-inside:avoid}}
-"""
-
-
 # ----------------------------------------------------------------------------- small helpers
-def esc(value: Any) -> str:
-    """HTML-escape anything (quotes included, so the result is safe inside attributes too)."""
-    return html.escape(str(value), quote=True)
-
-
 def fmt(value: Any) -> str:
     """A number or value as short text: 4 significant digits for floats, thousands separators for ints."""
     if value is None:
@@ -213,7 +162,41 @@ def _config_defaults(task: str) -> dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------- HTML pieces
+# ----------------------------------------------------------------------------- templates
+@functools.lru_cache(maxsize=None)
+def template_environment() -> jinja2.Environment:
+    """The Jinja2 environment of the pages: the templates shipped in ``nndl/runfolder/templates``.
+
+    HTML templates are autoescaped (the CSS file, included raw inside ``<style>``, is not), and a
+    name the context lacks is an error (StrictUndefined) rather than an empty cell.
+    """
+    return jinja2.Environment(loader=jinja2.PackageLoader("nndl.runfolder", TEMPLATES),
+                              autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
+
+
+def render_page(template: str, context: dict[str, Any]) -> str:
+    """``template`` (a file name under ``templates/``) rendered with ``context``.
+
+    Raises
+    ------
+    jinja2.UndefinedError
+        The template uses a name ``context`` does not hold.
+    """
+    return template_environment().get_template(template).render(context)
+
+
+# ----------------------------------------------------------------------------- context pieces
+@dataclasses.dataclass(frozen=True)
+class RichCell:
+    """A table cell with more than its text: a "changed" badge after it, or an accuracy bar (width in %) before."""
+
+    text: str
+    badge: bool = False
+    bar: str | None = None
+
+
 def _numeric_columns(rows: list[Sequence[Any]]) -> list[bool]:
     """Per column: True when every non-empty cell is a number (such a column is right-aligned).
 
@@ -229,35 +212,32 @@ def _numeric_columns(rows: list[Sequence[Any]]) -> list[bool]:
 
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], classes: Sequence[str] | None = None,
-           row_classes: Sequence[str] | None = None) -> str:
-    """An HTML table; cells are escaped unless given as ``("html", markup)``."""
+           row_classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """A table for ``macros.html``: every value formatted (:func:`fmt`) unless given as a :class:`RichCell`.
+
+    ``classes`` names each column's cell class; without it, all-number columns are ``num`` (right-aligned).
+    """
     rows = [list(r) for r in rows]
     numeric = _numeric_columns(rows)
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = []
+    out = []
     for i, row in enumerate(rows):
         cells = []
-        for j, v in enumerate(row):
-            cls = classes[j] if classes else ("num" if numeric[j] else "")
-            inner = v[1] if isinstance(v, tuple) and len(v) == 2 and v[0] == "html" else esc(fmt(v))
-            cells.append(f'<td class="{cls}">{inner}</td>' if cls else f"<td>{inner}</td>")
-        rc = row_classes[i] if row_classes else ""
-        body.append(f'<tr class="{rc}">' + "".join(cells) + "</tr>" if rc else "<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        for j, value in enumerate(row):
+            rich = value if isinstance(value, RichCell) else RichCell(fmt(value))
+            cells.append({"text": rich.text, "badge": rich.badge, "bar": rich.bar,
+                          "cls": classes[j] if classes else ("num" if numeric[j] else "")})
+        out.append({"cls": row_classes[i] if row_classes else "", "cells": cells})
+    return {"columns": [str(c) for c in columns], "rows": out}
 
 
-def _kv_table(items: Iterable[tuple[str, Any]], badge: set[str] | None = None) -> str:
-    rows = []
-    for k, v in items:
-        mark = '<span class="badge">changed</span>' if badge and k in badge else ""
-        rows.append((("html", esc(k) + mark), v))
+def _kv_table(items: Iterable[tuple[str, Any]], badge: set[str] | None = None) -> dict[str, Any]:
+    """A key/value table; keys in ``badge`` are marked as changed."""
+    rows = [(RichCell(str(k), badge=bool(badge) and k in badge), v) for k, v in items]
     return _table(["key", "value"], rows, classes=["key", "val"])
 
 
-def _card(label: str, value: Any, sub: str = "") -> str:
-    sub_html = f'<div class="sub">{esc(sub)}</div>' if sub else ""
-    return (f'<div class="card"><div class="label">{esc(label)}</div>'
-            f'<div class="value">{esc(value)}</div>{sub_html}</div>')
+def _card(label: str, value: Any, sub: str = "") -> dict[str, str]:
+    return {"label": str(label), "value": str(value), "sub": str(sub)}
 
 
 def _pct(v: Any) -> str:
@@ -270,7 +250,7 @@ def _seconds(v: Any) -> str:
     return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
 
 
-def _summary_cards(task: str, metrics: dict, config: dict, study: dict, trials: list[dict]) -> str:
+def _summary_cards(task: str, metrics: dict, config: dict, study: dict, trials: list[dict]) -> list[dict[str, str]]:
     cards = []
     if task == "classify":
         cards += [_card("Test accuracy", _pct(metrics.get("test_accuracy")), f"{fmt(metrics.get('test_images'))} images"
@@ -318,45 +298,55 @@ def _summary_cards(task: str, metrics: dict, config: dict, study: dict, trials: 
     else:
         cards += [_card(k.replace("_", " "), fmt(v)) for k, v in metrics.items()
                   if not isinstance(v, (dict, list))][:6]
-    return f'<div class="cards">{"".join(cards)}</div>' if cards else ""
+    return cards
 
 
-def _metrics_section(task: str, metrics: dict) -> str:
+def _metrics_section(metrics: dict) -> dict[str, Any]:
+    """Final metrics, per fold (regression), per class with a bar (classification), then any nested metric;
+    ``parts`` None: no metrics.json."""
+    section = {"id": "metrics", "title": "Metrics", "kind": "metrics", "parts": None}
     if not metrics:
-        return '<p class="note">No metrics.json in this folder.</p>'
-    parts = []
+        return section
     scalars = [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))]
     lists = [(k, v) for k, v in metrics.items() if isinstance(v, list) and k != "per_fold"]
-    scalar_html = _kv_table(scalars + [(k, v) for k, v in lists if all(not isinstance(i, (dict, list)) for i in v)])
-    parts.append(f"<div><h3>Final metrics</h3>{scalar_html}</div>")
+    flat = scalars + [(k, v) for k, v in lists if all(not isinstance(i, (dict, list)) for i in v)]
+    parts = [_part("Final metrics", _kv_table(flat))]
     per_fold = metrics.get("per_fold")
     if isinstance(per_fold, list) and per_fold and all(isinstance(r, dict) for r in per_fold):
-        cols = []
-        for r in per_fold:
-            cols += [k for k in r if k not in cols]
-        rows = [[r.get(c) for c in cols] for r in per_fold]
-        vals = [r.get("val_mse") for r in per_fold if _is_num(r.get("val_mse"))]
-        note = ""
-        if vals:
-            mean = sum(vals) / len(vals)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-            note = f'<p class="note">Validation MSE over {len(vals)} folds: {fmt(mean)} ± {fmt(sd)} (mean ± std).</p>'
-        parts.append(f"<div><h3>Per fold</h3>{_table(cols, rows)}{note}</div>")
+        parts.append(_per_fold_part(per_fold))
     per_class = metrics.get("per_class_accuracy")
     if isinstance(per_class, dict) and per_class:
-        rows = []
-        for name, acc in per_class.items():
-            width = max(0.0, min(1.0, acc)) * 100 if _is_num(acc) and math.isfinite(acc) else 0
-            bar = f'<span class="barbox"><span class="bar" style="width:{width:.1f}%"></span></span>{esc(_pct(acc))}'
-            rows.append((name, ("html", bar)))
-        worst = min(((v, k) for k, v in per_class.items() if _is_num(v)), default=None)
-        note = f'<p class="note">Weakest class: {esc(worst[1])} ({esc(_pct(worst[0]))}).</p>' if worst else ""
-        parts.append(f"<div><h3>Per-class test accuracy</h3>"
-                     f"{_table(['class', 'accuracy'], rows, classes=['key', ''])}{note}</div>")
-    for k, v in metrics.items():  # any other nested metric, shown generically
-        if k not in ("per_fold", "per_class_accuracy") and isinstance(v, dict):
-            parts.append(f"<div><h3>{esc(k)}</h3>{_kv_table(v.items())}</div>")
-    return f'<div class="two">{"".join(parts)}</div>'
+        parts.append(_per_class_part(per_class))
+    parts += [_part(k, _kv_table(v.items())) for k, v in metrics.items()
+              if k not in ("per_fold", "per_class_accuracy") and isinstance(v, dict)]
+    return {**section, "parts": parts}
+
+
+def _part(title: str, table: dict, note: str = "") -> dict[str, Any]:
+    return {"title": str(title), "table": table, "note": note}
+
+
+def _per_fold_part(per_fold: list[dict]) -> dict[str, Any]:
+    cols: list[str] = []
+    for r in per_fold:
+        cols += [k for k in r if k not in cols]
+    vals = [r.get("val_mse") for r in per_fold if _is_num(r.get("val_mse"))]
+    note = ""
+    if vals:
+        mean = sum(vals) / len(vals)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+        note = f"Validation MSE over {len(vals)} folds: {fmt(mean)} ± {fmt(sd)} (mean ± std)."
+    return _part("Per fold", _table(cols, [[r.get(c) for c in cols] for r in per_fold]), note)
+
+
+def _per_class_part(per_class: dict) -> dict[str, Any]:
+    rows = []
+    for name, acc in per_class.items():
+        width = max(0.0, min(1.0, acc)) * 100 if _is_num(acc) and math.isfinite(acc) else 0
+        rows.append((name, RichCell(_pct(acc), bar=f"{width:.1f}")))
+    worst = min(((v, k) for k, v in per_class.items() if _is_num(v)), default=None)
+    note = f"Weakest class: {worst[1]} ({_pct(worst[0])})." if worst else ""
+    return _part("Per-class test accuracy", _table(["class", "accuracy"], rows, classes=["key", ""]), note)
 
 
 TASK_CAPTIONS = {
@@ -392,46 +382,51 @@ def _study_captions(study: dict, trials: list[dict]) -> dict[str, str]:
 
 
 def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
-                     trials: list[dict] | None = None) -> tuple[str, int]:
+                     trials: list[dict] | None = None) -> dict[str, Any]:
     """All images in ``fig_dir`` as captioned figures (nndl's in a fixed order, then the rest by name).
 
     Wide images take a whole row; two narrow ones share a row. A narrow image with
     no narrow partner (it sits before a wide one, or is last) takes the row alone,
     centred, so no card is left beside an empty slot.
     """
+    figures = _figure_cards(fig_dir, task, study or {}, trials or [])
+    count = sum(1 for f in figures or [] if f["uri"] is not None)
+    return {"id": "figures", "title": f"Figures ({count})", "kind": "figures",
+            "figures": None if figures is None else _lay_out(figures)}
+
+
+def _figure_cards(fig_dir: Path, task: str, study: dict, trials: list[dict]) -> list[dict[str, Any]] | None:
+    """One ``{name, uri, caption, wide}`` per image file (uri None: not a readable image); None: no folder."""
     if not fig_dir.is_dir():
-        return '<p class="note">No figures folder.</p>', 0
+        return None
     order = FIGURE_ORDER + list(STUDY_FIGURES)
     files = [p for p in fig_dir.iterdir() if p.suffix.lower() in _IMAGE_TYPES and p.is_file()]
     files.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
-    if not files:
-        return '<p class="note">No figures in this run (run without --no-figures to get them).</p>', 0
-    captions = {**FIGURE_CAPTIONS, **(_study_captions(study or {}, trials or []) if task == "tune" else {}),
+    captions = {**FIGURE_CAPTIONS, **(_study_captions(study, trials) if task == "tune" else {}),
                 **TASK_CAPTIONS.get(task, {})}
-    cards = []  # (wide, html)
+    cards = []
     for p in files:
         caption = captions.get(p.name) or p.stem.replace("_", " ").replace("-", " ").capitalize() + "."
         uri = data_uri(p)
-        if uri is None:
-            cards.append((False, f'<p class="note">{esc(p.name)}: not a readable PNG/JPEG, skipped.</p>'))
-            continue
-        size = _image_size(p.read_bytes()[:32])
+        size = _image_size(p.read_bytes()[:32]) if uri is not None else None
         # wide panels, and big ones whose detail a half-width card would shrink away, get a full row
         wide = size is not None and ((size[0] > 1.6 * size[1] and size[0] > 900) or size[0] >= 1100)
-        cards.append((wide, f'<img src="{uri}" alt="{esc(p.name)}">'
-                            f"<figcaption><b>{esc(p.name)}</b> — {esc(caption)}</figcaption>"))
-    items, i = [], 0
+        cards.append({"name": p.name, "uri": uri, "caption": caption, "wide": wide})
+    return cards
+
+
+def _lay_out(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each card with its row class: "" (half a row, in pairs), "full" (wide) or "full solo" (narrow, alone)."""
+    out, i = [], 0
     while i < len(cards):
-        wide, markup = cards[i]
-        paired = not wide and i + 1 < len(cards) and not cards[i + 1][0]
-        if paired:
-            items += [f"<figure>{markup}</figure>", f"<figure>{cards[i + 1][1]}</figure>"]
+        wide = cards[i]["wide"]
+        if not wide and i + 1 < len(cards) and not cards[i + 1]["wide"]:
+            out += [{**cards[i], "cls": ""}, {**cards[i + 1], "cls": ""}]
             i += 2
         else:
-            items.append(f'<figure class="{"full" if wide else "full solo"}">{markup}</figure>')
+            out.append({**cards[i], "cls": "full" if wide else "full solo"})
             i += 1
-    n = sum(1 for _, m in cards if m.startswith("<img"))
-    return f'<div class="figs">{"".join(items)}</div>', n
+    return out
 
 
 def condense(rows: list[dict], group_key: str | None = None,
@@ -454,48 +449,35 @@ def condense(rows: list[dict], group_key: str | None = None,
     return out, step
 
 
-def _history_section(path: Path) -> str:
+def _history_section(path: Path) -> dict[str, Any]:
+    """``history.csv`` as a table, condensed when long (see :func:`condense`); table None: no history."""
     columns, rows = _read_csv(path)
-    if not rows:
-        return '<p class="note">No history.csv in this folder.</p>'
-    group = "fold" if "fold" in columns else None
-    shown, step = condense(rows, group)
-    note = ""
-    if step > 1:
-        per = " of each fold" if group else ""
-        note = (f'<p class="note">{len(rows)} rows: showing every {step}th epoch{per} plus the last '
-                f"({len(shown)} rows). The full history is in <code>history.csv</code>.</p>")
-    # A scroll box keeps a long table from pushing the configuration pages down (no JS needed).
-    return note + '<div class="scroll">' + _table(columns, [[r.get(c) for c in columns] for r in shown]) + "</div>"
+    shown, step = condense(rows, "fold" if "fold" in columns else None) if rows else ([], 1)
+    return {"id": "history", "title": "Training history", "kind": "history", "total": len(rows), "step": step,
+            "shown": len(shown), "per_fold": "fold" in columns,
+            "table": _table(columns, [[r.get(c) for c in columns] for r in shown]) if rows else None}
 
 
-
-def _trials_section(run_dir: Path, study: dict) -> str:
-    parts = []
+def _trials_section(run_dir: Path, study: dict) -> dict[str, Any]:
+    """The trials table (best highlighted), the retrained best run and the flattened ``study.json``."""
     columns, rows = _read_csv(run_dir / "trials.csv")
+    trials = None
     if rows:
         best_idx = _best_trial(columns, rows, study)
         shown = rows[:TRIALS_MAX_ROWS]
-        note = (f'<p class="note">{len(rows)} trials; showing the first {TRIALS_MAX_ROWS}. '
-                "All are in <code>trials.csv</code>.</p>") if len(rows) > TRIALS_MAX_ROWS else \
-            f'<p class="note">{len(rows)} trials{"; the best is highlighted" if best_idx is not None else ""}.</p>'
-        parts.append("<h3>Trials</h3>" + note + _table(columns, [[r.get(c) for c in columns] for r in shown],
-                                                       row_classes=["best" if i == best_idx else ""
-                                                                    for i in range(len(shown))]))
-    else:
-        parts.append('<p class="note">No trials.csv in this folder.</p>')
-    best = run_dir / "best"
-    if best.is_dir():
-        link = (f' Its own report: <a href="best/report.html">best/report.html</a>.'
-                if (best / "report.html").exists() else "")
-        parts.append(f'<h3>Best trial</h3><p class="note">The best configuration retrained is in '
-                     f"<code>best/</code>.{link}</p>")
-        bm = _read_json(best / "metrics.json")
-        if isinstance(bm, dict):
-            parts.append(_kv_table([(k, v) for k, v in bm.items() if not isinstance(v, (dict, list))]))
-    if study:
-        parts.append(f"<h3>Study details (<code>study.json</code>)</h3>{_kv_table(_flatten(study))}")
-    return "\n".join(parts)
+        table = _table(columns, [[r.get(c) for c in columns] for r in shown],
+                       row_classes=["best" if i == best_idx else "" for i in range(len(shown))])
+        trials = {"total": len(rows), "limit": TRIALS_MAX_ROWS, "truncated": len(rows) > TRIALS_MAX_ROWS,
+                  "has_best": best_idx is not None, "table": table}
+    best_dir = run_dir / "best"
+    best = None
+    if best_dir.is_dir():
+        bm = _read_json(best_dir / "metrics.json")
+        best = {"has_report": (best_dir / "report.html").exists(),
+                "table": _kv_table([(k, v) for k, v in bm.items() if not isinstance(v, (dict, list))])
+                if isinstance(bm, dict) else None}
+    return {"id": "trials", "title": "Study and trials", "kind": "trials", "trials": trials, "best": best,
+            "study": _kv_table(_flatten(study)) if study else None}
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -532,23 +514,19 @@ def _run_device(metrics: dict, config: dict, env: dict) -> str:
     return device
 
 
-def _config_section(task: str, config: dict, device: str) -> str:
+def _config_section(task: str, config: dict, device: str) -> dict[str, Any]:
     """The settings the run used (changed ones flagged); the others are named once, below the table."""
+    section: dict[str, Any] = {"id": "config", "title": "Configuration", "kind": "config", "table": None,
+                               "any_changed": False, "left_out": None}
     if not config:
-        return '<p class="note">No config.json.</p>'
+        return section
     defaults = _config_defaults(task)
     unused = unused_settings(task, config, device)
     items = [(k, v) for k, v in config.items() if k not in unused]
     changed = {k for k, v in items if k in defaults and defaults[k] != v}
-    note = ('<p class="note">Settings this run used (<code>config.json</code> has them all)'
-            + ('; <span class="badge">changed</span> marks values that differ from the defaults' if changed else "")
-            + ".</p>")
-    left_out = ""
-    if unused:
-        left_out = ('<p class="note">Not used by this run, so not listed: '
-                    + "; ".join(f"<code>{esc(k)}</code> ({esc(why)})" for k, why in unused.items() if k in config)
-                    + ".</p>")
-    return note + _kv_table(items, changed) + left_out
+    left_out = [{"key": k, "why": str(why)} for k, why in unused.items() if k in config]
+    return {**section, "table": _kv_table(items, changed), "any_changed": bool(changed),
+            "left_out": left_out if unused else None}
 
 
 ENV_KEYS = ("nndl", "torch", "python", "cuda", "cpu", "threads", "platform", "git_commit")
@@ -572,107 +550,118 @@ def _versions_now() -> dict[str, Any]:
     return out
 
 
-def _environment_items(run_dir: Path, task: str, env: dict, config: dict,
-                       device: str) -> tuple[list[tuple[str, Any]], str]:
-    """Rows of the Environment table and a note saying where they come from.
+def _environment_section(run_dir: Path, task: str, env: dict, config: dict, device: str) -> dict[str, Any]:
+    """The Environment table and where its rows come from (``source``: run, best_run or report).
 
     A study folder records no environment of its own; the retrained best run
     (``best/environment.json``, written by the same process) stands in for it,
     else the versions of the process writing the report, labelled as such.
     """
-    note = ""
-    if task == "tune" and env:
-        note = '<p class="note">Recorded by the retrained best run (<code>best/environment.json</code>).</p>'
+    source = "best_run" if task == "tune" and env else "run"
     if not env:
-        env = _versions_now()
-        note = ('<p class="note">This folder records no environment; these are the versions of the nndl that '
-                "wrote this report.</p>")
+        env, source = _versions_now(), "report"
     items = [(k, env.get(k)) for k in ENV_KEYS if k in env]
     items.insert(min(2, len(items)), ("device", device))
     if "seed" in config:
         items.append(("seed", config["seed"]))
     items += [(k, v) for k, v in env.items() if k not in dict(items)]
     items.append(("run folder" if task != "tune" else "study folder", str(run_dir.resolve())))
-    return items, note
+    return {"id": "environment", "title": "Environment", "kind": "environment", "source": source,
+            "table": _kv_table(items)}
 
 
 # ----------------------------------------------------------------------------- public API
 def render_report(run_dir: str | Path, shown_as: str | Path | None = None) -> str:
     """The HTML text of the report of ``run_dir`` (see :func:`write_report`); ``shown_as``: the folder
     the page names (a run built beside the one it replaces is named by its final folder)."""
+    return render_page("report.html", report_context(run_dir, shown_as))
+
+
+def report_context(run_dir: str | Path, shown_as: str | Path | None = None) -> dict[str, Any]:
+    """What ``report.html`` shows, as plain values (the template only lays them out).
+
+    Returns
+    -------
+    dict
+        ``task_label``, ``name``, ``folder``, ``finished``; ``warnings`` (``title`` and
+        ``reasons``); ``cards`` (``label``, ``value``, ``sub``); ``rows``: lists of sections,
+        each with ``id``, ``title``, ``kind`` (the ``section_<kind>.html`` that draws it) and
+        its own values; ``version``, ``written`` and ``regenerate`` for the footer.
+    """
     run_dir = check_run_dir(run_dir)
     shown = Path(shown_as) if shown_as is not None else run_dir
     task = detect_task(run_dir)
-    config = _read_json(run_dir / "config.json") or {}
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    env = _read_json(run_dir / "environment.json") or {}
-    study = _read_json(run_dir / "study.json") or {}
-    config = config if isinstance(config, dict) else {}
-    metrics = metrics if isinstance(metrics, dict) else {}
-    env = env if isinstance(env, dict) else {}
-    study = study if isinstance(study, dict) else {}
+    config, metrics, env, study = (_read_dict(run_dir / f) for f in
+                                   ("config.json", "metrics.json", "environment.json", "study.json"))
     _, trials = _read_csv(run_dir / "trials.csv")
-    name = shown.resolve().name
     from nndl import __version__
 
-    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+    return {"task_label": {"classify": "classification", "regress": "regression",
+                           "tune": "tuning study"}.get(task, task),
+            "name": shown.resolve().name, "folder": str(shown.resolve()), "finished": _finished_at(run_dir),
+            "warnings": _warnings(study, metrics), "cards": _summary_cards(task, metrics, config, study, trials),
+            "rows": _rows(_sections(run_dir, shown, task, config, metrics, env, study, trials)),
+            "version": __version__, "written": _now(), "regenerate": str(shown)}
+
+
+def _read_dict(path: Path) -> dict:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
+    value = _read_json(path)
+    return value if isinstance(value, dict) else {}
+
+
+def _now() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def _finished_at(run_dir: Path) -> str:
+    """When the run's results were written (the first of its summary files), or "" when none exists."""
+    for f in ("metrics.json", "study.json", "config.json"):
+        if (run_dir / f).exists():
+            return _dt.datetime.fromtimestamp((run_dir / f).stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return ""
+
+
+def _warnings(study: dict, metrics: dict) -> list[dict[str, Any]]:
+    """The boxes at the top: a study with problems, a run whose training diverged."""
+    out = []
+    if study.get("ok") is False or (isinstance(study.get("warnings"), list) and study["warnings"]):
+        out.append({"title": "This study has problems.",
+                    "reasons": [str(w) for w in study.get("warnings") or ["see study.json"]]})
+    if metrics.get("diverged"):
+        reasons = metrics.get("stop_reasons") or [metrics.get("stop_reason", "loss was not finite")]
+        out.append({"title": "Training diverged.",
+                    "reasons": [str(r) for r in (reasons if isinstance(reasons, list) else [reasons])]})
+    return out
+
+
+def _sections(run_dir: Path, shown: Path, task: str, config: dict, metrics: dict, env: dict, study: dict,
+              trials: list[dict]) -> list[dict[str, Any]]:
+    """The report's sections in page order; a study shows only the parts its folder has."""
+    sections = []
     if task == "tune":
-        sections.append(("trials", "Study and trials", _trials_section(run_dir, study)))
+        sections.append(_trials_section(run_dir, study))
     if metrics or task != "tune":
-        sections.append(("metrics", "Metrics", _metrics_section(task, metrics)))
-    fig_html, n_figs = _figures_section(run_dir / "figures", task=task, study=study, trials=trials)
-    sections.append(("figures", f"Figures ({n_figs})", fig_html))
+        sections.append(_metrics_section(metrics))
+    sections.append(_figures_section(run_dir / "figures", task=task, study=study, trials=trials))
     if (run_dir / "history.csv").exists() or task != "tune":
-        sections.append(("history", "Training history", _history_section(run_dir / "history.csv")))
+        sections.append(_history_section(run_dir / "history.csv"))
     if task == "tune" and not env:  # a study records no environment; its best run, from the same process, does
-        best_env = _read_json(run_dir / "best" / "environment.json")
-        env = best_env if isinstance(best_env, dict) else {}
-        best_metrics = _read_json(run_dir / "best" / "metrics.json")
-        device = _run_device(best_metrics if isinstance(best_metrics, dict) else {}, {}, env)
+        env = _read_dict(run_dir / "best" / "environment.json")
+        device = _run_device(_read_dict(run_dir / "best" / "metrics.json"), {}, env)
     else:
         device = _run_device(metrics, config, env)
     if config or task != "tune":
-        sections.append(("config", "Configuration", _config_section(task, config, device)))
-    env_items, env_note = _environment_items(shown, task, env, config, device)
-    sections.append(("environment", "Environment", env_note + _kv_table(env_items)))
+        sections.append(_config_section(task, config, device))
+    sections.append(_environment_section(shown, task, env, config, device))
+    return sections
 
-    warn = ""
-    if study.get("ok") is False or (isinstance(study.get("warnings"), list) and study["warnings"]):
-        warn = ('<div class="warn"><b>This study has problems.</b> ' +
-                "; ".join(esc(w) for w in study.get("warnings") or ["see study.json"]) + "</div>")
-    if metrics.get("diverged"):
-        reasons = metrics.get("stop_reasons") or [metrics.get("stop_reason", "loss was not finite")]
-        warn += ('<div class="warn"><b>Training diverged.</b> ' +
-                "; ".join(esc(r) for r in (reasons if isinstance(reasons, list) else [reasons])) + "</div>")
-    stamp = metrics_time = ""
-    for f in ("metrics.json", "study.json", "config.json"):
-        if (run_dir / f).exists():
-            metrics_time = _dt.datetime.fromtimestamp((run_dir / f).stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-            break
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    task_label = {"classify": "classification", "regress": "regression", "tune": "tuning study"}.get(task, task)
-    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in sections)
-    blocks = [f'<section id="{a}"><h2>{esc(t)}</h2>\n{h}</section>' for a, t, h in sections]
-    if [a for a, _, _ in sections[-2:]] == ["config", "environment"]:  # short tables: side by side
-        blocks[-2:] = [f'<div class="two">{blocks[-2]}{blocks[-1]}</div>']
-    body = "\n".join(blocks)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(task_label)} · {esc(name)} · nndl report</title>
-<style>{CSS}</style></head>
-<body><main>
-<header><h1><span class="task">{esc(task_label)}</span>{esc(name)}</h1>
-<div class="meta">{esc(str(shown.resolve()))}{" · finished " + esc(metrics_time) if metrics_time else ""}</div>
-<nav>{nav}</nav></header>
-{warn}
-{_summary_cards(task, metrics, config, study, trials)}
-{body}
-<footer>Written by nndl {esc(__version__)} on {esc(stamp)}. Self-contained: figures are embedded; no network access
-needed.
-Regenerate with <code>nndl report {esc(str(shown))}</code>.</footer>
-</main></body></html>
-"""
+
+def _rows(sections: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Sections in rows of the page: the short configuration and environment tables share the last one."""
+    if [s["id"] for s in sections[-2:]] == ["config", "environment"]:
+        return [[s] for s in sections[:-2]] + [sections[-2:]]
+    return [[s] for s in sections]
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, shown_as: str | Path | None = None) -> Path:
@@ -869,6 +858,27 @@ def format_compare(names: list[str], rows: list[tuple[str, str, list[Any]]]) -> 
     return "\n".join(lines)
 
 
+def compare_context(runs: list[Path], names: list[str], notes: list[str],
+                    rows: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
+    """What ``compare.html`` shows, as plain values: the runs (with links to their reports), notes, the
+    overlaid curves (a data URI, or None without history), and the tables of :func:`compare_table`'s rows."""
+    from nndl import __version__
+
+    by_section: dict[str, list] = {"run": [], "config": [], "metric": [], "environment": []}
+    for section, key, vals in rows:
+        by_section[section].append([key] + list(vals))
+    cols = [""] + names
+    return {"names": names, "notes": notes, "version": __version__, "written": _now(),
+            "runs": [{"path": str(r.resolve()),
+                      "report": (r / "report.html").resolve().as_uri() if (r / "report.html").exists() else None}
+                     for r in runs],
+            "curves": _compare_figure(runs, names),
+            "configs_differ": bool(by_section["config"]),
+            "config": _table(cols, by_section["run"] + by_section["config"]),
+            "metrics": _table(cols, by_section["metric"]),
+            "environment": _table(cols, by_section["environment"]) if by_section["environment"] else None}
+
+
 def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
             echo: Callable[[str], None] | None = print) -> Path:
     """Compare runs side by side: print a table and write an HTML page with overlaid curves.
@@ -896,44 +906,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = "compare.html",
     names, rows = compare_table(run_dirs)
     if echo is not None:
         echo("\n".join(notes + [format_compare(names, rows)]))
-    sections: dict[str, list] = {"run": [], "config": [], "metric": [], "environment": []}
-    for section, key, vals in rows:
-        sections[section].append([key] + list(vals))
-    cols = [""] + names
-    cfg_html = (_table(cols, sections["run"] + sections["config"]) if sections["config"]
-                else '<p class="note">The runs have identical configs.</p>' + _table(cols, sections["run"]))
-    uri = _compare_figure(runs, names)
-    fig_html = (f'<figure class="full"><img src="{uri}" alt="overlaid curves"><figcaption>Loss (and accuracy) per '
-                "epoch: training solid, validation dashed, one colour per run; the folds of a cross-validated run "
-                "are averaged per epoch.</figcaption></figure>" if uri
-                else '<p class="note">No history.csv in these runs.</p>')
-    from nndl import __version__
-
-    note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
-    if sections["environment"]:
-        env_html = _table(cols, sections["environment"])
-    else:
-        env_html = (f'<p class="note">These runs record no environment; this page was written by nndl '
-                    f"{esc(__version__)}.</p>")
-    links = "".join(f"<li><code>{esc(r.resolve())}</code>" + (
-        f' — <a href="{esc((r / "report.html").resolve().as_uri())}">report</a>'
-        if (r / "report.html").exists() else "") + "</li>" for r in runs)
-    text = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>nndl comparison · {esc(", ".join(names))}</title><style>{CSS}</style></head>
-<body><main>
-<header><h1><span class="task">compare</span>{len(runs)} runs</h1><nav><a href="#curves">Curves</a>
-<a href="#config">Config differences</a><a href="#metrics">Metrics</a><a href="#environment">Environment</a></nav>
-</header>
-<ul class="meta">{links}</ul>
-{note_html}
-<section id="curves"><h2>Training curves</h2>{fig_html}</section>
-<div class="two"><section id="config"><h2>Config differences</h2>{cfg_html}</section>
-<section id="metrics"><h2>Metrics</h2>{_table(cols, sections["metric"])}</section></div>
-<section id="environment"><h2>Environment</h2>{env_html}</section>
-<footer>Written by nndl {esc(__version__)} on {esc(_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))}.</footer>
-</main></body></html>
-"""
+    text = render_page("compare.html", compare_context(runs, names, notes, rows))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
