@@ -141,8 +141,8 @@ def test_write_classification_figures(tmp_path, data, kind, request):
                dict(epoch=2, train_loss=1.5, val_loss=1.7, train_acc=0.4, val_acc=0.35)]
     paths = cf.write_classification_figures(model, to_input, images, labels, probs, history, CLASSES,
                                             tmp_path / "figures", steps=10)
-    expected = ["losses.png", "confusion_matrix.png", "misclassified.png", "first_layer.png", "feature_maps.png",
-                "activation_max.png", "weight_histograms.png"]
+    expected = ["losses.png", "confusion_matrix.png", "calibration.png", "misclassified.png", "first_layer.png",
+                "feature_maps.png", "activation_max.png", "weight_histograms.png"]
     if kind == "mlp":
         expected.remove("feature_maps.png")
     assert [p.name for p in paths] == expected

@@ -128,6 +128,10 @@ class ClassifyConfig(TrainConfig):
     init: str = _choice("default", ["default", "xavier", "kaiming"])
     label_smoothing: float = _doc(0.0, "cross-entropy label smoothing")
     flip: bool = _doc(False, "random horizontal flip")
+    mirror_invariant: str = _choice("auto", ["auto", "yes", "no"],
+                                    "images: does a mirrored image keep its class? auto = the dataset says (Fashion-"
+                                    "MNIST yes; IDX and image folders no: digits, letters, text); a preset's flip / "
+                                    "tta_flip is switched off where it is not")
     translate: int = _doc(0, "random translation of up to N pixels (pad + crop)")
     erase: float = _doc(0.0, "probability of random erasing per image")
     # More augmentations (nndl.nn.augment's registry, same ranges there); all off by default.
@@ -139,6 +143,12 @@ class ClassifyConfig(TrainConfig):
     cutmix_prob: float = _doc(1.0, "share of images that get cutmix (the others get mixup if on)")
     tta_flip: bool = _doc(False, "average logits of the image and its mirror at evaluation")
     eval_batch_size: int = _doc(2048, "images per batch at evaluation")
+    calibrate: str = _choice("auto", ["auto", "temperature", "none"],
+                             "temperature: divide the logits by a temperature T in [0.25, 4] fitted on the "
+                             "validation split (folded into model.pt); auto = for models with scaled logits (fast)")
+    reference: str = _choice("auto", ["auto", "logistic", "hgb", "none"],
+                             "baseline fitted beside the network on the same split (nndl.tasks.classify.reference): auto = "
+                             "logistic regression when scikit-learn is installed; hgb = gradient boosting (tables)")
     amp: bool = _doc(True, "bf16 autocast on CUDA (see amp_cpu for CPUs)")
     amp_cpu: bool = _doc(False, "bf16 autocast on a CPU with native bf16 (AVX-512 BF16 or AMX; fp32 on other CPUs): "
                                 "~2x faster convolutions, slightly different numbers")
@@ -322,6 +332,8 @@ def validate(cfg) -> None:
                    # early stopping watches the validation accuracy: without a split there is none to watch
                    ("patience", cfg.patience == 0 or cfg.val_fraction > 0,
                     "needs a validation split to watch; set val_fraction > 0 (e.g. 0.1), or patience=0"),
+                   ("calibrate", cfg.calibrate != "temperature" or cfg.val_fraction > 0,
+                    "fits the temperature on the validation split; set val_fraction > 0 (e.g. 0.1), or calibrate=none"),
                    ("test_fraction", 0 < cfg.test_fraction < 1, "must be in (0, 1)"),
                    ("image_size", 8 <= cfg.image_size <= 512, "must be in 8..512 pixels"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
@@ -483,6 +495,17 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
     cfg = cls(**{k: coerce(cls, k, v) for k, v in values.items()})  # built = validated (_Checked)
     check_applies(task, cfg, values)
     return cfg
+
+
+def preset_keys(task: str, preset: str | None, overrides: dict[str, Any] | list[str] | None = None) -> set[str]:
+    """The config keys whose values come from a built-in named preset (not from ``overrides``).
+
+    Those are nndl's recipe, which a run may adapt to its data (e.g. switch a preset's mirror flip
+    off for digits); a key the user set, in ``--set``/overrides or in their own preset file, is theirs.
+    """
+    if not preset or preset not in PRESETS[task]:
+        return set()
+    return set(PRESETS[task][preset]) - set(parse_overrides(overrides))
 
 
 def to_dict(cfg) -> dict[str, Any]:

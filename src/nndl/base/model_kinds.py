@@ -33,12 +33,16 @@ class ModelKind:
         others are refused when given for it.
     images_only : bool
         Needs ``(C, H, W)`` images (convolutions); False for a model that also reads table rows.
+    scaled_logits : bool
+        Its design shrinks the logits (a fixed logit scale): with few optimiser steps its
+        probabilities come out under-confident, so ``calibrate=auto`` fits a temperature for it.
     """
 
     name: str
     summary: str
     reads: tuple[str, ...]
     images_only: bool = True
+    scaled_logits: bool = False
 
 
 MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
@@ -46,7 +50,8 @@ MODEL_KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (
               images_only=False),
     ModelKind("cnn", "the reference CNN: conv5x5, pool, two conv3x3, pool, linear", CONV_SETTINGS),
     ModelKind("resnet", "a small ResNet: stem and three residual stages, global pooling", CONV_SETTINGS),
-    ModelKind("fast", "speed-run net (after airbench): conv-pool-BN-GELU blocks, max-pooled head", CONV_SETTINGS),
+    ModelKind("fast", "speed-run net (after airbench): conv-pool-BN-GELU blocks, max-pooled head", CONV_SETTINGS,
+              scaled_logits=True),
     ModelKind("lite", "cheap CNN for CPUs: stride-2 stem, nothing at full resolution", CONV_SETTINGS),
     ModelKind("lite4", "lite with a second conv at 1/4 resolution (4 convs): accuracy per CPU second", CONV_SETTINGS),
 )}

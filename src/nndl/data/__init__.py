@@ -34,7 +34,7 @@ REGISTRY: dict[str, str] = {
 
 # The config settings only some dataset kinds read; each kind's module lists its own in READS. A setting
 # given for a kind that never reads it (image_size for a CSV table) is refused, not ignored.
-DATASET_SETTINGS = ("label_col", "image_size", "test_fraction", "verify")
+DATASET_SETTINGS = ("label_col", "image_size", "test_fraction", "verify", "mirror_invariant")
 
 
 @dataclass
@@ -58,6 +58,10 @@ class Dataset:
         Where the data came from (a folder or file).
     feature_names : list of str
         Table column names (empty for images).
+    mirror_invariant : bool
+        Whether a left-right mirrored image keeps its class (clothes do; digits, letters and text do
+        not). Unknown data are not: a preset's ``flip`` / ``tta_flip`` is switched off for them
+        unless the user says otherwise (the ``mirror_invariant`` setting).
     """
 
     kind: str
@@ -71,6 +75,7 @@ class Dataset:
     std: list[float]
     source: str
     feature_names: list[str] = field(default_factory=list)
+    mirror_invariant: bool = False
 
     @property
     def is_image(self) -> bool:

@@ -14,7 +14,7 @@ from nndl.data.readers import sha256_file
 
 NAME = "fashion_mnist"
 PREDICT_INPUT = "trimmed"  # light object on a dark background, trimmed and centred
-READS = ("verify",)  # of datasets.DATASET_SETTINGS; the official test split is always used
+READS = ("verify", "mirror_invariant")  # of datasets.DATASET_SETTINGS; the official test split is always used
 INPUT_SHAPE = (1, 28, 28)
 CLASS_NAMES = list(fashion.CLASS_NAMES)
 # Mean and std of Fashion-MNIST's 60,000 training pixels (scaled to [0, 1]); nndl.nn.augment takes
@@ -37,7 +37,8 @@ def detect(path: Path) -> bool:
 def from_fashion(data: fashion.FashionData) -> Dataset:
     """Wrap already loaded :class:`~nndl.data.fashion.FashionData` (images get their channel axis)."""
     return Dataset(NAME, data.train_images.unsqueeze(1), data.train_labels, data.test_images.unsqueeze(1),
-                   data.test_labels, INPUT_SHAPE, list(data.class_names), [MEAN], [STD], data.source)
+                   data.test_labels, INPUT_SHAPE, list(data.class_names), [MEAN], [STD], data.source,
+                   mirror_invariant=True)  # a mirrored shirt is a shirt
 
 
 def load(cfg) -> Dataset:

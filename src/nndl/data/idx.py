@@ -25,7 +25,8 @@ from nndl.data import Dataset, check_classes, pixel_stats
 
 NAME = "idx"
 PREDICT_INPUT = "trimmed"
-READS = ("verify",)  # of datasets.DATASET_SETTINGS (known sets' MD5 sums); the t10k files are the test split
+# of datasets.DATASET_SETTINGS (verify: known sets' MD5 sums); the t10k files are the test split
+READS = ("verify", "mirror_invariant")
 _FILE = re.compile(r"^(?P<prefix>.*?)(?P<split>train|t10k|test)[-.](?P<what>images|labels)[-.]idx[13]-ubyte(?:\.gz)?$")
 # MD5s published with MNIST (and used by torchvision) for the gzipped files.
 KNOWN_MD5 = {"MNIST": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",

@@ -22,7 +22,8 @@ from nndl.data import Dataset, check_classes, pixel_stats, stratified_test_split
 
 NAME = "image_folder"
 PREDICT_INPUT = "resized"
-READS = ("image_size", "test_fraction")  # of datasets.DATASET_SETTINGS; test_fraction only without ROOT/test
+# of datasets.DATASET_SETTINGS; test_fraction only without ROOT/test
+READS = ("image_size", "test_fraction", "mirror_invariant")
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Modes whose pixels Pillow converts to RGB faithfully; other colour spaces are converted to RGB at once,

@@ -1,7 +1,7 @@
 """Figures of a classification run (any image dataset; tables get the non-image figures).
 
-Confusion matrices, the most confidently wrong test images, first-layer
-filters, feature maps, activation maximisation and accuracy curves; each
+Confusion matrices, a reliability diagram (calibration), the most confidently wrong
+test images, first-layer filters, feature maps, activation maximisation and accuracy curves; each
 function writes one PNG and returns its path. :func:`write_classification_figures`
 writes the whole set into a run's ``figures/`` folder.
 
@@ -30,9 +30,11 @@ from torch import nn
 
 from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
 from nndl.nn.inference import Predictor, eval_mode
+from nndl.nn.metrics import CALIBRATION_BINS, calibration_bins, expected_calibration_error
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
-           "feature_maps", "activation_maximisation", "accuracy_curves", "write_classification_figures",
+           "feature_maps", "activation_maximisation", "accuracy_curves", "reliability_diagram",
+           "write_classification_figures",
            "predict_probs"]
 
 ToInput = Callable[[torch.Tensor], torch.Tensor]
@@ -631,6 +633,44 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
     return save(fig, path)
 
 
+@styled
+def reliability_diagram(labels, probs, path: str | Path, bins: int = CALIBRATION_BINS,
+                        title: str = "Calibration (test set)") -> Path:
+    """Reliability diagram: accuracy against confidence in equal-width bins, with the share of predictions per bin.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,)
+    probs : array-like (N, classes)
+        Predicted probabilities; the confidence of a prediction is its top probability.
+    path : str or Path
+    bins : int
+        Equal-width confidence bins of (0, 1] (the bins of :func:`nndl.nn.metrics.expected_calibration_error`).
+    title : str
+
+    Returns
+    -------
+    Path
+    """
+    b = calibration_bins(_numpy(labels), _numpy(probs), bins)
+    ece = expected_calibration_error(_numpy(labels), _numpy(probs), bins)
+    centres, width = (b["edges"][:-1] + b["edges"][1:]) / 2, 1.0 / bins
+    filled = b["count"] > 0
+    fig, (ax, a_count) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ":", color="0.4", lw=1, label="perfectly calibrated")
+    ax.bar(centres[filled], b["accuracy"][filled], width=width * 0.9, color="#4c72b0", alpha=0.8, label="accuracy")
+    ax.plot(b["confidence"][filled], b["accuracy"][filled], "o", color="#dd8452", ms=4,
+            label="mean confidence of the bin")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"{title}: ECE {ece:.3f} ({bins} bins)" if np.isfinite(ece) else title)
+    ax.legend(fontsize=8, loc="best")
+    total = max(b["count"].sum(), 1)
+    a_count.bar(centres, b["count"] / total, width=width * 0.9, color="0.55")
+    a_count.set(xlabel="confidence (top probability)", ylabel="share")
+    a_count.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    return save(fig, path)
+
+
 # ----------------------------------------------------------------------------- all of them
 def _one_per_class(labels: np.ndarray, k: int) -> list[int]:
     """Indices of the first image of each of up to ``k`` different classes, in class order."""
@@ -671,7 +711,7 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
     Returns
     -------
     list of Path
-        ``losses.png``, ``confusion_matrix.png``, ``misclassified.png``,
+        ``losses.png``, ``confusion_matrix.png``, ``calibration.png``, ``misclassified.png``,
         ``first_layer.png``, ``feature_maps.png`` (conv models only),
         ``activation_max.png``, ``weight_histograms.png``.
     """
@@ -683,6 +723,7 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
         probs = _numpy(probs)
         return [accuracy_curves(history or [], fig_dir / "losses.png"),
                 confusion_matrices(labels, probs.argmax(1), class_names, fig_dir / "confusion_matrix.png"),
+                reliability_diagram(labels, probs, fig_dir / "calibration.png"),
                 weight_histograms(model, fig_dir / "weight_histograms.png")]
     images = _uint8_images(test_images)
     if probs is None:
@@ -690,6 +731,7 @@ def write_classification_figures(model: nn.Module, to_input: ToInput, test_image
     probs = _numpy(probs)
     out = [accuracy_curves(history or [], fig_dir / "losses.png"),
            confusion_matrices(labels, probs.argmax(1), class_names, fig_dir / "confusion_matrix.png"),
+           reliability_diagram(labels, probs, fig_dir / "calibration.png"),
            misclassified_gallery(images, labels, probs, class_names, fig_dir / "misclassified.png"),
            first_layer_filters(model, fig_dir / "first_layer.png", input_shape=input_shape)]
     if _conv_layers(model):

@@ -36,6 +36,8 @@ FIGURE_CAPTIONS = {
     "fit.png": "The fitted function: training and test points, the final model and the fold models.",
     "activations.png": "Hidden-unit activations for the probe inputs, layer by layer.",
     "confusion_matrix.png": "Confusion matrices on the test set: counts and row-normalised.",
+    "calibration.png": ("Reliability diagram on the test set: accuracy against confidence in 15 equal-width bins "
+                        "(the diagonal is perfect calibration; ECE is the bin-weighted gap)."),
     "misclassified.png": "The most confidently wrong test images (true vs. predicted class).",
     "first_layer.png": "First-layer weights shown as images (filters / input patterns).",
     "feature_maps.png": "Feature maps of sample test images, one row per convolution layer.",

@@ -5,6 +5,7 @@ decides the input shape, the classes and the normalisation; nothing here assumes
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ from nndl.data.fashion import FashionData
 from nndl.data.splits import stratified_split
 from nndl.data import Dataset
 from nndl.training.threads import using_threads
-from nndl.base.errors import NndlError, path_argument
+from nndl.base.errors import NndlError, function_argument, path_argument
 from nndl.nn.inference import input_transform
 from nndl.base.model_kinds import MODEL_KINDS
+from nndl.nn.metrics import classification_metrics
 from nndl.nn.models import build_classifier
 from nndl.tasks.base import Setup, Task, run_task
 from nndl.runfolder.files import read_json, save_model, write_history_csv
@@ -28,14 +30,23 @@ from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_chec
 from nndl.training.trainer import train as fit
 
 
-def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
-    """The dataset of ``cfg`` (``data``/``dataset`` keys), or ``data`` when already loaded; checked against
-    the model and augmentation settings before anything is written."""
+def read_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
+    """The dataset of ``cfg`` (``data``/``dataset`` keys), or ``data`` when already loaded (not yet checked
+    against the model and augmentation settings: :func:`load_dataset` does that)."""
     if isinstance(data, FashionData):
         from nndl.data.fashion_mnist import from_fashion
 
         data = from_fashion(data)
-    ds = data if data is not None else datasets.load(cfg)
+    return data if data is not None else datasets.load(cfg)
+
+
+def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
+    """The dataset of ``cfg`` (``data``/``dataset`` keys), or ``data`` when already loaded; checked against
+    the model, augmentation and reference settings before anything is written."""
+    from nndl.tasks.classify.reference import choose
+
+    ds = read_dataset(cfg, data)
+    choose(cfg.reference, ds.is_image)  # an explicit reference this data or this install cannot fit: one line
     if not ds.is_image:
         if MODEL_KINDS[cfg.model].images_only:
             readers = ", ".join(k.name for k in MODEL_KINDS.values() if not k.images_only)
@@ -48,6 +59,50 @@ def load_dataset(cfg, data: Dataset | FashionData | None = None) -> Dataset:
 
         augment.augmenter(augment.options(cfg), input_shape=ds.input_shape)  # images-only ones refused here
     return ds
+
+
+MIRROR_KEYS = ("flip", "tta_flip")  # the settings that show the network mirrored images
+
+
+def fit_to_data(cfg, ds: Dataset, from_preset: set[str] | frozenset[str] = frozenset(), preset: str | None = None,
+                echo: Callable[[str], None] = print):
+    """``cfg`` with the preset settings that do not fit ``ds`` switched off, each change said in one line.
+
+    A mirror flip (``flip``, ``tta_flip``) changes what a digit, a letter or text means, so it fits only
+    data whose classes survive mirroring (:attr:`Dataset.mirror_invariant`, or the user's
+    ``mirror_invariant`` setting). A flip that came from a built-in preset (``from_preset``: keys the
+    user did not set) is switched off for other data; one the user asked for is kept (it is their data),
+    with a line saying so, and refused where ``mirror_invariant=no`` says the opposite or (by
+    :func:`load_dataset`) for table rows, which have nothing to mirror. The reference model line
+    (skipped without scikit-learn) is printed here too, once per run.
+
+    Returns
+    -------
+    ClassifyConfig
+        ``cfg`` itself when nothing changes, else a copy (the config the run saves and trains with).
+    """
+    from nndl.tasks.classify.reference import SKIPPED_LINE, choose
+
+    on = [k for k in MIRROR_KEYS if getattr(cfg, k)]
+    asked, preset_on = [k for k in on if k not in from_preset], [k for k in on if k in from_preset]
+    if not ds.is_image:
+        invariant, why = False, "table rows have nothing to mirror"
+    else:
+        invariant = {"auto": ds.mirror_invariant, "yes": True, "no": False}[cfg.mirror_invariant]
+        why = ("mirror_invariant=no" if cfg.mirror_invariant == "no" else
+               f"{ds.source} ({ds.kind}) is not known to keep its classes when mirrored (digits, letters and "
+               "text do not); --set mirror_invariant=yes if it does")
+    if not invariant and asked and cfg.mirror_invariant == "no":
+        raise NndlError(f"config key '{asked[0]}' = true: mirror_invariant=no says a mirrored image changes class; "
+                        f"set {asked[0]}=false or mirror_invariant=yes")
+    if not invariant and preset_on:
+        echo(f"{' and '.join(preset_on)} of preset {preset} switched off: {why}")
+        cfg = dataclasses.replace(cfg, **{k: False for k in preset_on})
+    if not invariant and asked and ds.is_image and cfg.mirror_invariant == "auto":
+        echo(f"{' and '.join(asked)} on as asked, though {why}")
+    if cfg.reference == "auto" and choose(cfg.reference, ds.is_image) is None:
+        echo(SKIPPED_LINE)
+    return cfg
 
 
 def prepare_data(cfg, data: Dataset | FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -159,6 +214,42 @@ def kept_val_accuracy(cfg, result) -> float:
     return float(rows[kept - 1].get("val_acc", math.nan))
 
 
+def reference_metrics(cfg, data: dict[str, Any]) -> dict[str, Any]:
+    """The reference model's test metrics (:mod:`nndl.tasks.classify.reference`), fitted on the rows the network trained
+    on (``x_train``: after ``subset`` and the validation split) and scored on its test rows."""
+    from nndl.tasks.classify.reference import choose, fit_reference
+
+    kind = choose(cfg.reference, data["dataset"].is_image)
+    if kind is None:
+        return {"reference_model": "none"}
+    return fit_reference(kind, data["x_train"], data["y_train"], data["x_test"], data["y_test"], seed=cfg.seed)
+
+
+def calibrate(cfg, model: torch.nn.Module, transform, data: dict[str, Any]) -> float:
+    """Fit a temperature on the validation split and fold it into ``model`` (:mod:`nndl.nn.calibration`);
+    the temperature, or 1.0 where ``calibrate`` says not to (``auto``: only models with scaled logits)."""
+    from nndl.nn.calibration import fit_temperature, fold_temperature
+
+    wanted = cfg.calibrate == "temperature" or (cfg.calibrate == "auto" and MODEL_KINDS[cfg.model].scaled_logits)
+    if not wanted or len(data["y_val"]) == 0:
+        return 1.0
+    val = evaluate(model, data["x_val"], data["y_val"], "classification", batch_size=cfg.eval_batch_size,
+                   transform=transform, tta_flip=cfg.tta_flip, amp=autocast_on(cfg, data["x_val"].device))
+    temperature = fit_temperature(val["outputs"], data["y_val"])
+    fold_temperature(model, temperature)
+    return temperature
+
+
+def calibration_metrics(temperature: float, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The temperature and the test log loss and ECE the uncalibrated network would have had (``logits`` are
+    the calibrated ones, ``logits * T`` the network's own); nothing for an uncalibrated run."""
+    if temperature == 1.0:
+        return {}
+    raw = classification_metrics(labels.cpu().numpy(), (logits.float() * temperature).softmax(1).cpu().numpy(), "")
+    return {"temperature": temperature, "test_log_loss_uncalibrated": raw["log_loss"],
+            "test_ece_uncalibrated": raw["ece"]}
+
+
 @dataclass
 class TrainedClassifier:
     """What :meth:`ClassificationTask.fit` hands to the later steps (``test`` adds the test logits)."""
@@ -168,6 +259,7 @@ class TrainedClassifier:
     result: Any  # TrainResult
     device: torch.device
     test_outputs: torch.Tensor | None = None
+    temperature: float = 1.0  # folded into the output layer (nndl.nn.calibration); 1 = not calibrated
 
 
 class ClassificationTask(Task):
@@ -221,7 +313,7 @@ class ClassificationTask(Task):
                      y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
                      resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks,
                      options=ModelOptions.of(cfg, device))
-        return TrainedClassifier(model, transform, result, device)
+        return TrainedClassifier(model, transform, result, device, temperature=calibrate(cfg, model, transform, data))
 
     def test(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier") -> dict:
         model, result, device, ds = fitted.model, fitted.result, fitted.device, data["dataset"]
@@ -232,6 +324,7 @@ class ClassificationTask(Task):
         pred, y_test = test["outputs"].argmax(1), data["y_test"]
         per_class = {name: (pred[y_test == c] == c).float().mean().item() for c, name in enumerate(ds.class_names)
                      if (y_test == c).any()}
+        probs = test["outputs"].float().softmax(1).cpu().numpy()
         return {"test_accuracy": test["accuracy"], "val_accuracy": kept_val_accuracy(cfg, result),
                 "test_loss": test["loss"],
                 "per_class_accuracy": per_class, "train_seconds": result.train_seconds,
@@ -240,12 +333,16 @@ class ClassificationTask(Task):
                 "diverged": result.diverged, "model": cfg.model, "autocast": "bf16" if bf16 else "off",
                 "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
                 "train_images": len(data["y_train"]), "test_images": len(y_test), "dataset": ds.kind,
-                "classes": ds.num_classes}
+                "classes": ds.num_classes,
+                **classification_metrics(y_test.cpu().numpy(), probs),
+                **calibration_metrics(fitted.temperature, test["outputs"], y_test),
+                **reference_metrics(cfg, data)}
 
     def save(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", run_dir: Path) -> None:
         write_history_csv(run_dir / "history.csv", fitted.result.history)
+        calibrated = {"temperature": fitted.temperature} if fitted.temperature != 1.0 else {}
         save_model(run_dir / "model.pt", "classify", config_mod.to_dict(cfg), [fitted.model.state_dict()],
-                   **data["dataset"].meta())
+                   **data["dataset"].meta(), **calibrated)
 
     def figures(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", fig_dir: Path) -> None:
         from nndl.figures.classification import write_classification_figures
@@ -270,7 +367,10 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     """Train a classifier, evaluate it once on the test set and write a run folder.
 
     The data are Fashion-MNIST unless the config's ``data`` names an IDX folder, a folder of
-    class subfolders of images, or a CSV table (``label_col``); see :mod:`nndl.data`.
+    class subfolders of images, or a CSV table (``label_col``); see :mod:`nndl.data`. A named
+    preset's mirror flips are switched off, in one printed line, for data not known to keep their
+    classes when mirrored (:func:`fit_to_data`); a reference model is fitted beside the network
+    (``reference``, :mod:`nndl.tasks.classify.reference`).
 
     Parameters
     ----------
@@ -303,7 +403,9 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     nndl.runfolder.objects.Run
         The run (``.metrics``, ``.config``, ``.history``, ``.figure(name)``); as a mapping it is
         the metrics of ``metrics.json`` (``test_accuracy``, ``val_accuracy``, ``test_loss``,
-        ``per_class_accuracy``, ``train_seconds``, ``epochs``, ...) plus ``run_dir``.
+        ``per_class_accuracy``, ``train_seconds``, ``epochs``, ``test_macro_f1``,
+        ``test_balanced_accuracy``, ``test_log_loss``, ``test_ece``, ``reference_model``,
+        ``reference_test_accuracy``, ``reference_test_macro_f1``, ...) plus ``run_dir``.
     """
     from nndl.training.callbacks import for_run
     from nndl.runfolder.objects import is_verbose
@@ -322,6 +424,10 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
             return cfg  # a finished run: nothing to do
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)
+    # A resumed run's saved config is already fitted to its data: every key of it counts as given.
+    from_preset = set() if resume else config_mod.preset_keys("classify", preset, overrides)
+    data = read_dataset(cfg, data)
+    cfg = fit_to_data(cfg, data, from_preset, preset, function_argument(echo, "echo") or (lambda line: None))
     return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
                     progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
 
