@@ -104,7 +104,7 @@ def test_early_stopping_stops_and_restores_the_best_weights():
 
     model = build_regressor(cfg, 1)
     # train_loss falls every epoch here, so "max" mode sees epoch 1 as the best and stops after `patience` more.
-    stopper = EarlyStopping(monitor="train_loss", patience=3, mode="max")
+    stopper = EarlyStopping(monitor="train_loss", patience=3, mode="max", warmup=0)
     res = nndl.train(model, x, y, cfg, task="regression", progress=False, callbacks=[Snap(), stopper])
     assert len(res.history) == 4 and "train_loss did not improve for 3 epochs" in res.stop_reason
     assert res.best_epoch == 1
@@ -179,7 +179,7 @@ def test_early_stopping_bad_settings(kwargs, message):
 @pytest.mark.parametrize("batched", [True, False])
 def test_early_stopping_restores_each_fold_model_in_cross_validation(tmp_path, batched):
     run = nndl.regress(out=tmp_path / "r", overrides={"epochs": 60, "folds": 3, "batched": batched, "lr": 0.05},
-                       callbacks=[EarlyStopping(patience=3)], **QUIET)
+                       callbacks=[EarlyStopping(patience=3, warmup=0)], **QUIET)
     stopped = 0
     for fold in run["per_fold"]:
         losses = [r["val_loss"] for r in run.history if str(r["fold"]) == str(fold["fold"])]

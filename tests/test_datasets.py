@@ -206,7 +206,7 @@ def test_train_report_predict_export(case, tmp_path, request):
         rows = tmp_path / "rows.csv"
         rows.write_text("petal_width,petal_length,sepal_width,sepal_length\n0.2,1.4,3.5,5.1\n2.3,5.4,3.0,6.2\n")
         out = predict(tmp_path / "run", [rows], echo=None)  # columns read by name, in any order
-        assert [r["top3"][0]["class"] for r in out] == ["setosa", "virginica"]
+        assert [r["top"][0]["class"] for r in out] == ["setosa", "virginica"]
         inputs = np.array([[5.1, 3.5, 1.4, 0.2], [6.2, 3.0, 5.4, 2.3]])
     else:
         if kind == "idx":
@@ -218,12 +218,12 @@ def test_train_report_predict_export(case, tmp_path, request):
         else:
             sample = next((Path(data) / "digit_4").glob("*.png"))
         out = predict(tmp_path / "run", [sample], echo=None)
-        assert out[0]["top3"][0]["class"] in loaded.class_names
+        assert out[0]["top"][0]["class"] in loaded.class_names
         if kind == "idx":  # an IDX batch of the model's size: one prediction per image
             batch = predict(tmp_path / "run", [Path(data) / "t10k-images-idx3-ubyte.gz"], echo=None)
             assert len(batch) == 297
         if case == "colour_png":  # the model is colour: the photo's colour decides
-            assert out[0]["top3"][0]["class"] == "green"
+            assert out[0]["top"][0]["class"] == "green"
         inputs = np.random.default_rng(0).integers(0, 256, (3, *shape)).astype(np.float32)
     _onnx_matches_torch(tmp_path / "run", inputs)
 
@@ -465,8 +465,8 @@ def test_deep_images_predict_as_their_8_bit_version(form, style, digit_runs, tmp
     name, writer = DEEP_FORMS[form]
     plain = predict(digit_runs[style], [write_png(tmp_path / "plain.png", photo)], echo=None, top=2)
     deep = predict(digit_runs[style], [writer(tmp_path / name, photo)], echo=None, top=2)
-    assert [t["class"] for t in deep[0]["top2"]] == [t["class"] for t in plain[0]["top2"]]
-    for a, b in zip(deep[0]["top2"], plain[0]["top2"]):
+    assert [t["class"] for t in deep[0]["top"]] == [t["class"] for t in plain[0]["top"]]
+    for a, b in zip(deep[0]["top"], plain[0]["top"]):
         assert a["probability"] == pytest.approx(b["probability"], abs=2e-3)
 
 

@@ -141,13 +141,13 @@ def test_predict_images_top3(cls_run, tmp_path):
     assert len(results) == 2 and len(lines) == 1 and lines[0].count("%") == 6
     for r, f in zip(results, files):
         assert r["file"] == str(f) and r["index"] == 0
-        probs = [t["probability"] for t in r["top3"]]
+        probs = [t["probability"] for t in r["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True)
         assert all(0 <= p <= 1 for p in probs) and sum(probs) <= 1 + 1e-6
-        assert all(t["class"] in CLASS_NAMES for t in r["top3"])
+        assert all(t["class"] in CLASS_NAMES for t in r["top"])
     # the same numbers as running the preprocessed array through the model directly
     direct = class_probabilities(load_run(cls_run), preprocess_image(files[0])[None])[0]
-    assert results[0]["top3"][0]["probability"] == pytest.approx(direct.max(), abs=5e-5)  # 4 decimals
+    assert results[0]["top"][0]["probability"] == pytest.approx(direct.max(), abs=5e-5)  # 4 decimals
 
 
 @needs_fashion
@@ -160,7 +160,7 @@ def test_predict_idx_and_csv_batches(cls_run, tmp_path, test_images):
                  write_idx(tmp_path / "batch-idx3-ubyte.gz", images, gz=True)):
         res = predict(cls_run, [path], echo=None)
         assert [r["index"] for r in res] == list(range(20))
-        assert [names.index(r["top3"][0]["class"]) for r in res] == expected.tolist()
+        assert [names.index(r["top"][0]["class"]) for r in res] == expected.tolist()
     # Kaggle CSV form (with labels) and plain 784-column CSV (no header, no labels)
     kaggle = tmp_path / "kaggle.csv"
     rows = np.concatenate([labels[:, None], images.reshape(20, -1)], 1)
@@ -171,7 +171,7 @@ def test_predict_idx_and_csv_batches(cls_run, tmp_path, test_images):
     res_k = predict(cls_run, [kaggle], json=True, echo=None)
     res_p = predict(cls_run, [plain], echo=None)
     assert [r["label"] for r in res_k] == [names[i] for i in labels]
-    assert [names.index(r["top3"][0]["class"]) for r in res_p] == expected.tolist()
+    assert [names.index(r["top"][0]["class"]) for r in res_p] == expected.tolist()
     assert "label" not in res_p[0]
 
 
@@ -197,7 +197,7 @@ def test_cli_predict_json(cls_run, tmp_path):
     img = trouser_png(tmp_path / "t.png", (50, 37), (250, 250, 250), (20, 20, 20))
     proc = run_cli("predict", cls_run, img, "--json", check=0)
     out = json.loads(proc.stdout)
-    assert out[0]["file"] == str(img) and len(out[0]["top3"]) == 3
+    assert out[0]["file"] == str(img) and len(out[0]["top"]) == 3
 
 
 # ----------------------------------------------------------------------------- regression predict
@@ -373,14 +373,14 @@ def test_predict_blank_image_is_not_classified(cls_run, tmp_path):
     res = predict(cls_run, [blank, faint, shoe], echo=lines.append)
     out = lines[0].splitlines()
     for r, line in zip(res[:2], out[:2]):
-        assert r["top3"] == [] and "no object" in r["warning"]
+        assert r["top"] == [] and "no object" in r["warning"]
         assert "no object" in line and "%" not in line and not any(c in line for c in CLASS_NAMES)
-    assert "warning" not in res[2] and len(res[2]["top3"]) == 3 and out[2].count("%") == 3
+    assert "warning" not in res[2] and len(res[2]["top"]) == 3 and out[2].count("%") == 3
     # a blank image inside a batch (an all-black IDX image) is flagged the same way
     batch = np.zeros((2, 28, 28), np.uint8)
     batch[1, 5:20, 8:18] = 200
     res = predict(cls_run, [write_idx(tmp_path / "b-idx3-ubyte", batch, gz=False)], echo=None)
-    assert res[0]["top3"] == [] and "warning" in res[0] and len(res[1]["top3"]) == 3
+    assert res[0]["top"] == [] and "warning" in res[0] and len(res[1]["top"]) == 3
 
 
 @needs_fashion
@@ -396,7 +396,7 @@ def test_predict_top_must_be_positive(cls_run, tmp_path, top):
 def test_predict_json_probabilities_are_rounded(cls_run, tmp_path):
     img = trouser_png(tmp_path / "t.png", (50, 37), (250, 250, 250), (20, 20, 20))
     proc = run_cli("predict", cls_run, img, "--json", "--top", "10", check=0)
-    probs = [t["probability"] for t in json.loads(proc.stdout)[0]["top10"]]
+    probs = [t["probability"] for t in json.loads(proc.stdout)[0]["top"]]
     assert len(probs) == 10 and sum(probs) == pytest.approx(1, abs=1e-3)
     assert all(round(p, 4) == p for p in probs)
     assert not re.search(r"\d\.\d{5,}", proc.stdout)  # no float32 noise in the text

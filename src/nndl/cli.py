@@ -50,6 +50,8 @@ def cmd_classify(args) -> int:
         overrides.append(f"data={args.data}")
     if args.label_col:
         overrides.append(f"label_col={args.label_col}")
+    if args.test:
+        overrides.append(f"test_data={args.test}")
     if args.no_verify:
         overrides.append("verify=false")
     classify(preset=args.preset, overrides=overrides, seed=args.seed, out=args.out, overwrite=args.overwrite,
@@ -140,6 +142,8 @@ def cmd_lr_find(args) -> int:
     from nndl.tools.lr_find import lr_find
 
     overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
+    if args.label_col:
+        overrides.append(f"label_col={args.label_col}")
     if args.train:
         overrides.append(f"train_path={args.train}")
     lr_find(args.task, preset=args.preset, overrides=overrides, seed=args.seed, lr_min=args.lr_min,
@@ -184,6 +188,8 @@ def _add_classify(sub) -> None:
     p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "
                                   "package's /usr/share/datasets/fashion-mnist, then the user cache)")
     p.add_argument("--label-col", help="CSV table: the class column (default: a column named 'label')")
+    p.add_argument("--test", metavar="FILE.csv", help="CSV table: its own test file, with the same columns (default: "
+                                                      "a stratified test_fraction of --data)")
     p.add_argument("--no-verify", action="store_true", help="accept files whose SHA-256 differs from the official")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its folder (no --out, --set)")
     _add_run_args(p, "mlp")
@@ -313,8 +319,9 @@ def _add_predict(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run folder (or its model.pt)")
     p.add_argument("files", nargs="+", metavar="FILE", help="input files")
     p.add_argument("--json", action="store_true", help="print JSON instead of text/CSV")
-    p.add_argument("--out", help="write the output to this file instead of stdout")
-    p.add_argument("--top", type=int, default=3, help="classes listed per image (default: 3)")
+    p.add_argument("--out", help="write the output to this file instead of stdout (a .csv file: CSV columns "
+                   "file, index, class_1, probability_1, ...)")
+    p.add_argument("--top", type=int, default=3, help="classes listed per image (default: 3; JSON key: top)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -334,7 +341,8 @@ def _add_lr_find(sub) -> None:
     p = sub.add_parser("lr-find", help="sweep the learning rate exponentially and suggest one",
                        description="Train a fresh model of the preset for a fraction of an epoch while the lr grows "
                                    "geometrically from --lr-min to --lr-max; plot the loss against the lr "
-                                   "(lr_find.png) and print the lr where the loss falls fastest.")
+                                   "(lr_find.png) and suggest a tenth of the lr at the smoothed loss minimum (the "
+                                   "steepest-fall lr is marked on the plot beside it).")
     p.add_argument("task", choices=["regress", "classify"], help="regress or classify")
     p.add_argument("--preset", help="preset name or file (default: seed for regress, mlp for classify)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -346,7 +354,9 @@ def _add_lr_find(sub) -> None:
                    help="part of an epoch to sweep over (default 0.5), at least --min-steps batches")
     p.add_argument("--min-steps", type=int, help="fewest batches in the sweep (default: 300 regress, 100 classify)")
     p.add_argument("--train", help="regress: training CSV (default: the bundled set)")
-    p.add_argument("--data", help="classify: Fashion-MNIST folder (default: the usual search)")
+    p.add_argument("--data", help="classify: Fashion-MNIST, an IDX or image folder, or a CSV table (default: "
+                   "Fashion-MNIST, the usual search)")
+    p.add_argument("--label-col", help="classify, CSV table: the label column (default: label)")
     p.add_argument("--out", help="folder for lr_find.png and lr_find.json (default: runs/lr-find-TASK-<time>)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to be an existing non-empty folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -374,7 +384,14 @@ def _os_error_line(e: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``nndl`` command; return its exit code (2: the user's input or environment, 130: Ctrl-C)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        settings = [a for a in extra if "=" in a and not a.startswith("-")]
+        if settings:  # `--set a=1 b=2`: argparse alone says only "unrecognized arguments: b=2"
+            print(f"nndl: error: unrecognized arguments: {' '.join(extra)}; each setting takes its own --set: "
+                  f"{' '.join('--set ' + a for a in settings)}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Library warnings (numpy, torch, PIL) are held back and printed as one line each after a
     # successful command; before a one-line error they would only be noise.
     with warnings.catch_warnings(record=True) as caught:

@@ -115,7 +115,10 @@ class ClassifyConfig(TrainConfig):
                            "dataset kind (nndl.data); auto = detected from `data`")
     label_col: str = _doc("", "csv_table: the class column (default: a column named 'label')")
     image_size: int = _doc(32, "image_folder: images are resized to image_size x image_size pixels")
-    test_fraction: float = _doc(0.2, "image_folder/csv_table without a fixed test split: stratified test share")
+    test_fraction: float = _doc(0.2, "image_folder/csv_table without a fixed test split: stratified test share "
+                                     "(0 with test_data)")
+    test_data: str = _doc("", "csv_table: a CSV test file with the training file's columns (--test); then no "
+                              "test split is drawn")
     verify: bool = _doc(True, "check the official files' SHA-256")
     subset: int = _doc(0, "use only the first N training images (stratified); 0 = all")
     test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
@@ -334,7 +337,8 @@ def validate(cfg) -> None:
                     "needs a validation split to watch; set val_fraction > 0 (e.g. 0.1), or patience=0"),
                    ("calibrate", cfg.calibrate != "temperature" or cfg.val_fraction > 0,
                     "fits the temperature on the validation split; set val_fraction > 0 (e.g. 0.1), or calibrate=none"),
-                   ("test_fraction", 0 < cfg.test_fraction < 1, "must be in (0, 1)"),
+                   ("test_fraction", 0 < cfg.test_fraction < 1 or (cfg.test_fraction == 0 and cfg.test_data),
+                    "must be in (0, 1); 0 only with a test file (--test FILE.csv, or test_data=FILE.csv)"),
                    ("image_size", 8 <= cfg.image_size <= 512, "must be in 8..512 pixels"),
                    ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
                    ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),

@@ -34,7 +34,7 @@ REGISTRY: dict[str, str] = {
 
 # The config settings only some dataset kinds read; each kind's module lists its own in READS. A setting
 # given for a kind that never reads it (image_size for a CSV table) is refused, not ignored.
-DATASET_SETTINGS = ("label_col", "image_size", "test_fraction", "verify", "mirror_invariant")
+DATASET_SETTINGS = ("label_col", "image_size", "test_fraction", "verify", "mirror_invariant", "test_data")
 
 
 @dataclass
@@ -139,6 +139,24 @@ def check_applies(kind: str, cfg) -> None:
             users = ", ".join(name for name in REGISTRY if key in module(name).READS)
             raise NndlError(f"config key '{key}' = {value!r} does not apply to {kind} data (only to {users}); "
                             "remove it")
+
+
+def unused_settings(kind: str) -> dict[str, str]:
+    """The dataset settings a run on ``kind`` data never reads, each with the reason (for the report,
+    which lists only what a run used), and ``tta_flip`` for a table. An unknown or empty ``kind`` (an
+    old run) gives {}. The images-only augmentations of a table run are :mod:`nndl.nn.augment`'s to name."""
+    if kind not in REGISTRY:
+        return {}
+    reads = module(kind).READS
+    out = {key: f"{kind} data do not read it" for key in DATASET_SETTINGS if key not in reads}
+    if is_table(kind):
+        out["tta_flip"] = "mirroring applies to images only (a table run)"
+    return out
+
+
+def is_table(kind: str) -> bool:
+    """Whether ``kind`` data are table rows (not images)."""
+    return kind in REGISTRY and module(kind).PREDICT_INPUT == "table"
 
 
 def from_meta(payload: dict) -> dict[str, Any]:

@@ -5,7 +5,8 @@ column named ``label``); its values may be words (``setosa``) or numbers, and th
 names are its distinct values, sorted (numerically when they are all numbers). Every other
 column is a feature and must be numeric (the strict rules of
 :func:`nndl.data.regression_table.read_table`: finite, float32-sized). A stratified, seeded test
-split (``test_fraction``) is drawn; features are standardised with the training rows' mean and std.
+split (``test_fraction``) is drawn, unless ``test_data`` names a test file with the same columns (then
+every row of ``data`` trains); features are standardised with the training rows' mean and std.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from nndl.data import Dataset, check_classes, stratified_test_split
 
 NAME = "csv_table"
 PREDICT_INPUT = "table"
-READS = ("label_col", "test_fraction")  # of datasets.DATASET_SETTINGS
+READS = ("label_col", "test_fraction", "test_data")  # of datasets.DATASET_SETTINGS
 
 
 def detect(path: Path) -> bool:
@@ -76,13 +77,45 @@ def load(cfg) -> Dataset:
     x = torch.from_numpy(_features(path, header, body, features))
     y = torch.tensor([values.index(v) for v in raw], dtype=torch.int64)
     check_classes(y, values, f"{path} column '{label}'")
-    tr, te = stratified_test_split(y, cfg.test_fraction, cfg.seed, str(path))
-    x_train, y_train = x[tr], y[tr]
+    if cfg.test_data:
+        if cfg.test_fraction not in (0, type(cfg)().test_fraction):  # no split is drawn: say so, never ignore it
+            raise NndlError(f"config key 'test_fraction' = {cfg.test_fraction!r} does not apply with a test file "
+                            f"({cfg.test_data}): every row of {path} trains; remove it (or set it to 0)")
+        x_train, y_train = x, y
+        x_test, y_test = _test_file(Path(cfg.test_data).expanduser(), path, header, label, features, values)
+    else:
+        tr, te = stratified_test_split(y, cfg.test_fraction, cfg.seed, str(path))
+        x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
     mean = x_train.double().mean(0)
     std = x_train.double().std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column passes through unscaled
-    return Dataset(NAME, x_train, y_train, x[te], y[te], (len(features),), values, mean.tolist(), std.tolist(),
+    return Dataset(NAME, x_train, y_train, x_test, y_test, (len(features),), values, mean.tolist(), std.tolist(),
                    str(path), feature_names=features)
+
+
+def _test_file(path: Path, train_path: Path, train_header: list[str], label: str, features: list[str],
+               classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of a table's own test file: the training file's columns (any order), its classes."""
+    if not path.is_file():
+        raise NndlError(f"--test {path}: no such file; give a CSV test file with the columns of {train_path}")
+    header, body = _rows(path)
+    missing = next((c for c in train_header if c not in header), None)
+    extra = next((c for c in header if c not in train_header), None)
+    if missing is not None or extra is not None:
+        problem = (f"no column '{missing}' (the training file {train_path} has it)" if missing is not None
+                   else f"column '{extra}' is not in the training file {train_path}")
+        raise NndlError(f"{path}: {problem}; give the test file the training file's columns "
+                        f"({', '.join(train_header)})")
+    if not body:
+        raise NndlError(f"{path}: a header but no data rows")
+    j = header.index(label)
+    raw = [row[j].strip() for row in body]
+    unknown = next((i for i, v in enumerate(raw) if v not in classes), None)
+    if unknown is not None:
+        raise NndlError(f"{path}: row {unknown + 2}: class '{raw[unknown]}' of column '{label}' is not in the "
+                        f"training file {train_path} (classes {', '.join(classes)})")
+    x = torch.from_numpy(_features(path, header, body, features))
+    return x, torch.tensor([classes.index(v) for v in raw], dtype=torch.int64)
 
 
 def read_inputs(path: str | Path, feature_names: list[str], class_names: list[str]):

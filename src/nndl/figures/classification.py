@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nndl.base.best_epoch import best_epoch
 from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
 from nndl.nn.inference import Predictor, eval_mode
 from nndl.nn.metrics import CALIBRATION_BINS, calibration_bins, expected_calibration_error
@@ -618,9 +619,9 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
         a_loss.set_yscale("log")
         readable_log_axis(a_loss, "y", losses)
     a_loss.set_title("Loss")
-    best = [(r["val_acc"], r["epoch"]) for r in history if r.get("val_acc") is not None]
+    best = best_epoch(history, "val_acc", higher=True)  # the epoch metrics.json names (ties: the first)
     if best:
-        acc, ep = max(best)
+        ep, acc = best
         a_acc.plot([ep], [acc], "*", color="#c44e52", ms=11, zorder=3)
         epochs = [r["epoch"] for r in history]
         right = ep > (min(epochs) + max(epochs)) / 2

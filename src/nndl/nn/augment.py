@@ -519,3 +519,9 @@ def make_transform(flip: bool = False, translate: int = 0, erase: float = 0.0, c
     if input_shape is not None and len(input_shape) < 2:
         return InputTransform(table_transform(as_list(mean), as_list(std)), aug, after=True)
     return InputTransform(image_transform(as_list(mean), as_list(std), aug, channels_last), aug)
+
+
+def images_only_settings() -> dict[str, str]:
+    """Every setting of an augmentation that works on images only, with the reason a table run ignores it."""
+    return {key.name: f"{aug.name} works on images only (a table run)"
+            for aug in REGISTRY.values() if aug.images_only for key in aug.keys}

@@ -130,3 +130,34 @@ def predict_interval(final_model: nn.Module, fold_models: Sequence[nn.Module], x
     lower, upper = interval_bounds(center, member_predictions(spread_models, x), info["noise_var"],
                                    info.get("spread_scale", 1.0), info.get("level", 0.9))
     return center, lower, upper
+
+
+class IntervalModel(nn.Module):
+    """:func:`predict_interval` as one torch graph (for export): ``forward(x)`` returns
+    ``(prediction, lower, upper)``, each float32 ``(N, 1)``, so an ONNX or TorchScript file
+    gives the same 90% interval ``nndl predict`` writes, without nndl.
+
+    Parameters
+    ----------
+    final_model : nn.Module
+        The run's final model (the centre).
+    fold_models : list of nn.Module
+        The run's saved fold models (the spread when ``info["spread_from"] == "folds"``).
+    info : dict
+        The run's ``"interval"`` dict (:func:`interval_info`).
+    """
+
+    def __init__(self, final_model: nn.Module, fold_models: Sequence[nn.Module], info: dict):
+        super().__init__()
+        spread = list(fold_models) if info.get("spread_from") == "folds" and fold_models else members_of(final_model)
+        self.final, self.spread = final_model, nn.ModuleList(spread)
+        self.z = z_value(info.get("level", 0.9))
+        self.spread_scale, self.noise_var = float(info.get("spread_scale", 1.0)), max(float(info["noise_var"]), 0.0)
+
+    def forward(self, x):
+        center = self.final(x).reshape(-1, 1)
+        preds = torch.stack([m(x).reshape(-1, 1) for m in self.spread])
+        m = len(self.spread)  # fixed at export: a plain Python branch, not a graph one
+        spread_var = ((preds - preds.mean(0)) ** 2).sum(0) / (m - 1) if m > 1 else torch.zeros_like(center)
+        half = self.z * torch.sqrt(self.spread_scale * spread_var + self.noise_var)
+        return center, center - half, center + half

@@ -98,11 +98,12 @@ def _fmt(value: Any) -> str:
 def _png_figure(path: Path):
     """The PNG at ``path`` drawn into a matplotlib Figure of the same pixel size (axes off)."""
     import matplotlib.image as mpimg
-    from matplotlib.figure import Figure
+
+    from nndl.figures.inline import inline_figure
 
     image = mpimg.imread(path)
     dpi = 100
-    fig = Figure(figsize=(image.shape[1] / dpi, image.shape[0] / dpi), dpi=dpi)
+    fig = inline_figure(figsize=(image.shape[1] / dpi, image.shape[0] / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(image)
     ax.set_axis_off()
@@ -137,6 +138,9 @@ class _Folder(Mapping):
     def _redraw(self, name: str):  # overridden: figures drawn from data
         return None
 
+    def _no_figures(self) -> str:  # overridden: why a folder has none
+        return "no figures (run without --no-figures)"
+
     def figure(self, name: str):
         """The figure ``name`` (see :attr:`figures`) as a ``matplotlib.figure.Figure``.
 
@@ -150,7 +154,7 @@ class _Folder(Mapping):
         figures = self.figures
         if name not in figures:
             raise NndlError(f"{self.path}: no figure '{name}'; this {self.kind} has "
-                            f"{', '.join(figures) or 'no figures (run without --no-figures)'}")
+                            f"{', '.join(figures) or self._no_figures()}")
         return _png_figure(figures[name])
 
     # Mapping protocol: the metrics (or study summary) plus the folder key, as the old dicts had.
@@ -240,10 +244,11 @@ class Run(_Folder):
     def _redraw(self, name: str):
         if name != "losses" or not self.history:
             return None
-        from matplotlib.figure import Figure
         from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-        fig = Figure(figsize=(7, 4), dpi=100)
+        from nndl.figures.inline import inline_figure
+
+        fig = inline_figure(figsize=(7, 4), dpi=100)
         if self.task == "classify":
             axes = fig.subplots(1, 2)
             for ax, (key, label) in zip(axes, (("loss", "cross-entropy"), ("acc", "accuracy"))):
@@ -359,6 +364,11 @@ class Study(_Folder):
 
     trials = history
 
+    def _no_figures(self) -> str:
+        if not any(str(t.get("state", "")).upper() == "COMPLETE" for t in self.history):
+            return "no figures, because no trial completed (see fail_reason in trials.csv)"
+        return super()._no_figures()
+
     @property
     def best_run(self) -> Run | None:
         return Run(self.path / "best") if (self.path / "best" / "metrics.json").exists() else None
@@ -370,10 +380,10 @@ class Study(_Folder):
         rows = [r for r in self.history if isinstance(r.get("value"), (int, float))]
         if name != "history" or not rows:
             return None
-        from matplotlib.figure import Figure
+        from nndl.figures.inline import inline_figure
 
         maximise = self.metrics.get("direction") == "maximize"
-        fig = Figure(figsize=(7, 4), dpi=100)
+        fig = inline_figure(figsize=(7, 4), dpi=100)
         ax = fig.subplots()
         numbers, values = [r["number"] for r in rows], [r["value"] for r in rows]
         ax.plot(numbers, values, "o", ms=4, label="trial")

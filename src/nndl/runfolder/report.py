@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import jinja2
 
+from nndl import data as datasets
 from nndl.base.config import unused_settings
 from nndl.base.errors import NndlError
 from nndl.base.fileio import atomic_write_text
@@ -33,7 +34,8 @@ from nndl.base.fileio import atomic_write_text
 # Captions for the figures nndl writes; any other PNG gets a caption from its file name.
 FIGURE_CAPTIONS = {
     "losses.png": "Training and validation loss per epoch.",
-    "fit.png": "The fitted function: training and test points, the final model and the fold models.",
+    "fit.png": "The model against the data: with one input, the fitted function over the training and test points "
+               "(final and fold models); with several, predicted against true values and the 90% interval.",
     "activations.png": "Hidden-unit activations for the probe inputs, layer by layer.",
     "confusion_matrix.png": "Confusion matrices on the test set: counts and row-normalised.",
     "calibration.png": ("Reliability diagram on the test set: accuracy against confidence in 15 equal-width bins "
@@ -315,7 +317,7 @@ def _metrics_section(metrics: dict) -> dict[str, Any]:
     parts = [_part("Final metrics", _kv_table(flat))]
     per_fold = metrics.get("per_fold")
     if isinstance(per_fold, list) and per_fold and all(isinstance(r, dict) for r in per_fold):
-        parts.append(_per_fold_part(per_fold))
+        parts.append(_per_fold_part(per_fold, metrics))
     per_class = metrics.get("per_class_accuracy")
     if isinstance(per_class, dict) and per_class:
         parts.append(_per_class_part(per_class))
@@ -328,7 +330,7 @@ def _part(title: str, table: dict, note: str = "") -> dict[str, Any]:
     return {"title": str(title), "table": table, "note": note}
 
 
-def _per_fold_part(per_fold: list[dict]) -> dict[str, Any]:
+def _per_fold_part(per_fold: list[dict], metrics: dict) -> dict[str, Any]:
     cols: list[str] = []
     for r in per_fold:
         cols += [k for k in r if k not in cols]
@@ -338,6 +340,9 @@ def _per_fold_part(per_fold: list[dict]) -> dict[str, Any]:
         mean = sum(vals) / len(vals)
         sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
         note = f"Validation MSE over {len(vals)} folds: {fmt(mean)} ± {fmt(sd)} (mean ± std)."
+        if metrics.get("val_folds_scored"):  # search=auto, blocked: the headline scores the inner blocks only
+            note += (f" The headline val_mse ({fmt(metrics.get('val_mse'))}) averages only the "
+                     f"{metrics['val_folds_scored']}.")
     return _part("Per fold", _table(cols, [[r.get(c) for c in cols] for r in per_fold]), note)
 
 
@@ -352,7 +357,8 @@ def _per_class_part(per_class: dict) -> dict[str, Any]:
 
 
 TASK_CAPTIONS = {
-    "regress": {"losses.png": "Training (solid) and validation (dashed) MSE per epoch, for each fold and the refit."},
+    "regress": {"losses.png": "Training (solid) and validation (dashed) MSE per epoch, for each fold (and the refit, "
+                              "when the final model is one)."},
     "classify": {"losses.png": "Loss and accuracy per epoch on the training and validation sets.",
                  "feature_maps.png": "Feature maps of one test image of each class: the first channels of "
                                      "selected convolution layers (each map on its own colour scale)."},
@@ -393,8 +399,11 @@ def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
     """
     figures = _figure_cards(fig_dir, task, study or {}, trials or [])
     count = sum(1 for f in figures or [] if f["uri"] is not None)
+    failed = task == "tune" and not any(str(t.get("state", "")).upper() == "COMPLETE" for t in trials or [])
     return {"id": "figures", "title": f"Figures ({count})", "kind": "figures",
-            "figures": None if figures is None else _lay_out(figures)}
+            "figures": None if figures is None else _lay_out(figures),
+            "none_because": ("no trial completed; see the failure reasons" if failed
+                             else "run without --no-figures to get them")}
 
 
 def _figure_cards(fig_dir: Path, task: str, study: dict, trials: list[dict]) -> list[dict[str, Any]] | None:
@@ -516,14 +525,18 @@ def _run_device(metrics: dict, config: dict, env: dict) -> str:
     return device
 
 
-def _config_section(task: str, config: dict, device: str) -> dict[str, Any]:
+def _config_section(task: str, config: dict, device: str, kind: str = "") -> dict[str, Any]:
     """The settings the run used (changed ones flagged); the others are named once, below the table."""
     section: dict[str, Any] = {"id": "config", "title": "Configuration", "kind": "config", "table": None,
                                "any_changed": False, "left_out": None}
     if not config:
         return section
     defaults = _config_defaults(task)
-    unused = unused_settings(task, config, device)
+    unused = {**unused_settings(task, config, device), **datasets.unused_settings(kind)}  # kind: metrics' dataset
+    if datasets.is_table(kind):
+        from nndl.nn.augment import images_only_settings  # torch: only for a table run's report
+
+        unused.update(images_only_settings())
     items = [(k, v) for k, v in config.items() if k not in unused]
     changed = {k for k, v in items if k in defaults and defaults[k] != v}
     left_out = [{"key": k, "why": str(why)} for k, why in unused.items() if k in config]
@@ -654,7 +667,7 @@ def _sections(run_dir: Path, shown: Path, task: str, config: dict, metrics: dict
     else:
         device = _run_device(metrics, config, env)
     if config or task != "tune":
-        sections.append(_config_section(task, config, device))
+        sections.append(_config_section(task, config, device, metrics.get("dataset", "")))
     sections.append(_environment_section(shown, task, env, config, device))
     return sections
 

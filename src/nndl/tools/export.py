@@ -18,6 +18,9 @@ What the exported model expects (the same contract for both formats):
 - **Regressor**: input ``"input"``, float32 ``(N, in_features)`` in the training
   CSV's units; output ``"prediction"``, float32 ``(N, 1)``. Input/target
   standardisation and the fold ensemble (``final=ensemble``) are inside the graph.
+  The 90% prediction interval that ``nndl predict`` writes is in the file too (runs that
+  saved one; metadata ``interval``): ONNX has two more outputs, ``"lower"`` and ``"upper"``
+  (each ``(N, 1)``); TorchScript has a second method, ``model.interval(x)`` -> ``(lower, upper)``.
 
 The batch dimension ``N`` is dynamic in both formats.
 """
@@ -76,7 +79,37 @@ def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, di
     meta.update(x_names=json.dumps(run.x_names), y_name=run.y_name,
                 input=f"float32 (N, {run.in_features}) columns {', '.join(run.x_names)}",
                 output=f"prediction of {run.y_name}, float32 (N, 1)")
-    return run.model.eval(), example, "prediction", meta
+    if not run.interval:
+        meta["interval"] = "none: this run saved no prediction interval"
+        return run.model.eval(), example, "prediction", meta
+    from nndl.nn.intervals import IntervalModel
+
+    level = f"{100 * run.interval.get('level', 0.9):g}%"
+    meta["interval"] = (f"{level} prediction interval: ONNX outputs lower and upper (N, 1); TorchScript "
+                        "model.interval(x) -> (lower, upper)")
+    return IntervalModel(run.model, run.fold_models, run.interval).eval(), example, "prediction", meta
+
+
+class _PredictionWithInterval(nn.Module):
+    """TorchScript's form of :class:`~nndl.uncertainty.IntervalModel`: ``forward`` stays the plain
+    prediction (as in files without an interval), ``interval`` gives ``(lower, upper)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+    def interval(self, x):
+        _, lower, upper = self.model(x)
+        return lower, upper
+
+
+def _has_interval(module: nn.Module) -> bool:
+    from nndl.nn.intervals import IntervalModel
+
+    return isinstance(module, IntervalModel)
 
 
 def _require_onnx() -> None:
@@ -97,9 +130,10 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, output_name: str, meta
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice is not the user's concern
+        names = [output_name] + (["lower", "upper"] if _has_interval(module) else [])
         torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
-                          output_names=[output_name], opset_version=ONNX_OPSET,
-                          dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}})
+                          output_names=names, opset_version=ONNX_OPSET,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}})
     model = onnx.load_from_string(buffer.getvalue())
     for k, v in meta.items():
         entry = model.metadata_props.add()
@@ -113,7 +147,11 @@ def _torchscript_bytes(module: nn.Module, example: torch.Tensor, meta: dict) -> 
     write fails (a full disk, ``ulimit -f``)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the format others load
-        traced = torch.jit.trace(module, (example,), check_trace=False)
+        if _has_interval(module):
+            traced = torch.jit.trace_module(_PredictionWithInterval(module),
+                                            {"forward": (example,), "interval": (example,)}, check_trace=False)
+        else:
+            traced = torch.jit.trace(module, (example,), check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={"nndl.json": json.dumps(meta)})
     return buffer.getvalue()

@@ -64,9 +64,9 @@ class LRFindResult:
 
     def figure(self):
         """Loss against lr (log axis) with the suggestion marked, as a ``matplotlib.figure.Figure``."""
-        from matplotlib.figure import Figure
+        from nndl.figures.inline import inline_figure
 
-        fig = Figure(figsize=(6.5, 4), dpi=100)
+        fig = inline_figure(figsize=(6.5, 4), dpi=100)
         ax = fig.subplots()
         ax.plot(self.lrs, self.raw_losses, color="0.75", lw=0.8, label="batch loss")
         ax.plot(self.lrs, self.losses, color="C0", lw=1.6, label="smoothed loss")
@@ -201,8 +201,33 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     result.path = folder = place(folder)  # over the folder it replaces (--overwrite), now that it is complete
     echo(f"suggested lr: {result.suggestion:.3g} ({len(result.lrs)} steps, {lr_min:g} to {result.lrs[-1]:.3g}; "
          f"{result.stop_reason}; {result.seconds:.1f} s)\nplot: {folder / 'lr_find.png'}\n"
-         f"use it: nndl {task} --preset {preset} --set lr={result.suggestion:.3g}")
+         f"use it: {_use_it(task, preset, overrides, seed, result.suggestion)}")
     return result
+
+
+# config keys that the task commands take as their own flags (the rest are --set key=value)
+_FLAGS = {"regress": {"train_path": "--train", "test_path": "--test", "x_cols": "--x-cols", "y_col": "--y-col"},
+          "classify": {"data": "--data", "label_col": "--label-col"}}
+
+
+def _use_it(task: str, preset: str, overrides, seed: int | None, lr: float) -> str:
+    """The command that trains with the suggested lr on the same data and settings as the sweep."""
+    import shlex
+
+    from nndl.base.config import parse_overrides
+
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(map(str, value))
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    words = ["nndl", task, "--preset", preset]
+    for key, value in parse_overrides(overrides).items():
+        if key != "lr":
+            flag = _FLAGS[task].get(key)
+            words += [flag, text(value)] if flag else ["--set", f"{key}={text(value)}"]
+    words += ["--seed", str(seed)] if seed is not None else []
+    return shlex.join(words + ["--set", f"lr={lr:.3g}"])
 
 
 def _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min, lr_max, fraction, min_steps,

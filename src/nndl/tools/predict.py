@@ -524,7 +524,6 @@ def _read_for_model(run: LoadedRun, path: Path) -> tuple[np.ndarray, np.ndarray 
 
 def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> list[dict]:
     results = []
-    key = "top3" if top == 3 else f"top{top}"
     for f in files:
         path = Path(f)
         if not path.exists():
@@ -536,9 +535,9 @@ def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> li
             order = np.argsort(-p, kind="stable")[:k]
             item: dict[str, Any] = {"file": str(path), "index": 0 if single else i}
             if objects[i]:
-                item[key] = [{"class": run.class_names[j], "probability": round(float(p[j]), 4)} for j in order]
+                item["top"] = [{"class": run.class_names[j], "probability": round(float(p[j]), 4)} for j in order]
             else:  # a confident "Sandal 79%" for a blank picture would be a made-up answer
-                item[key], item["warning"] = [], NO_OBJECT
+                item["top"], item["warning"] = [], NO_OBJECT
             if labels is not None:
                 item["label"] = run.class_names[int(labels[i])]
             results.append(item)
@@ -548,13 +547,28 @@ def _classify_files(run: LoadedRun, files: Sequence[str | Path], top: int) -> li
 def _format_classes(results: list[dict]) -> str:
     lines = []
     for r in results:
-        key = next(k for k in r if k.startswith("top"))
         name = r["file"] if r["index"] == 0 and not _is_batch(r["file"]) else f"{r['file']}[{r['index']}]"
         label = f"  (label: {r['label']})" if "label" in r else ""
         answer = (f"warning: {r['warning']}" if "warning" in r
-                  else ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r[key]))
+                  else ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
         lines.append(f"{name}: {answer}{label}")
     return "\n".join(lines)
+
+
+def _classes_table(results: list[dict], top: int) -> tuple[list[str], list[dict]]:
+    """Classification results as CSV columns and rows: file, index, label (when known), then
+    ``class_i``/``probability_i`` for the ``top`` classes, and ``warning`` when an input had no object."""
+    columns = ["file", "index"] + (["label"] if any("label" in r for r in results) else [])
+    k = max((len(r["top"]) for r in results), default=0) or top
+    columns += [f"{name}_{i}" for i in range(1, k + 1) for name in ("class", "probability")]
+    columns += ["warning"] if any("warning" in r for r in results) else []
+    rows = []
+    for r in results:
+        row = {key: r.get(key) for key in ("file", "index", "label", "warning")}
+        for i, t in enumerate(r["top"], 1):
+            row[f"class_{i}"], row[f"probability_{i}"] = t["class"], t["probability"]
+        rows.append(row)
+    return columns, rows
 
 
 def _is_batch(file: str) -> bool:
@@ -697,7 +711,8 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
     json : bool
         Emit JSON instead of text (classification) or CSV (regression).
     out : str or Path, optional
-        Write the output to this file instead of ``echo``.
+        Write the output to this file instead of ``echo``. Classification into a ``.csv`` file
+        (without ``json``) writes a CSV: ``file, index, [label,] class_1, probability_1, ...``.
     top : int
         How many classes to list per image (at least 1).
     echo : callable or None
@@ -706,8 +721,9 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
     Returns
     -------
     list of dict
-        Classification: ``{"file", "index", "top3": [{"class", "probability"}, ...]}``
-        (plus ``"label"`` when the batch has labels), classes sorted by probability,
+        Classification: ``{"file", "index", "top": [{"class", "probability"}, ...]}``
+        (plus ``"label"`` when the batch has labels), the ``top`` most probable classes
+        (the key is ``top`` whatever ``top`` is), sorted by probability,
         probabilities rounded to 4 decimals. An image with no object (blank or
         uniform) gets an empty list and a ``"warning"`` instead of made-up classes.
         Regression: one dict per input row with the input columns (the values as
@@ -738,7 +754,12 @@ def predict(run_dir: str | Path, files: Sequence[str | Path], json: bool = False
         run = load_run(run_dir)
         if run.task == "classify":
             results = _classify_files(run, files, top)
-            text = _json.dumps(results, indent=2) if json else _format_classes(results)
+            if json:
+                text = _json.dumps(results, indent=2)
+            elif out is not None and out.suffix.lower() == ".csv":  # a .csv file is a table, not text lines
+                text = _csv_text(*_classes_table(results, top)).rstrip("\n")
+            else:
+                text = _format_classes(results)
         else:
             columns, results = _regress_files(run, files)
             text = _json.dumps(results, indent=2) if json else _csv_text(columns, results).rstrip("\n")

@@ -66,7 +66,8 @@ _NOT_PARAMETERS = {
         "seed": "set by random_state",
         "data": "the data come from fit(X, y)", "verify": "the data come from fit(X, y)",
         "subset": "the data come from fit(X, y)", "test_subset": "the data come from fit(X, y)",
-        **{key: "the data come from fit(X, y)" for key in ("dataset", "label_col", "image_size", "test_fraction")},
+        **{key: "the data come from fit(X, y)"
+           for key in ("dataset", "label_col", "image_size", "test_fraction", "test_data")},
         "reference": "a run's baseline; compare estimators with scikit-learn's own tools (cross_val_score)",
         "calibrate": "calibration is scikit-learn's (CalibratedClassifierCV)",
         "mirror_invariant": "an estimator's flip and tta_flip are the caller's own settings, applied as given",

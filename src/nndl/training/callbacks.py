@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from nndl.base.best_epoch import improves
 from nndl.base.errors import NndlError
 
 
@@ -255,31 +256,44 @@ class EarlyStopping(Callback):
         ``auto``: maximise columns ending in ``acc``, minimise the rest.
     restore_best : bool
         At the end of training, load the weights of the best epoch.
+    warmup : int, optional
+        Epochs that are not watched at all (neither a best nor a stop), so a training never stops
+        before epoch ``warmup + patience``. Default: a quarter of the training's epochs, because a
+        sigmoid net sits on a plateau for its first tens of epochs (the ``seed`` preset: about 80
+        of 300) and a patience shorter than that stops it there. ``warmup=0`` watches from epoch 1.
 
     Trainings whose history has no ``monitor`` column (the refit of a regression run on
     all data has no validation set) are left alone.
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0, mode: str = "auto",
-                 restore_best: bool = True):
+                 restore_best: bool = True, warmup: int | None = None):
         if patience < 1:
             raise NndlError(f"EarlyStopping(patience={patience}): patience must be >= 1")
         if mode not in ("auto", "min", "max"):
             raise NndlError(f"EarlyStopping(mode={mode!r}): choose auto, min or max")
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+            raise NndlError(f"EarlyStopping(warmup={warmup!r}): give a whole number of epochs >= 0, or None for a "
+                            "quarter of the training")
+        self.warmup = warmup
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
         self.higher = mode == "max" or (mode == "auto" and monitor.endswith("acc"))
         self._per_state: dict[int, dict] = {}
 
     def on_train_begin(self, state):
+        warmup = state.epochs // 4 if self.warmup is None else self.warmup
         self._per_state[id(state)] = {"best": -math.inf if self.higher else math.inf, "wait": 0, "weights": None,
-                                      "epoch": 0}
+                                      "epoch": 0, "warmup": warmup}
 
     def on_epoch_end(self, state, logs):
         value = logs.get(self.monitor)
         track = self._per_state.get(id(state))
         if value is None or track is None or not math.isfinite(value):
             return
-        better = (value > track["best"] + self.min_delta) if self.higher else (value < track["best"] - self.min_delta)
+        if logs.get("epoch", state.epoch) <= track["warmup"]:
+            return
+        margin = self.min_delta if self.higher else -self.min_delta
+        better = improves(value, track["best"] + margin, self.higher)
         if better:
             track.update(best=value, wait=0, epoch=logs.get("epoch", state.epoch))
             if self.restore_best:
@@ -438,7 +452,10 @@ class TensorBoard(Callback):
 
 class ProgressBar(Callback):
     """nndl's own progress display: an epoch bar for short epochs; for long epochs (>= 20 steps) a
-    step bar with the live loss and one table line per epoch. ``say`` prints a line."""
+    step bar with the live loss and one table line per epoch. ``say`` prints a line.
+
+    Where no bar is seen (output piped to a log), short epochs get table lines too, about 20 per
+    training (every ``epochs // 20``-th, the first and the last), else the log would hold nothing."""
 
     LIVE_EVERY = 25  # steps between live-loss updates (each one is a host sync)
 
@@ -450,14 +467,18 @@ class ProgressBar(Callback):
         self.tqdm, self.live_loss = progress_bar, live_loss  # bars draw only on a terminal or in a notebook
         self.say = say or tqdm.write
         self.epoch_bar = self.step_bar = None
+        self.unsaid = None  # the last epoch's logs when its line was skipped
 
     def on_train_begin(self, state):
+        from nndl.base.progress import bars_visible
+
         self.long = state.steps_per_epoch >= 20
+        self.line_every = 1 if self.long else (max(1, state.epochs // 20) if not bars_visible() else None)
         start = len(state.history)
         if not self.long:
             self.epoch_bar = self.tqdm(total=state.epochs, initial=start, desc=state.desc or "epochs", leave=False,
                                        dynamic_ncols=True)
-        elif start == 0:
+        if self.line_every is not None and start == 0:
             self.say(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} {'lr':>9} "
                      f"{'dur':>6}")
 
@@ -476,12 +497,13 @@ class ProgressBar(Callback):
         if self.step_bar is not None:
             self.step_bar.close()
             self.step_bar = None
-        if self.long:
-            nan = float("nan")
-            self.say(f"{logs['epoch']:>5} {logs['train_loss']:>10.4f} {logs.get('train_acc', nan):>9.4f} "
-                     f"{logs.get('val_loss', nan):>9.4f} {logs.get('val_acc', nan):>8.4f} {logs['lr']:>9.2e} "
-                     f"{logs['seconds']:>6.1f}")
-        elif self.epoch_bar is not None:
+        self.unsaid = None
+        if self.line_every is not None:
+            if logs["epoch"] % self.line_every == 0 or logs["epoch"] in (1, state.epochs):
+                self._line(logs)
+            else:
+                self.unsaid = logs  # said at the end if training stops here (early stop, time limit)
+        if self.epoch_bar is not None:
             self.epoch_bar.update(1)
             post = {"train": f"{logs['train_loss']:.4f}"}
             if "val_loss" in logs:
@@ -489,8 +511,17 @@ class ProgressBar(Callback):
             # refresh=False: tqdm redraws at most every mininterval, not on every (sub-millisecond) epoch
             self.epoch_bar.set_postfix(post, refresh=False)
 
+    def _line(self, logs) -> None:
+        nan = float("nan")
+        self.say(f"{logs['epoch']:>5} {logs['train_loss']:>10.4f} {logs.get('train_acc', nan):>9.4f} "
+                 f"{logs.get('val_loss', nan):>9.4f} {logs.get('val_acc', nan):>8.4f} {logs['lr']:>9.2e} "
+                 f"{logs['seconds']:>6.1f}")
+
     def on_train_end(self, state, result):
         self.close()
+        if self.unsaid is not None:
+            self._line(self.unsaid)
+            self.unsaid = None
 
     def close(self) -> None:
         """Close any open bar (also called when training is interrupted)."""

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from nndl.base.best_epoch import improves
 from nndl.training.callbacks import CallbackList
 
 
@@ -256,7 +257,7 @@ class StopPolicy:
             if self.stopped[i]:
                 continue
             best = self.best_metric[i]
-            better = metric is not None and self.validated and (metric > best if self.higher else metric < best)
+            better = metric is not None and self.validated and improves(metric, best, self.higher)
             if better:
                 self.best_metric[i], self.best_epoch[i], self.bad_epochs[i] = metric, epoch + 1, 0
                 improved.append(i)

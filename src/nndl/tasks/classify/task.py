@@ -277,7 +277,7 @@ class ClassificationTask(Task):
         return using_threads(cfg.threads)  # the caller's torch thread count is restored afterwards
 
     def inputs(self, cfg) -> list[str]:
-        return [cfg.data]
+        return [cfg.data, cfg.test_data]
 
     def load(self, cfg, data: Dataset | FashionData | None = None) -> dict[str, Any]:
         return prepare_data(cfg, data, pick_device(cfg.device))
