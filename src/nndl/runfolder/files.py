@@ -204,7 +204,8 @@ def _free_name(path: Path, suffix: str) -> Path:
 
 
 def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root: str | Path = "runs",
-                inputs: list[str | Path] = (), writes: tuple[str, ...] = RUN_FILES + EXPORT_FILES) -> Path:
+                inputs: list[str | Path] = (), writes: tuple[str, ...] = RUN_FILES + EXPORT_FILES,
+                view: dict | None = None) -> Path:
     """Create the run folder (marked as nndl's, in state "training") and return it.
 
     ``out=None`` makes a new timestamped folder under ``root``. An existing, non-empty ``out`` is an
@@ -212,7 +213,9 @@ def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root
     :func:`prepare_out_dir`); ``inputs`` are the user's input files, whose folders are never
     replaced. The replacing run is built beside the old one, in ``OUT.nndl-new``, and
     :func:`place` moves it over the old one when it is complete: until then the old run is intact.
-    ``writes`` are the patterns of the files the run writes (see :func:`write_marker`).
+    ``writes`` are the patterns of the files the run writes (see :func:`write_marker`); ``view`` is
+    how the run's task wants the folder shown (key metrics, main figures), recorded in the marker so
+    that the run-folder readers never need the task (see :class:`nndl.runfolder.objects.Run`).
     """
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -224,7 +227,7 @@ def new_run_dir(out: str | Path | None, task: str, overwrite: bool = False, root
         prepare_out_dir(path)
     else:
         path = prepare_out_dir(out, overwrite, inputs)
-    extra = {}
+    extra = {"view": view} if view else {}
     if path.is_dir() and any(path.iterdir()):  # an nndl run that may be replaced: build the new one beside it
         extra["replaces"], path = path.name, _free_name(path, ".nndl-new")
     made = [p for p in [path, *path.parents] if not p.exists()]

@@ -29,13 +29,8 @@ from typing import Any, Iterator
 from nndl.base.errors import NndlError, path_argument
 from nndl.base.progress import in_notebook
 
-# The figures shown inline by _repr_html_, in order, per task (the others are one .figure(name) away).
-MAIN_FIGURES = {"regress": ("fit", "losses"), "classify": ("losses", "confusion_matrix"),
-                "study": ("history", "importances")}
-KEY_METRICS = {"regress": ("test_mse", "val_mse", "val_mse_std", "train_mse", "folds", "epochs", "cv_seconds",
-                           "test_coverage_90", "splitter"),
-               "classify": ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
-                            "parameters", "model")}
+# The figures a study shows inline (a run's come from its task's view; the others are one .figure(name) away).
+STUDY_FIGURES_INLINE = ("history", "importances")
 
 
 def is_verbose(verbose: bool | None) -> bool:
@@ -179,6 +174,15 @@ class _Folder(Mapping):
         return "".join(_img_tag(figures[n], n.replace("_", " ")) for n in names if n in figures)
 
 
+def _task_from_files(metrics: dict, config: dict) -> str:
+    """The task of a run folder whose marker does not record it (made before nndl recorded it there)."""
+    return "regress" if "train_path" in config or "val_mse" in metrics else "classify"
+
+
+def _scalar_keys(metrics: dict) -> list[str]:
+    return [k for k, v in metrics.items() if not isinstance(v, (dict, list))]
+
+
 # --------------------------------------------------------------------------- Run
 class Run(_Folder):
     """A regress or classify run folder.
@@ -206,7 +210,7 @@ class Run(_Folder):
     def __init__(self, path: str | Path, metrics: dict | None = None):
         self.path = Path(path)
         self._metrics = metrics
-        self._config = self._history = None
+        self._config = self._history = self._view = None
 
     @property
     def metrics(self) -> dict:
@@ -234,9 +238,22 @@ class Run(_Folder):
         return self._history
 
     @property
+    def view(self) -> dict:
+        """How the run's task wants it shown (``task``, ``key_metrics``, ``main_figures``), as the run
+        recorded it in its marker; a folder from before nndl recorded it gets the task from its files."""
+        if self._view is None:
+            from nndl.runfolder.files import read_marker
+
+            marker = read_marker(self.path) or {}
+            view = marker.get("view") if isinstance(marker.get("view"), dict) else {}
+            self._view = {"task": view.get("task") or _task_from_files(self.metrics, self.config),
+                          "key_metrics": list(view.get("key_metrics") or _scalar_keys(self.metrics)[:6]),
+                          "main_figures": list(view.get("main_figures") or ["losses"])}
+        return self._view
+
+    @property
     def task(self) -> str:
-        m, c = self.metrics, self.config
-        return "regress" if "train_path" in c or "val_mse" in m else "classify"
+        return self.view["task"]
 
     def _data(self) -> dict:
         return self.metrics
@@ -249,7 +266,7 @@ class Run(_Folder):
         from nndl.figures.inline import inline_figure
 
         fig = inline_figure(figsize=(7, 4), dpi=100)
-        if self.task == "classify":
+        if any("train_acc" in row for row in self.history):  # a classifier's history: loss and accuracy
             axes = fig.subplots(1, 2)
             for ax, (key, label) in zip(axes, (("loss", "cross-entropy"), ("acc", "accuracy"))):
                 for split, style in (("train", "-"), ("val", "--")):
@@ -284,23 +301,24 @@ class Run(_Folder):
         return fig
 
     def __repr__(self) -> str:
-        keys = [k for k in KEY_METRICS[self.task][:3] if k in self.metrics]
+        keys = [k for k in self.view["key_metrics"][:3] if k in self.metrics]
         numbers = ", ".join(f"{k}={_fmt(self.metrics[k])}" for k in keys)
         return f"Run({str(self.path)!r}, {self.task}{', ' + numbers if numbers else ''})"
 
     def _repr_html_(self) -> str:
         m, c = self.metrics, self.config
-        what = (f"MLP {c.get('hidden')} {c.get('activation', '')}" if self.task == "regress"
-                else f"model {m.get('model', c.get('model', '?'))}")
+        model = m.get("model", c.get("model"))
+        what = f"model {model}" if model else f"MLP {c.get('hidden')} {c.get('activation', '')}"
         summary = [f"<b>nndl {self.task} run</b> <code>{html.escape(str(self.path))}</code>",
                    html.escape(f"{what}; {m.get('epochs', c.get('epochs', '?'))} epochs; "
                                f"seed {c.get('seed', '?')}; device {m.get('device', c.get('device', '?'))}")]
         if m.get("diverged"):
             summary.append(f"<b style='color:#b00'>diverged</b>: {html.escape(str(m.get('stop_reason', '')))}")
-        key = [(k, m[k]) for k in KEY_METRICS[self.task] if k in m]
-        rest = [(k, v) for k, v in m.items() if k not in KEY_METRICS[self.task] and not isinstance(v, (dict, list))]
+        key_metrics = self.view["key_metrics"]
+        key = [(k, m[k]) for k in key_metrics if k in m]
+        rest = [(k, v) for k, v in m.items() if k not in key_metrics and not isinstance(v, (dict, list))]
         return (f"<div class='nndl-run'><p>{'<br/>'.join(summary)}</p>{_table(key)}"
-                f"<div>{self._figures_html(MAIN_FIGURES[self.task])}</div>"
+                f"<div>{self._figures_html(self.view['main_figures'])}</div>"
                 f"<details><summary>all metrics</summary>{_table(rest)}</details>"
                 f"<p style='font-size:90%'>figures: {html.escape(', '.join(self.figures) or 'none')} "
                 f"(<code>run.figure(name)</code>); full report: <code>{html.escape(str(self.path / 'report.html'))}"
@@ -412,6 +430,6 @@ class Study(_Folder):
         rows += [(f"retrained {k}", v) for k, v in best_run.items() if k not in ("dir", "diverged")]
         warn = "".join(f"<p style='color:#b00'>{html.escape(w)}</p>" for w in s.get("warnings") or [])
         return (f"<div class='nndl-study'><p>{head}</p>{warn}{_table(rows)}"
-                f"<div>{self._figures_html(MAIN_FIGURES['study'])}</div>"
+                f"<div>{self._figures_html(STUDY_FIGURES_INLINE)}</div>"
                 f"<p style='font-size:90%'>figures: {html.escape(', '.join(self.figures) or 'none')}; trials: "
                 f"<code>study.history</code>; best run: <code>study.best_run</code></p></div>")

@@ -89,6 +89,15 @@ class Task(ABC):
     #: The fewest optimiser steps of an lr sweep (shorter sweeps are too noisy to read).
     lr_find_min_steps: ClassVar[int] = 100
 
+    #: How a run folder of this task is shown (``Run``'s summary and notebook view): its headline
+    #: metrics, in order, and the figures drawn inline.
+    key_metrics: ClassVar[tuple[str, ...]] = ()
+    main_figures: ClassVar[tuple[str, ...]] = ("losses",)
+
+    def view(self) -> dict[str, Any]:
+        """What the run folder records of this task for its readers (they never import a task)."""
+        return {"task": self.name, "key_metrics": list(self.key_metrics), "main_figures": list(self.main_figures)}
+
     def search_folds(self, cfg) -> int:
         """K of a search's cross-validation when ``--folds`` is not given."""
         return 3
@@ -183,8 +192,8 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
             seal(resume_dir, keep_place=False)
             ctx = RunContext(Path(resume_dir), progress, figures, echo, callbacks, verbose, resume=True)
             return _guarded(task, cfg, loaded, ctx, fresh=False)
-        ctx = RunContext(new_run_dir(out, task.name, overwrite, inputs=task.inputs(cfg)), progress, figures, echo,
-                         callbacks, verbose)
+        ctx = RunContext(new_run_dir(out, task.name, overwrite, inputs=task.inputs(cfg), view=task.view()), progress,
+                         figures, echo, callbacks, verbose)
 
         def start() -> None:
             write_json(ctx.run_dir / "config.json", config_mod.to_dict(cfg))

@@ -269,6 +269,9 @@ class ClassificationTask(Task):
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"
+    key_metrics = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
+                   "parameters", "model")
+    main_figures = ("losses", "confusion_matrix")
 
     def search_data(self, cfg) -> Dataset:
         return load_dataset(cfg)  # any dataset kind the config names (nndl.data), read once per process

@@ -318,6 +318,9 @@ class RegressionTask(Task):
     default_preset = "seed"
     default_space = "regress_default.toml"
     stacked_trials = True
+    key_metrics = ("test_mse", "val_mse", "val_mse_std", "train_mse", "folds", "epochs", "cv_seconds",
+                   "test_coverage_90", "splitter")
+    main_figures = ("fit", "losses")
     lr_find_min_steps = 300  # small batches of a 1-D set: a short sweep's losses are mostly noise
 
     def search_folds(self, cfg) -> int:
