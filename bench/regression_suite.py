@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from nndl.base import config
+from nndl.tasks.regress import reference
 from nndl.nn import intervals as uncertainty
 from nndl.data.regression_table import target_function
 from nndl.tasks.regress.task import auto_fit, fit_arrays, load_data
@@ -230,18 +231,13 @@ def preset_strategy(preset: str, overrides: dict | None = None, auto_kwargs: dic
 
 
 def gp_strategy(x, y, xt) -> Prediction:
-    """The yardstick a statistician would fit: an RBF + white-noise GP, marginal likelihood with
-    5 restarts, standardised targets; the 90% interval is for a new observation (noise included,
-    because the white-noise kernel is part of the predictive variance)."""
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
-    gp = GaussianProcessRegressor(ConstantKernel() * RBF() + WhiteKernel(), normalize_y=True,
-                                  n_restarts_optimizer=5, random_state=0)
-    gp.fit(x.astype(np.float64), y.astype(np.float64))
-    mean, std = gp.predict(xt.astype(np.float64), return_std=True)
-    half = uncertainty.z_value(0.9) * std
-    return Prediction(mean, mean - half, mean + half, extra={"kernel": str(gp.kernel_)})
+    """The yardstick a statistician would fit: the reference model of every 1-D nndl run
+    (:func:`nndl.tasks.regress.reference.fit_gp`: an RBF + white-noise GP, marginal likelihood with 5 restarts,
+    standardised targets); the 90% interval is for a new observation (noise included, because
+    the white-noise kernel is part of the predictive variance)."""
+    gp = reference.fit_gp(x, y, seed=0)
+    mean, lower, upper = gp.interval(xt)
+    return Prediction(mean, lower, upper, extra={"kernel": gp.detail})
 
 
 STRATEGIES: dict[str, Callable] = {

@@ -28,6 +28,7 @@ def test_bench_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert "to 93.5%" in proc.stdout and "epochs of this run's typical loop" in proc.stdout
     reg = result["regression"]
     assert reg["speedup"] > 0 and reg["sequential"]["val_mse"] == pytest.approx(reg["batched"]["val_mse"], rel=1e-3)
+    assert reg["reference"]["model"] == "gp" and "regression reference GP" in proc.stdout
     search = result["regression_search"]
     assert search["trials"] == 8 and search["speedup_vs_sequential"] > 0
     for way in ("folds_stacked", "trials_stacked"):  # same seeds: every way scores every trial alike

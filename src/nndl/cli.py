@@ -34,6 +34,8 @@ def cmd_regress(args) -> int:
         overrides.append(f"x_cols={args.x_cols}")
     if args.y_col:
         overrides.append(f"y_col={args.y_col}")
+    if args.no_reference:
+        overrides.append("reference=none")
     regress(train=args.train, test=args.test, preset=args.preset, overrides=overrides, seed=args.seed, out=args.out,
             overwrite=args.overwrite, progress=not args.no_progress, figures=not args.no_figures,
             tensorboard=args.tensorboard)
@@ -171,6 +173,8 @@ def _add_regress(sub) -> None:
     p.add_argument("--test", help="test CSV (default: the bundled test set; '' for none)")
     p.add_argument("--x-cols", help="input columns by header name, comma-separated (default: all but the last)")
     p.add_argument("--y-col", help="target column by header name (default: the last)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="fit no reference model beside the net (the same as --set reference=none)")
     _add_run_args(p, "seed")
     p.set_defaults(func=cmd_regress)
 

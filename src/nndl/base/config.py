@@ -98,6 +98,9 @@ class RegressConfig(TrainConfig):
                                                      "then an ensemble of the best configs (preset auto)")
     ensemble_top: int = _doc(4, "search=auto: configs in the final ensemble (each with its fold models)")
     threads: int = _doc(0, "torch intra-op threads while training; 0 = 1 for tiny nets, else torch's default")
+    reference: str = _choice("auto", ["auto", "gp", "ridge", "none"],
+                             "baseline fitted beside the net (needs scikit-learn): auto = a Gaussian process for "
+                             "one input column, ridge for several; none = off (--no-reference)")
     lr: float = 0.02
     weight_decay: float = 1e-5
     epochs: int = 600

@@ -27,9 +27,20 @@ def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return model(torch.as_tensor(x, dtype=torch.float32, device=device)).reshape(-1).cpu().numpy()
 
 
+def curve_inputs(x_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Where :func:`fitted_function` evaluates the models: a 400-point grid over the training and test
+    inputs (padded 5%) for one input column, else the test rows (the training rows without a test set)."""
+    if x_train.shape[1] != 1:
+        return x_test if len(x_test) else x_train
+    lo = min(x_train.min(), x_test.min() if len(x_test) else x_train.min())
+    hi = max(x_train.max(), x_test.max() if len(x_test) else x_train.max())
+    pad = 0.05 * (hi - lo)
+    return np.linspace(lo - pad, hi + pad, 400, dtype=np.float32)[:, None]
+
+
 def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_train, y_train, x_test, y_test,
                     path: str | Path, x_name: str = "x", y_name: str = "y", interval: dict | None = None,
-                    members_label: str = "fold models") -> Path:
+                    members_label: str = "fold models", reference: dict | None = None) -> Path:
     """The final model's curve over the training and test points with its prediction interval as a band
     and the gaps in the training inputs shaded (1-D inputs); predicted-vs-true for several inputs.
 
@@ -37,15 +48,15 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
     then the interval for a new observation (members' spread plus noise), and the fold models'
     range is drawn faintly inside it. Without it the band is the fold models' range.
     ``members_label`` names the models in ``fold_models`` in the legend (e.g. "ensemble members").
+    ``reference`` holds a reference model's arrays at :func:`curve_inputs` (``x``, ``mean``,
+    ``lower``, ``upper``) and its legend ``label``: its mean is drawn dashed with its band in outline
+    beside the net's (as crosses with their interval for several inputs).
     """
     from nndl.nn.intervals import interval_bounds, member_predictions
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if x_train.shape[1] == 1:
-        lo = min(x_train.min(), x_test.min() if len(x_test) else x_train.min())
-        hi = max(x_train.max(), x_test.max() if len(x_test) else x_train.max())
-        pad = 0.05 * (hi - lo)
-        grid = np.linspace(lo - pad, hi + pad, 400, dtype=np.float32)[:, None]
+        grid = curve_inputs(x_train, x_test)
         folds = member_predictions(fold_models, grid)
         center = _predict(final_model, grid)
         for i, (a, b) in enumerate(find_gaps(x_train[:, 0])):
@@ -59,6 +70,8 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
                         alpha=0.25 if interval is None else 0.3,
                         label=f"range of {len(fold_models)} {members_label}")
         ax.plot(grid[:, 0], center, color="#4c72b0", lw=2, label="final model")
+        if reference is not None:
+            _reference_band(ax, reference)
         ax.scatter(x_train[:, 0], y_train, s=14, color="0.25", label="training points", zorder=3)
         if len(x_test):
             ax.scatter(x_test[:, 0], y_test, s=14, marker="x", color="#dd8452", label="test points", zorder=3)
@@ -73,12 +86,26 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
                                            interval.get("spread_scale", 1.0), interval.get("level", 0.9))
             ax.errorbar(y_eval, pred, yerr=[pred - lower, upper - pred], fmt="none", ecolor="#4c72b0", alpha=0.3,
                         lw=1, label=f"{interval.get('level', 0.9):.0%} prediction interval")
-        ax.scatter(y_eval, pred, s=14)
-        lims = [min(y_eval.min(), pred.min()), max(y_eval.max(), pred.max())]
+        ax.scatter(y_eval, pred, s=14, color="#4c72b0", label="net")
+        if reference is not None:
+            ref_err = [reference["mean"] - reference["lower"], reference["upper"] - reference["mean"]]
+            ax.errorbar(y_eval, reference["mean"], yerr=ref_err, fmt="x", color="#55a868", ecolor="#55a868",
+                        alpha=0.6, ms=4, lw=0.8, label=f"{reference['label']} (90% interval)")
+        shown = np.concatenate([pred, reference["mean"]]) if reference is not None else pred
+        lims = [min(y_eval.min(), shown.min()), max(y_eval.max(), shown.max())]
         ax.plot(lims, lims, "k--", lw=1, label="perfect prediction")
         ax.set(xlabel=f"true {y_name}", ylabel=f"predicted {y_name}", title=f"Predicted vs true ({which} set)")
     ax.legend(fontsize=8)
     return save(fig, path)
+
+
+def _reference_band(ax, reference: dict) -> None:
+    """A reference model's mean (dashed) and its prediction interval (dotted edges) on a 1-D fit plot:
+    outlines, so the net's filled band stays readable beneath."""
+    x = np.asarray(reference["x"])[:, 0]
+    ax.plot(x, reference["mean"], color="#55a868", lw=1.6, ls="--", label=f"{reference['label']} mean")
+    ax.plot(x, reference["lower"], color="#55a868", lw=1, ls=":", label=f"{reference['label']} 90% interval")
+    ax.plot(x, reference["upper"], color="#55a868", lw=1, ls=":")
 
 
 def probe_labels(probe_inputs: np.ndarray, x_names: list[str] | None = None, max_inputs: int = 3) -> list[str]:

@@ -153,6 +153,10 @@ class Task(ABC):
     def figures(self, cfg, data, fitted, fig_dir: Path) -> None:
         """The task's PNG figures."""
 
+    def notes(self, metrics: dict, fitted) -> list[str]:
+        """Lines printed once after the run, before any warning (e.g. how a reference model did)."""
+        return []
+
     def warnings(self, metrics: dict, fitted) -> list[str]:
         """Lines printed once after the run (e.g. a model whose loss diverged)."""
         return []
@@ -289,6 +293,8 @@ def _run(task: Task, cfg, data, ctx: RunContext):
     ctx.stage = "drawing the figures"
     if ctx.figures:
         task.figures(cfg, data, fitted, ctx.run_dir / "figures")
+    for line in task.notes(metrics, fitted):
+        ctx.echo(line)
     for line in task.warnings(metrics, fitted):
         ctx.echo(f"WARNING: {line}")
     ctx.stage = "writing the report"

@@ -5,7 +5,8 @@ All rows are measured in one process on one machine, so the ratios compare like 
 (a) ``typical``: a per-sample ``Dataset`` + ``DataLoader`` (batch 256, shuffled), Adam, the
     ``cnn`` preset's network, evaluated with a DataLoader too -- the notebook this replaces;
 (b) nndl's ``cnn`` preset; (c) nndl's ``fast`` preset; (c') nndl's ``speed`` preset over seeds;
-(d) regression: the ``seed`` preset's 5-fold CV, folds one by one vs stacked into one model.
+(d) regression: the ``seed`` preset's 5-fold CV, folds one by one vs stacked into one model, and
+    the reference GP of every 1-D run (:mod:`nndl.tasks.regress.reference`) on the same folds.
 
 Training time excludes evaluation. Time to X% is the training time up to the end of the
 first epoch whose test accuracy reaches X% (the test set is the per-epoch yardstick here,
@@ -222,6 +223,24 @@ def regression_auto(device: torch.device) -> dict[str, Any]:
             "splitter": cfg.splitter}
 
 
+def regression_reference(device: torch.device) -> dict[str, Any] | None:
+    """The reference GP (:func:`nndl.tasks.regress.reference.fit_gp`) on the bundled set: its val MSE on the ``seed``
+    preset's 5 shuffled folds (the nndl rows' folds), its test MSE and seconds; None without scikit-learn."""
+    from nndl.tasks.regress import reference
+    from nndl.data.splits import make_splits
+
+    if not reference.sklearn_available():
+        return None
+    cfg = config_mod.resolve("regress", "seed")
+    data = get_task("regress").load(cfg)
+    folds = make_splits(torch.as_tensor(data.train.x), cfg)
+    t0 = time.perf_counter()
+    fitted = reference.fit_for_run("gp", data.train.x, data.train.y, [va.numpy() for _, va in folds], cfg.seed)
+    mean, _ = fitted.model.predict(data.test.x)
+    return {"model": "gp", "detail": fitted.model.detail, "val_mse": fitted.val_mse, "seconds": time.perf_counter() - t0,
+            "test_mse": float(((mean - data.test.y) ** 2).mean())}
+
+
 def time_seed_cv(device: torch.device, **overrides) -> dict[str, Any]:
     """Seconds and mean val MSE of the ``seed`` preset's 5-fold CV with ``overrides`` (e.g. ``epochs``,
     ``batched``, ``threads``); data and model setup are not timed."""
@@ -349,6 +368,10 @@ def format_table(result: dict[str, Any]) -> str:
                      f"-> {reg['speedup_vs_typical']:.1f}x vs typical, {reg['speedup']:.1f}x vs one by one "
                      f"(val MSE {reg['typical']['val_mse']:.4f} / {reg['sequential']['val_mse']:.4f} / "
                      f"{reg['batched']['val_mse']:.4f})")
+        if reg.get("reference"):
+            ref = reg["reference"]
+            lines.append(f"regression reference GP (RBF + noise), same 5 folds: val MSE {ref['val_mse']:.4f}, test MSE "
+                         f"{ref['test_mse']:.4f}, {ref['seconds']:.2f} s (fit + 5 fold refits)")
         if reg.get("auto"):
             auto = reg["auto"]
             lines.append(f"regression --preset auto: {auto['candidates']} candidates x 5 {auto['splitter']} folds + "
@@ -427,7 +450,8 @@ def run_bench(typical_epochs: int = 2, cnn_epochs: int = 0, fast_runs: int = 1, 
         if runs >= 1:
             result["classification"].append(preset_row(data, preset, dev, sizes, runs, typical_seconds, echo))
     if regression_epochs:
-        result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs)}
+        result["regression"] = {"epochs": regression_epochs, **regression_kfold(dev, regression_epochs),
+                                "reference": regression_reference(dev)}
         if regression_epochs >= 600:  # the auto preset's own budget; tiny smoke runs skip it
             result["regression"]["auto"] = regression_auto(dev)
         if search_trials:

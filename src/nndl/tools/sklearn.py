@@ -61,6 +61,7 @@ _NOT_PARAMETERS = {
         **{key: "cross-validation and search are scikit-learn's (cross_val_score, GridSearchCV)"
            for key in ("folds", "final", "batched", "splitter", "group_col", "search", "ensemble_top")},
         "probe_inputs": "only used by the figures of an `nndl regress` run",
+        "reference": "a run's yardstick; fit scikit-learn's own estimators beside this one to compare",
     },
     "classify": {
         "seed": "set by random_state",

@@ -1,5 +1,6 @@
 """The regression task end to end: data -> CV (shuffled, blocked or per cluster) -> final model or
-ensemble (optionally chosen by the built-in ``auto`` search) -> test MSE and interval coverage -> run folder."""
+ensemble (optionally chosen by the built-in ``auto`` search) and a reference model beside it -> test
+scores and interval coverage -> run folder."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ import torch
 
 from nndl.base import config as config_mod
 from nndl.nn import intervals as uncertainty
+from nndl.tasks.regress import reference
 from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
 from nndl.training.threads import step_work, thread_policy
 from nndl.data.regression_table import RegressionData, read_csv, read_table
@@ -252,9 +254,14 @@ def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
         xt = torch.as_tensor(test_data.x, device=device)
         yt = torch.as_tensor(test_data.y, device=device)
         metrics["test_mse"] = evaluate(final, xt, yt, "regression")["loss"]
-        _, lower, upper = uncertainty.predict_interval(final, result.spread_models, test_data.x,
-                                                       {**result.interval, "spread_from": "folds"})
+        center, lower, upper = uncertainty.predict_interval(final, result.spread_models, test_data.x,
+                                                            {**result.interval, "spread_from": "folds"})
         metrics["test_coverage_90"] = uncertainty.coverage(test_data.y, lower, upper)
+        metrics["test_width_90"] = float(np.mean(upper - lower))
+        metrics.update(reference.regression_scores(test_data.y, center))
+    else:
+        metrics["test_width_90"] = float("nan")
+        metrics.update(reference.regression_scores([], []))
     diverged = [f"fold {i + 1}: {f.result.stop_reason}" for i, f in enumerate(folds) if f.result.diverged]
     if result.refit is not None and result.refit.diverged:
         diverged.append(f"refit: {result.refit.stop_reason}")
@@ -264,7 +271,28 @@ def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
     return metrics
 
 
-def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
+def fit_reference(cfg, train: RegressionData, result: Fit, echo: Callable[[str], None]) -> reference.Reference | None:
+    """The run's reference model (``cfg.reference``) on the training rows, scored on the CV folds
+    ``val_mse`` averages; None when it is off, or skipped (one line) because scikit-learn is missing."""
+    if not reference.check_available(cfg.reference):
+        if cfg.reference == "auto":
+            echo(f"reference model skipped: {reference.MISSING_EXTRA}")
+        return None
+    kind = reference.choose(cfg.reference, *train.x.shape)
+    val_sets = [f.val_idx.cpu().numpy() for f in result.val_folds or result.folds]
+    return reference.fit_for_run(kind, train.x, train.y, val_sets, cfg.seed)
+
+
+def _reference_curve(ref: reference.Reference | None, train_data, xt_np) -> dict | None:
+    """The reference's mean and 90% band where fit.png draws the net's (the 1-D grid, or the rows)."""
+    if ref is None:
+        return None
+    x_eval = regfig.curve_inputs(train_data.x, xt_np)
+    mean, lower, upper = ref.model.interval(x_eval)
+    return {"label": f"reference {ref.model.label}", "x": x_eval, "mean": mean, "lower": lower, "upper": upper}
+
+
+def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x, ref=None) -> None:
     folds, final, refit = result.folds, result.final, result.refit
     refit_history = refit.history if refit is not None else []
     common.loss_curves([f.result.history for f in folds] + ([refit_history] if refit_history else []),
@@ -275,7 +303,8 @@ def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x) -> None:
     regfig.fitted_function(final, result.spread_models, train_data.x, train_data.y, xt_np, yt_np,
                            fig_dir / "fit.png", train_data.x_names[0], train_data.y_name,
                            interval={**result.interval, "spread_from": "folds"},
-                           members_label="fold models" if refit is not None else "ensemble members")
+                           members_label="fold models" if refit is not None else "ensemble members",
+                           reference=_reference_curve(ref, train_data, xt_np))
     profile_model = final if refit is not None else folds[0].model
     common.weight_histograms(profile_model, fig_dir / "weight_histograms.png")
     if x.shape[1] == 1:
@@ -307,6 +336,7 @@ class Trained:
     y: torch.Tensor
     device: torch.device
     started: float
+    reference: reference.Reference | None = None
 
 
 class RegressionTask(Task):
@@ -348,6 +378,7 @@ class RegressionTask(Task):
         return [cfg.train_path, cfg.test_path]
 
     def load(self, cfg, data=None) -> RegressionInputs:
+        reference.check_available(cfg.reference)  # an explicit reference without scikit-learn: one line, now
         train_data, test_data = load_data(cfg)
         return RegressionInputs(train_data, test_data, load_groups(cfg))
 
@@ -372,7 +403,7 @@ class RegressionTask(Task):
         setup = self.setup(cfg, data, device)
         started = time.perf_counter()
         result = fit_arrays(cfg, setup.x, setup.y, data.groups, ctx.progress, callbacks=ctx.callbacks, echo=ctx.echo)
-        return Trained(result, setup.x, setup.y, device, started)
+        return Trained(result, setup.x, setup.y, device, started, fit_reference(cfg, data.train, result, ctx.echo))
 
     def test(self, cfg, data: RegressionInputs, fitted: Trained) -> dict:
         result = fitted.fit
@@ -380,6 +411,10 @@ class RegressionTask(Task):
             metrics = _metrics(cfg, result, fitted.x, fitted.y, data.test, fitted.device)
         metrics["cv_seconds"] = result.extra.get("search_seconds", result.cv_seconds)
         metrics["train_seconds"] = time.perf_counter() - fitted.started
+        if fitted.reference is not None:
+            test = data.test
+            metrics.update(reference.run_metrics(fitted.reference, test.x if test else np.empty((0, fitted.x.shape[1])),
+                                                 test.y if test else np.empty(0)))
         return metrics
 
     def save(self, cfg, data: RegressionInputs, fitted: Trained, run_dir: Path) -> None:
@@ -396,7 +431,11 @@ class RegressionTask(Task):
                    member_configs=result.member_configs)
 
     def figures(self, cfg, data: RegressionInputs, fitted: Trained, fig_dir: Path) -> None:
-        _figures(cfg, fig_dir, fitted.fit, data.train, data.test, fitted.x)
+        _figures(cfg, fig_dir, fitted.fit, data.train, data.test, fitted.x, fitted.reference)
+
+    def notes(self, metrics: dict, fitted) -> list[str]:
+        line = reference.summary_line(metrics)
+        return [line] if line else []
 
     def warnings(self, metrics: dict, fitted) -> list[str]:
         return list(metrics.get("stop_reasons", []))
@@ -415,7 +454,10 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     The split is ``splitter``: shuffled K-fold, blocked K-fold (contiguous ranges of x, which
     validate across gaps) or leave-one-cluster-out; ``metrics.json`` names it (``splitter``)
     beside the validation score, and reports ``test_coverage_90``, the fraction of test points
-    inside the interval. The steps are :func:`nndl.tasks.base.run_task`'s, with :data:`TASK`.
+    inside the interval, with ``test_width_90`` its mean width and ``test_r2``/``test_mae``/``test_rmse``.
+    A reference model (``reference``: a Gaussian process for one input column, ridge for several;
+    :mod:`nndl.tasks.regress.reference`) is fitted on the same training rows and scored the same way
+    (``reference_*`` keys, a printed line). The steps are :func:`nndl.tasks.base.run_task`'s, with :data:`TASK`.
 
     Parameters
     ----------
