@@ -26,16 +26,20 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> Non
                    help="also log scalars, weight histograms and figures to RUN/tensorboard (needs tensorboard)")
 
 
+def _settings(args, **flags) -> dict:
+    """The ``--set`` pairs with the values of the dedicated flags given (``--data``, ``--y-col``, ...)
+    added as values, not as ``key=value`` text to be parsed back."""
+    from nndl.base.config import parse_overrides
+
+    settings = parse_overrides(args.overrides)
+    settings.update({key: value for key, value in flags.items() if value not in (None, "")})
+    return settings
+
+
 def cmd_regress(args) -> int:
     from nndl.tasks.regress.task import regress
 
-    overrides = list(args.overrides)
-    if args.x_cols:
-        overrides.append(f"x_cols={args.x_cols}")
-    if args.y_col:
-        overrides.append(f"y_col={args.y_col}")
-    if args.no_reference:
-        overrides.append("reference=none")
+    overrides = _settings(args, x_cols=args.x_cols, y_col=args.y_col, reference="none" if args.no_reference else None)
     regress(train=args.train, test=args.test, preset=args.preset, overrides=overrides, seed=args.seed, out=args.out,
             overwrite=args.overwrite, progress=not args.no_progress, figures=not args.no_figures,
             tensorboard=args.tensorboard)
@@ -45,17 +49,8 @@ def cmd_regress(args) -> int:
 def cmd_classify(args) -> int:
     from nndl.tasks.classify.task import classify
 
-    overrides = list(args.overrides)
-    if args.model:
-        overrides.append(f"model={args.model}")
-    if args.data:
-        overrides.append(f"data={args.data}")
-    if args.label_col:
-        overrides.append(f"label_col={args.label_col}")
-    if args.test:
-        overrides.append(f"test_data={args.test}")
-    if args.no_verify:
-        overrides.append("verify=false")
+    overrides = _settings(args, model=args.model, data=args.data, label_col=args.label_col, test_data=args.test,
+                          verify=False if args.no_verify else None)
     classify(preset=args.preset, overrides=overrides, seed=args.seed, out=args.out, overwrite=args.overwrite,
              resume=args.resume, progress=not args.no_progress, figures=not args.no_figures,
              tensorboard=args.tensorboard)
@@ -143,11 +138,7 @@ def cmd_export(args) -> int:
 def cmd_lr_find(args) -> int:
     from nndl.tools.lr_find import lr_find
 
-    overrides = list(args.overrides) + ([f"data={args.data}"] if args.data else [])
-    if args.label_col:
-        overrides.append(f"label_col={args.label_col}")
-    if args.train:
-        overrides.append(f"train_path={args.train}")
+    overrides = _settings(args, data=args.data, label_col=args.label_col, train_path=args.train)
     lr_find(args.task, preset=args.preset, overrides=overrides, seed=args.seed, lr_min=args.lr_min,
             lr_max=args.lr_max, fraction=args.fraction, min_steps=args.min_steps, out=args.out,
             overwrite=args.overwrite, progress=not args.no_progress)

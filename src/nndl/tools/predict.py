@@ -283,7 +283,7 @@ def preprocess_image(image, size: tuple[int, int] | None = None) -> np.ndarray:
     4. **Trim**: crop to the bounding box of pixels that differ from the
        background by more than 30 grey levels (Fashion-MNIST trimmed its
        product images the same way); an image with no such pixel is kept whole
-       (:func:`image_has_object` says it holds no object).
+       (and ``predict`` reports it as holding no object instead of classifying it).
     5. Pad to a square with the background colour (keeping the aspect ratio,
        object centred) and resize to ``size`` (height, width) with Lanczos filtering.
 
@@ -308,12 +308,6 @@ def preprocess_image(image, size: tuple[int, int] | None = None) -> np.ndarray:
         (a decompression bomb is refused from its header, before it is decoded).
     """
     return _preprocess(image, size)[0]
-
-
-def image_has_object(image) -> bool:
-    """False when no pixel of the image differs from its background by more than 30 grey levels
-    (a blank, uniform or nearly uniform picture: nothing a classifier should name)."""
-    return _preprocess(image)[1]
 
 
 def _open_image(path: str | Path):
@@ -342,7 +336,8 @@ def _open_image(path: str | Path):
 
 
 def _preprocess(image, size: tuple[int, int] | None = None) -> tuple[np.ndarray, bool]:
-    """:func:`preprocess_image` and whether the image holds an object (see :func:`image_has_object`)."""
+    """:func:`preprocess_image` and whether the image holds an object: False when no pixel differs from
+    the background by more than 30 grey levels (a blank or uniform picture: nothing to name)."""
     from nndl.data.image_folder import upright_image
 
     h_out, w_out = size or _fashion_size()

@@ -10,7 +10,6 @@ callback may request a stop) and train end.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -443,8 +442,3 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
         if bar is not None:
             bar.close()
     return result
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy (used for fold models and ensembles)."""
-    return copy.deepcopy(model)
