@@ -98,8 +98,11 @@ def study_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fake_runs(tmp_path_factory):
-    """Run folders written by hand (no training): a CNN and an MLP classifier, and an SGD regression."""
+    """Run folders written by hand (no training): a CNN and an MLP classifier, and an SGD regression,
+    each with the marker a run writes (it records how the task wants the folder shown)."""
     from nndl.base import config as config_mod
+    from nndl.runfolder.files import write_marker
+    from nndl.tasks import get_task
 
     root = tmp_path_factory.mktemp("report")
     folders = {}
@@ -112,6 +115,7 @@ def fake_runs(tmp_path_factory):
         cfg = {**config_mod.to_dict(config_mod.TASK_CONFIGS[task]()), **changes}
         (folder / "config.json").write_text(json.dumps(cfg))
         (folder / "metrics.json").write_text(json.dumps({**metrics, "device": "cpu"}))
+        write_marker(folder, "run", view=get_task(task).view())
         folders[name] = folder
     return folders
 
@@ -371,6 +375,26 @@ def test_layout_leaves_no_card_beside_an_empty_slot(reg_run, tmp_path):
     # every row is full, or a pair of half-width cards
     halves = [name for cls, name in classes if not cls]
     assert len(halves) % 2 == 0
+
+
+def test_a_folder_from_before_the_view_was_recorded_gets_its_task_from_its_config(fake_runs, tmp_path):
+    """No marker (older nndl): the task comes from the config's keys, the cards are the first metrics,
+    and runs of different tasks are still refused by compare."""
+    from nndl.runfolder.report import detect_task
+
+    old = {}
+    for name in ("cnn", "sgd"):
+        old[name] = tmp_path / name
+        shutil.copytree(fake_runs[name], old[name])
+        (old[name] / ".nndl-run").unlink()
+    assert detect_task(old["cnn"]) == "classify" and detect_task(old["sgd"]) == "regress"
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd/metrics.json").write_text('{"score": 1}')
+    assert detect_task(tmp_path / "odd") == "run"
+    text = write_report(old["cnn"]).read_text()
+    assert re.search(r'test accuracy</div><div class="value">0.9<', text)
+    with pytest.raises(NndlError, match="cnn is a classify run, sgd is a regress run"):
+        compare([old["cnn"], old["sgd"]], out=tmp_path / "x.html", echo=None)
 
 
 def test_compare_refuses_mixed_kinds(reg_run, fake_runs, tmp_path):

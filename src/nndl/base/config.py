@@ -238,6 +238,16 @@ def field_names(task: str) -> set[str]:
     return {f.name for f in dataclasses.fields(TASK_CONFIGS[task])}
 
 
+def task_of_config(data: Any) -> str | None:
+    """The task whose config has every key of ``data`` (a ``config.json``), or None when none does.
+
+    For run folders made before nndl recorded the task in their marker: a resolved config holds
+    all of its task's keys, and each task has keys the other lacks."""
+    if not isinstance(data, dict) or not data:
+        return None
+    return next((task for task in TASK_CONFIGS if set(data) <= field_names(task)), None)
+
+
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

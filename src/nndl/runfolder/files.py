@@ -63,6 +63,25 @@ def read_marker(folder: str | Path) -> dict | None:
     return body
 
 
+def run_view(folder: str | Path, config: Any = None) -> dict[str, Any]:
+    """How a run folder's task wants it shown, as the run recorded it in its marker (see
+    :meth:`nndl.tasks.base.Task.view`): ``task``, ``label``, ``key_metrics``, ``main_figures``,
+    ``cards``, ``captions``. A folder made before nndl recorded it has only ``task``, from its
+    ``config.json`` keys (``config``, or read here), or ``"run"`` when they do not tell."""
+    from nndl.base.config import task_of_config
+
+    view = (read_marker(folder) or {}).get("view")
+    view = dict(view) if isinstance(view, dict) else {}
+    if not isinstance(view.get("task"), str) or not view["task"]:
+        if config is None:
+            try:
+                config = json.loads((Path(folder) / "config.json").read_text())
+            except (OSError, ValueError):
+                config = None
+        view["task"] = task_of_config(config) or "run"
+    return view
+
+
 def _entries(folder: Path) -> list[tuple[str, Path]]:
     """Every file and symlink under ``folder`` but the marker, as (relative POSIX path, path); links not followed."""
     out = []

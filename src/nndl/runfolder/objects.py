@@ -174,11 +174,6 @@ class _Folder(Mapping):
         return "".join(_img_tag(figures[n], n.replace("_", " ")) for n in names if n in figures)
 
 
-def _task_from_files(metrics: dict, config: dict) -> str:
-    """The task of a run folder whose marker does not record it (made before nndl recorded it there)."""
-    return "regress" if "train_path" in config or "val_mse" in metrics else "classify"
-
-
 def _scalar_keys(metrics: dict) -> list[str]:
     return [k for k, v in metrics.items() if not isinstance(v, (dict, list))]
 
@@ -190,7 +185,9 @@ class Run(_Folder):
     Attributes
     ----------
     path : Path
-    task : {"regress", "classify"}
+    task : str
+        The task that made the run (its marker records it), or ``"run"`` for an old folder whose
+        config does not tell.
     metrics : dict
         ``metrics.json``.
     config : dict
@@ -240,13 +237,12 @@ class Run(_Folder):
     @property
     def view(self) -> dict:
         """How the run's task wants it shown (``task``, ``key_metrics``, ``main_figures``), as the run
-        recorded it in its marker; a folder from before nndl recorded it gets the task from its files."""
+        recorded it in its marker; a folder from before nndl recorded it gets the task from its config keys."""
         if self._view is None:
-            from nndl.runfolder.files import read_marker
+            from nndl.runfolder.files import run_view
 
-            marker = read_marker(self.path) or {}
-            view = marker.get("view") if isinstance(marker.get("view"), dict) else {}
-            self._view = {"task": view.get("task") or _task_from_files(self.metrics, self.config),
+            view = run_view(self.path, self.config)
+            self._view = {"task": view["task"],
                           "key_metrics": list(view.get("key_metrics") or _scalar_keys(self.metrics)[:6]),
                           "main_figures": list(view.get("main_figures") or ["losses"])}
         return self._view
@@ -369,8 +365,11 @@ class Study(_Folder):
             return {}
         from nndl.base import config as config_mod
 
+        task = self.metrics.get("task")
+        if task not in config_mod.TASK_CONFIGS:  # a study.json that does not name a known task
+            return {}
         # The preset file holds only what differs from the defaults; resolve it as `--preset FILE` would.
-        return config_mod.to_dict(config_mod.resolve(self.metrics.get("task", "regress"), str(file)))
+        return config_mod.to_dict(config_mod.resolve(task, str(file)))
 
     @property
     def history(self) -> list[dict]:

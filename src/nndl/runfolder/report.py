@@ -21,6 +21,7 @@ import datetime as _dt
 import functools
 import json
 import math
+import string
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -30,6 +31,7 @@ from nndl import data as datasets
 from nndl.base.config import unused_settings
 from nndl.base.errors import NndlError
 from nndl.base.fileio import atomic_write_text
+from nndl.runfolder.files import run_view
 
 # Captions for the figures nndl writes; any other PNG gets a caption from its file name.
 FIGURE_CAPTIONS = {
@@ -127,17 +129,17 @@ def data_uri(path: str | Path) -> str | None:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def detect_task(run_dir: Path) -> str:
-    """``tune`` (study folder), ``classify``, ``regress`` or ``run`` (unknown), from the files present."""
+def folder_view(run_dir: Path) -> dict[str, Any]:
+    """How the folder is shown: a study's ``{"task": "tune", ...}``, or the view its run recorded
+    (:func:`nndl.runfolder.files.run_view`: task, label, cards, captions)."""
     if (run_dir / "study.json").exists() or (run_dir / "trials.csv").exists():
-        return "tune"
-    cfg = _read_json(run_dir / "config.json") or {}
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    if "test_accuracy" in metrics or "model" in cfg:
-        return "classify"
-    if "test_mse" in metrics or "folds" in cfg:
-        return "regress"
-    return "run"
+        return {"task": "tune", "label": "tuning study"}
+    return run_view(run_dir, _read_json(run_dir / "config.json"))
+
+
+def detect_task(run_dir: Path) -> str:
+    """``tune`` (a study folder), the task a run recorded, or ``run`` when a folder does not tell."""
+    return folder_view(run_dir)["task"]
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -254,27 +256,41 @@ def _seconds(v: Any) -> str:
     return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
 
 
-def _summary_cards(task: str, metrics: dict, config: dict, study: dict, trials: list[dict]) -> list[dict[str, str]]:
-    cards = []
-    if task == "classify":
-        cards += [_card("Test accuracy", _pct(metrics.get("test_accuracy")), f"{fmt(metrics.get('test_images'))} images"
-                        if "test_images" in metrics else ""),
-                  _card("Validation accuracy", _pct(metrics.get("val_accuracy"))),
-                  _card("Test loss", fmt(metrics.get("test_loss"))),
-                  _card("Epochs", fmt(metrics.get("epochs")), str(metrics.get("stop_reason", ""))),
-                  _card("Training time", _seconds(metrics.get("train_seconds")), str(metrics.get("device", ""))),
-                  _card("Model", str(metrics.get("model", config.get("model", "–"))),
-                        f"{metrics['parameters']:,} parameters" if _is_num(metrics.get("parameters")) else "")]
-    elif task == "regress":
-        std = metrics.get("val_mse_std")
-        cards += [_card("Test MSE", fmt(metrics.get("test_mse"))),
-                  _card("CV validation MSE", fmt(metrics.get("val_mse")),
-                        f"± {fmt(std)} over folds" if _is_num(std) else ""),
-                  _card("CV training MSE", fmt(metrics.get("train_mse"))),
-                  _card("Folds", fmt(metrics.get("folds", config.get("folds"))),
-                        f"final model: {metrics.get('final', config.get('final', '–'))}"),
-                  _card("Epochs", fmt(metrics.get("epochs", config.get("epochs")))),
-                  _card("Training time", _seconds(metrics.get("train_seconds")))]
+_CARD_FORMATS: dict[str, Callable[[Any], str]] = {
+    "number": fmt, "percent": _pct, "seconds": _seconds, "text": lambda v: "–" if v is None else str(v)}
+
+
+def summary_card(spec: dict, metrics: dict, config: dict) -> dict[str, str]:
+    """One summary card from a task's card spec (see :attr:`nndl.tasks.base.Task.cards`).
+
+    A spec holds ``title``; ``value``, the metric shown (read from ``metrics.json``, then from
+    ``config.json`` when the metrics lack it); ``format``, one of ``number`` (the default),
+    ``percent``, ``seconds``, ``text``; and ``note``, a line under the value whose ``{key}`` /
+    ``{key:,}`` fields are filled the same way: a note whose fields are not all there is left out.
+    """
+    key = str(spec.get("value", ""))
+    shown = _CARD_FORMATS.get(str(spec.get("format", "number")), fmt)(metrics.get(key, config.get(key)))
+    return _card(spec.get("title", key), shown, _card_note(str(spec.get("note", "")), metrics, config))
+
+
+def _card_note(template: str, metrics: dict, config: dict) -> str:
+    parts = []
+    for text, key, spec, _ in string.Formatter().parse(template):
+        parts.append(text)
+        if key is None:
+            continue
+        value = metrics.get(key, config.get(key))
+        if value is None or value == "" or (spec and not _is_num(value)):
+            return ""
+        parts.append(format(value, spec) if spec else fmt(value) if _is_num(value) else str(value))
+    return "".join(parts)
+
+
+def _summary_cards(view: dict, metrics: dict, config: dict, study: dict, trials: list[dict]) -> list[dict[str, str]]:
+    cards, task = [], view["task"]
+    specs = view.get("cards")
+    if task != "tune" and isinstance(specs, list) and all(isinstance(c, dict) for c in specs):
+        cards += [summary_card(spec, metrics, config) for spec in specs]
     elif task == "tune":
         best = study.get("best") if isinstance(study.get("best"), dict) else {}
         metric = str(study.get("metric") or "value")
@@ -356,13 +372,6 @@ def _per_class_part(per_class: dict) -> dict[str, Any]:
     return _part("Per-class test accuracy", _table(["class", "accuracy"], rows, classes=["key", ""]), note)
 
 
-TASK_CAPTIONS = {
-    "regress": {"losses.png": "Training (solid) and validation (dashed) MSE per epoch, for each fold (and the refit, "
-                              "when the final model is one)."},
-    "classify": {"losses.png": "Loss and accuracy per epoch on the training and validation sets.",
-                 "feature_maps.png": "Feature maps of one test image of each class: the first channels of "
-                                     "selected convolution layers (each map on its own colour scale)."},
-}
 STUDY_FIGURES = ("history.png", "importances.png", "slices.png", "parallel_coordinate.png")
 
 
@@ -390,14 +399,14 @@ def _study_captions(study: dict, trials: list[dict]) -> dict[str, str]:
 
 
 def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
-                     trials: list[dict] | None = None) -> dict[str, Any]:
+                     trials: list[dict] | None = None, captions: dict | None = None) -> dict[str, Any]:
     """All images in ``fig_dir`` as captioned figures (nndl's in a fixed order, then the rest by name).
 
     Wide images take a whole row; two narrow ones share a row. A narrow image with
     no narrow partner (it sits before a wide one, or is last) takes the row alone,
     centred, so no card is left beside an empty slot.
     """
-    figures = _figure_cards(fig_dir, task, study or {}, trials or [])
+    figures = _figure_cards(fig_dir, task, study or {}, trials or [], captions or {})
     count = sum(1 for f in figures or [] if f["uri"] is not None)
     failed = task == "tune" and not any(str(t.get("state", "")).upper() == "COMPLETE" for t in trials or [])
     return {"id": "figures", "title": f"Figures ({count})", "kind": "figures",
@@ -406,15 +415,17 @@ def _figures_section(fig_dir: Path, task: str = "", study: dict | None = None,
                              else "run without --no-figures to get them")}
 
 
-def _figure_cards(fig_dir: Path, task: str, study: dict, trials: list[dict]) -> list[dict[str, Any]] | None:
-    """One ``{name, uri, caption, wide}`` per image file (uri None: not a readable image); None: no folder."""
+def _figure_cards(fig_dir: Path, task: str, study: dict, trials: list[dict],
+                  task_captions: dict) -> list[dict[str, Any]] | None:
+    """One ``{name, uri, caption, wide}`` per image file (uri None: not a readable image); None: no folder.
+    ``task_captions`` (the run's view) override the generic captions of the task's own figures."""
     if not fig_dir.is_dir():
         return None
     order = FIGURE_ORDER + list(STUDY_FIGURES)
     files = [p for p in fig_dir.iterdir() if p.suffix.lower() in _IMAGE_TYPES and p.is_file()]
     files.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
     captions = {**FIGURE_CAPTIONS, **(_study_captions(study, trials) if task == "tune" else {}),
-                **TASK_CAPTIONS.get(task, {})}
+                **{k: str(v) for k, v in task_captions.items()}}
     cards = []
     for p in files:
         caption = captions.get(p.name) or p.stem.replace("_", " ").replace("-", " ").capitalize() + "."
@@ -605,17 +616,17 @@ def report_context(run_dir: str | Path, shown_as: str | Path | None = None) -> d
     """
     run_dir = check_run_dir(run_dir)
     shown = Path(shown_as) if shown_as is not None else run_dir
-    task = detect_task(run_dir)
+    view = folder_view(run_dir)
+    task = view["task"]
     config, metrics, env, study = (_read_dict(run_dir / f) for f in
                                    ("config.json", "metrics.json", "environment.json", "study.json"))
     _, trials = _read_csv(run_dir / "trials.csv")
     from nndl import __version__
 
-    return {"task_label": {"classify": "classification", "regress": "regression",
-                           "tune": "tuning study"}.get(task, task),
+    return {"task_label": str(view.get("label") or task),
             "name": shown.resolve().name, "folder": str(shown.resolve()), "finished": _finished_at(run_dir),
-            "warnings": _warnings(study, metrics), "cards": _summary_cards(task, metrics, config, study, trials),
-            "rows": _rows(_sections(run_dir, shown, task, config, metrics, env, study, trials)),
+            "warnings": _warnings(study, metrics), "cards": _summary_cards(view, metrics, config, study, trials),
+            "rows": _rows(_sections(run_dir, shown, view, config, metrics, env, study, trials)),
             "version": __version__, "written": _now(), "regenerate": str(shown)}
 
 
@@ -650,15 +661,16 @@ def _warnings(study: dict, metrics: dict) -> list[dict[str, Any]]:
     return out
 
 
-def _sections(run_dir: Path, shown: Path, task: str, config: dict, metrics: dict, env: dict, study: dict,
+def _sections(run_dir: Path, shown: Path, view: dict, config: dict, metrics: dict, env: dict, study: dict,
               trials: list[dict]) -> list[dict[str, Any]]:
     """The report's sections in page order; a study shows only the parts its folder has."""
-    sections = []
+    sections, task = [], view["task"]
     if task == "tune":
         sections.append(_trials_section(run_dir, study))
     if metrics or task != "tune":
         sections.append(_metrics_section(metrics))
-    sections.append(_figures_section(run_dir / "figures", task=task, study=study, trials=trials))
+    captions = view.get("captions") if isinstance(view.get("captions"), dict) else {}
+    sections.append(_figures_section(run_dir / "figures", task=task, study=study, trials=trials, captions=captions))
     if (run_dir / "history.csv").exists() or task != "tune":
         sections.append(_history_section(run_dir / "history.csv"))
     if task == "tune" and not env:  # a study records no environment; its best run, from the same process, does
@@ -805,11 +817,10 @@ def comparable_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Path], list[st
             names.append(r.resolve().name)
     if len(set(names)) < len(names):  # same folder names in different places: use the paths
         names = [str(r) for r in runs]
-    kinds = {n: detect_task(r) for n, r in zip(names, runs)}
-    known = {k for k in kinds.values() if k != "run"}
+    views = {n: folder_view(r) for n, r in zip(names, runs)}
+    known = {v["task"] for v in views.values() if v["task"] != "run"}
     if len(known) > 1:
-        label = {"regress": "regression", "classify": "classification"}
-        raise NndlError("compare: " + ", ".join(f"{n} is a {label.get(k, k)} run" for n, k in kinds.items())
+        raise NndlError("compare: " + ", ".join(f"{n} is a {v.get('label') or v['task']} run" for n, v in views.items())
                         + "; their losses and metrics are not comparable (MSE vs cross-entropy); compare runs of "
                         "one kind")
     return runs, names, notes

@@ -93,10 +93,18 @@ class Task(ABC):
     #: metrics, in order, and the figures drawn inline.
     key_metrics: ClassVar[tuple[str, ...]] = ()
     main_figures: ClassVar[tuple[str, ...]] = ("losses",)
+    #: How the report names and heads a run of this task: its label ("a regression run"), the summary
+    #: cards (see :func:`nndl.runfolder.report.summary_cards` for the fields of one) and the captions of
+    #: the task's own figures (others have generic captions).
+    label: ClassVar[str] = ""
+    cards: ClassVar[tuple[dict[str, str], ...]] = ()
+    captions: ClassVar[dict[str, str]] = {}
 
     def view(self) -> dict[str, Any]:
         """What the run folder records of this task for its readers (they never import a task)."""
-        return {"task": self.name, "key_metrics": list(self.key_metrics), "main_figures": list(self.main_figures)}
+        return {"task": self.name, "label": self.label or self.name, "key_metrics": list(self.key_metrics),
+                "main_figures": list(self.main_figures), "cards": [dict(c) for c in self.cards],
+                "captions": dict(self.captions)}
 
     def search_folds(self, cfg) -> int:
         """K of a search's cross-validation when ``--folds`` is not given."""
@@ -154,7 +162,7 @@ class Task(ABC):
         """The task's PNG figures."""
 
     def notes(self, metrics: dict, fitted) -> list[str]:
-        """Lines printed once after the run, before any warning (e.g. how a reference model did)."""
+        """Lines printed once after a verbose run, before any warning (e.g. how a reference model did)."""
         return []
 
     def warnings(self, metrics: dict, fitted) -> list[str]:
@@ -293,7 +301,7 @@ def _run(task: Task, cfg, data, ctx: RunContext):
     ctx.stage = "drawing the figures"
     if ctx.figures:
         task.figures(cfg, data, fitted, ctx.run_dir / "figures")
-    for line in task.notes(metrics, fitted):
+    for line in task.notes(metrics, fitted) if ctx.verbose else ():  # results beside the summary: verbose only
         ctx.echo(line)
     for line in task.warnings(metrics, fitted):
         ctx.echo(f"WARNING: {line}")

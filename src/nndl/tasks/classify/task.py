@@ -272,6 +272,16 @@ class ClassificationTask(Task):
     key_metrics = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
                    "parameters", "model")
     main_figures = ("losses", "confusion_matrix")
+    label = "classification"
+    cards = ({"title": "Test accuracy", "value": "test_accuracy", "format": "percent", "note": "{test_images} images"},
+             {"title": "Validation accuracy", "value": "val_accuracy", "format": "percent"},
+             {"title": "Test loss", "value": "test_loss"},
+             {"title": "Epochs", "value": "epochs", "note": "{stop_reason}"},
+             {"title": "Training time", "value": "train_seconds", "format": "seconds", "note": "{device}"},
+             {"title": "Model", "value": "model", "format": "text", "note": "{parameters:,} parameters"})
+    captions = {"losses.png": "Loss and accuracy per epoch on the training and validation sets.",
+                "feature_maps.png": "Feature maps of one test image of each class: the first channels of "
+                                    "selected convolution layers (each map on its own colour scale)."}
 
     def search_data(self, cfg) -> Dataset:
         return load_dataset(cfg)  # any dataset kind the config names (nndl.data), read once per process

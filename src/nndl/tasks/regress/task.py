@@ -351,6 +351,15 @@ class RegressionTask(Task):
     key_metrics = ("test_mse", "val_mse", "val_mse_std", "train_mse", "folds", "epochs", "cv_seconds",
                    "test_coverage_90", "splitter")
     main_figures = ("fit", "losses")
+    label = "regression"
+    cards = ({"title": "Test MSE", "value": "test_mse"},
+             {"title": "CV validation MSE", "value": "val_mse", "note": "± {val_mse_std} over folds"},
+             {"title": "CV training MSE", "value": "train_mse"},
+             {"title": "Folds", "value": "folds", "note": "final model: {final}"},
+             {"title": "Epochs", "value": "epochs"},
+             {"title": "Training time", "value": "train_seconds", "format": "seconds"})
+    captions = {"losses.png": "Training (solid) and validation (dashed) MSE per epoch, for each fold (and the refit, "
+                              "when the final model is one)."}
     lr_find_min_steps = 300  # small batches of a 1-D set: a short sweep's losses are mostly noise
 
     def search_folds(self, cfg) -> int:
