@@ -579,7 +579,10 @@ def test_an_error_after_the_folder_is_made_leaves_no_empty_runs_folder(user, cap
     assert folder_digest(user) == before and not (user / "runs").exists()
 
 
-@pytest.mark.parametrize("fsize,hidden,named", [(1024, "4", "model.pt"), (4096, "64,64", "model.pt"),
+# The marker grows as files land (it lists each with its size, beside the run's view), so the
+# smallest limit stops the marker itself and a 3 KiB one is first reached by model.pt.
+@pytest.mark.parametrize("fsize,hidden,named", [(1024, "4", ".nndl-run"), (3072, "4", "model.pt"),
+                                                (4096, "64,64", "model.pt"),
                                                 (51200, "4", "figures/losses.png"), (150_000, "4", "report.html")])
 def test_every_file_size_error_names_its_file(user, fsize, hidden, named):
     before = folder_digest(user)
