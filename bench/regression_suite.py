@@ -40,7 +40,7 @@ from nndl.base import config
 from nndl.tasks.regress import reference
 from nndl.nn import intervals as uncertainty
 from nndl.data.regression_table import target_function
-from nndl.tasks.regress.task import auto_fit, fit_arrays, load_data
+from nndl.tasks.regress.task import auto_fit, fit_arrays, fit_to_inputs, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -221,6 +221,8 @@ def preset_strategy(preset: str, overrides: dict | None = None, auto_kwargs: dic
 
     def run(x, y, xt) -> Prediction:
         cfg = config.resolve("regress", preset, {**(overrides or {}), "test_path": ""})
+        # what `nndl regress` does to a preset on several input columns (kfold, standardised), silently
+        cfg = fit_to_inputs(cfg, x.shape[1] if x.ndim > 1 else 1, set(overrides or {}), preset, lambda line: None)
         xs, ys = torch.as_tensor(x), torch.as_tensor(y)
         fit = auto_fit(cfg, xs, ys, None, **auto_kwargs) if auto_kwargs else fit_arrays(cfg, xs, ys)
         center, lower, upper = uncertainty.predict_interval(fit.final, fit.spread_models, xt,

@@ -91,8 +91,10 @@ class RegressConfig(TrainConfig):
     standardize: bool = _doc(False, "scale inputs/targets with training-set mean/std")
     probe_inputs: list[float] = _list([-4.0, -2.0, 0.1, 2.5, 4.0], "inputs for activation profiles")
     splitter: str = _choice("kfold", ["kfold", "blocked", "cluster"],
-                            "CV folds: shuffled, contiguous blocks of sorted x (first column), or leave one "
+                            "CV folds: shuffled, contiguous blocks of sorted x (block_col), or leave one "
                             "cluster out (clusters split at gaps in x, or given by group_col)")
+    block_col: str = _doc("", "input column that splitter=blocked sorts along (time, position, ...); needed "
+                              "with several input columns, default the only one")
     group_col: str = _doc("", "column of group labels for splitter=cluster (not an input); empty = find clusters in x")
     search: str = _choice("none", ["none", "auto"], "auto: built-in search scored by the splitter's CV, "
                                                      "then an ensemble of the best configs (preset auto)")
@@ -398,6 +400,8 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
         out["ensemble_top"] = f"only search=auto builds an ensemble of the best configs (search {config.get('search')})"
     if task == "regress" and config.get("splitter", "kfold") != "cluster":
         out["group_col"] = f"only splitter=cluster reads group labels (splitter {config.get('splitter')})"
+    if task == "regress" and config.get("splitter", "kfold") != "blocked":
+        out["block_col"] = f"only splitter=blocked sorts along a column (splitter {config.get('splitter')})"
     model = config.get("model")
     if task == "classify" and model in MODEL_KINDS:  # the registry says which settings each model reads
         for key in MODEL_SETTINGS:
@@ -523,6 +527,18 @@ def preset_keys(task: str, preset: str | None, overrides: dict[str, Any] | list[
     if not preset or preset not in PRESETS[task]:
         return set()
     return set(PRESETS[task][preset]) - set(parse_overrides(overrides))
+
+
+def user_keys(preset: str | None, overrides: dict[str, Any] | list[str] | None = None) -> set[str]:
+    """The config keys the user set: in ``--set``/overrides or in their own preset file.
+
+    Keys outside this set hold nndl's defaults or a built-in preset's recipe, which a run may adapt
+    to its data (each change said in one line); a key the user set is never changed behind their back.
+    """
+    keys = set(parse_overrides(overrides))
+    if preset and Path(preset).suffix in (".toml", ".json") and Path(preset).exists():
+        keys |= set(read_preset_file(preset))
+    return keys
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def blocked_indices(x: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.T
     For 1-D ``x`` the blocks are intervals of x, so a fold model must fill a hole in the
     data the way the final model must fill a gap (the first and last blocks test
     extrapolation). For several input columns the rows are sorted by the **first column**
-    only. Fold sizes differ by at most one.
+    only: give that column's values as ``x`` to block along another (the regression task refuses
+    several inputs without a ``block_col``). Fold sizes differ by at most one.
     """
     n = len(x)
     _check_sizes(n, k)
@@ -167,8 +168,8 @@ def make_splits(x: torch.Tensor, cfg, groups=None) -> list[tuple[torch.Tensor, t
     kind = getattr(cfg, "splitter", "kfold")
     if kind == "kfold":
         return kfold_indices(len(x), cfg.folds, cfg.seed)
-    if kind == "blocked":
-        return blocked_indices(x, cfg.folds)
+    if kind == "blocked":  # along the block column when the task gives one (``groups``), else x's first
+        return blocked_indices(x if groups is None else torch.as_tensor(groups, dtype=torch.float64), cfg.folds)
     if kind == "cluster":
         return cluster_indices(x, groups, cfg.folds)
     raise NndlError(f"splitter = {kind!r}: choose one of {', '.join(SPLITTERS)}")

@@ -4,7 +4,7 @@ scores and interval coverage -> run folder."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +17,7 @@ from nndl.tasks.regress import reference
 from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
 from nndl.training.threads import step_work, thread_policy
 from nndl.data.regression_table import RegressionData, read_csv, read_table
-from nndl.base.errors import NndlError
+from nndl.base.errors import NndlError, function_argument
 from nndl.figures import common, regression as regfig
 from nndl.nn.models import Ensemble, Standardized, build_regressor
 from nndl.tasks.base import Setup, Task, run_task
@@ -41,6 +41,7 @@ def _input_columns(cfg) -> list[str] | None:
 def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
     """Read and check the training (and optional test) CSV named in ``cfg``."""
     train_data = read_csv(cfg.train_path, _input_columns(cfg), cfg.y_col)
+    check_blocked(cfg, train_data.x.shape[1])
     if len(train_data.y) < cfg.folds:
         raise NndlError(f"{cfg.train_path}: {len(train_data.y)} rows is fewer than folds = {cfg.folds}; "
                         "use fewer folds (--set folds=N) or more data")
@@ -55,11 +56,54 @@ def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
 
 
 def load_groups(cfg) -> np.ndarray | None:
-    """The group column of the training CSV (for ``splitter=cluster``), or None without ``group_col``."""
-    if not cfg.group_col:
+    """The column the splitter reads per row: group labels (``group_col``, for ``splitter=cluster``) or
+    the column ``splitter=blocked`` sorts along (``block_col``); None without either."""
+    name = cfg.group_col or cfg.block_col
+    if not name:
         return None
     values, header, _ = read_table(cfg.train_path)
-    return values[:, header.index(cfg.group_col)]
+    if name not in header:
+        raise NndlError(f"{cfg.train_path}: no column named '{name}' for block_col; columns are {', '.join(header)}")
+    return values[:, header.index(name)]
+
+
+def check_blocked(cfg, inputs: int) -> None:
+    """Blocked folds along one column: refuse, in one line, a blocked split of several inputs that does not
+    say which column to sort along (sorting by whichever column comes first would validate on an
+    arbitrary slice of the data, the trap of issue 21)."""
+    if cfg.splitter == "blocked" and inputs > 1 and not cfg.block_col:
+        raise NndlError(f"splitter = blocked: {cfg.train_path} has {inputs} input columns; name the one to block "
+                        "along (--set block_col=COL, e.g. a time or position column) or use --set splitter=kfold")
+
+
+def fit_to_data(cfg, user_keys: set[str], preset: str | None, echo: Callable[[str], None]):
+    """:func:`fit_to_inputs` for the training file ``cfg`` names (its input columns read from the header)."""
+    if not cfg.train_path:
+        return cfg
+    _, header, _ = read_table(cfg.train_path)
+    names = _input_columns(cfg) or [h for h in header if h != (cfg.y_col or header[-1])]
+    return fit_to_inputs(cfg, len(names), user_keys, preset, echo)
+
+
+def fit_to_inputs(cfg, inputs: int, user_keys: set[str], preset: str | None, echo: Callable[[str], None]):
+    """``cfg`` adapted to a table of several input columns, each change said in one line.
+
+    A built-in preset's blocked split (``auto``'s, made for gaps along one x) becomes a shuffled
+    K-fold, and inputs and target are standardised, unless the user set ``splitter`` or
+    ``standardize`` themselves (``user_keys``): several columns on different scales otherwise share one
+    learning rate and one weight decay. One input column (the seed notebook's case) is left as it is.
+    """
+    if inputs < 2:
+        return cfg
+    changes: dict[str, Any] = {}
+    if cfg.splitter == "blocked" and not cfg.block_col and "splitter" not in user_keys:
+        changes["splitter"] = "kfold"
+        echo(f"splitter=blocked of preset {preset} switched to kfold: {inputs} input columns and no block_col "
+             "to sort along (--set block_col=COL blocks along one)")
+    if not cfg.standardize and "standardize" not in user_keys:
+        changes["standardize"] = True
+        echo(f"standardize on: {inputs} input columns (--set standardize=false keeps raw scales)")
+    return replace(cfg, **changes) if changes else cfg
 
 
 def make_model_factory(cfg, x: torch.Tensor, y: torch.Tensor) -> Callable[[int], torch.nn.Module]:
@@ -509,5 +553,6 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     if test is not None:
         overrides["test_path"] = test
     cfg = config_mod.resolve("regress", preset, overrides, seed)
+    cfg = fit_to_data(cfg, config_mod.user_keys(preset, overrides), preset, function_argument(echo, "echo") or (lambda line: None))
     return run_task(TASK, cfg, out=out, overwrite=overwrite, progress=progress, figures=figures, echo=echo,
                     callbacks=cbs, verbose=is_verbose(verbose))

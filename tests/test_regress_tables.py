@@ -1,0 +1,101 @@
+"""Regression on a table of several input columns: the split and the scaling a run chooses (issue 21, item 2).
+
+A built-in preset's blocked split sorts along one column, so on several inputs it becomes a
+shuffled K-fold with a line saying so (or blocks along ``block_col``); inputs and target are
+standardised unless the user said otherwise; what the user set is never changed, and a blocked
+split of several inputs without a column to sort along is refused in one line.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nndl import cli
+from nndl.base import config
+from nndl.data.splits import make_splits
+from nndl.tasks.regress.task import fit_to_data, load_groups, regress
+
+from test_bad_inputs import assert_one_line_error
+
+QUIET = ["--no-progress", "--no-figures", "--no-reference"]
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    """60 rows: a time column t, two inputs on very different scales, and a target."""
+    rng = np.random.default_rng(0)
+    t = rng.permutation(60).astype(float)
+    a, b = rng.normal(0, 1, 60), rng.normal(0, 1000, 60)
+    y = np.sin(a) + b / 1000 + rng.normal(0, 0.1, 60)
+    (tmp_path / "tab.csv").write_text("t,a,b,y\n" + "".join(f"{p:g},{q:.4f},{r:.2f},{v:.4f}\n"
+                                                          for p, q, r, v in zip(t, a, b, y)))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cfg(preset=None, **overrides):
+    overrides = {"train_path": "tab.csv", "test_path": "", **overrides}
+    cfg = config.resolve("regress", preset, overrides)
+    lines: list[str] = []
+    return fit_to_data(cfg, config.user_keys(preset, overrides), preset, lines.append), lines
+
+
+def test_auto_on_several_inputs_switches_to_shuffled_kfold_and_standardises(table):
+    cfg, lines = _cfg("auto")
+    assert cfg.splitter == "kfold" and cfg.standardize
+    assert lines == ["splitter=blocked of preset auto switched to kfold: 3 input columns and no block_col to sort "
+                     "along (--set block_col=COL blocks along one)"]
+
+
+def test_the_default_preset_standardises_several_inputs_and_says_so(table):
+    cfg, lines = _cfg()
+    assert cfg.standardize and cfg.splitter == "kfold"
+    assert lines == ["standardize on: 3 input columns (--set standardize=false keeps raw scales)"]
+
+
+def test_what_the_user_set_is_kept(table):
+    cfg, lines = _cfg(None, standardize=False)
+    assert not cfg.standardize and lines == []
+    cfg, lines = _cfg("auto", block_col="t")
+    assert cfg.splitter == "blocked" and cfg.block_col == "t" and lines == []
+
+
+def test_one_input_column_is_left_as_the_preset_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one.csv").write_text("x,y\n" + "".join(f"{i},{i * i}\n" for i in range(20)))
+    overrides = {"train_path": "one.csv", "test_path": ""}
+    for preset in (None, "auto"):
+        cfg = config.resolve("regress", preset, overrides)
+        assert fit_to_data(cfg, config.user_keys(preset, overrides), preset, print) == cfg
+
+
+def test_blocked_folds_are_contiguous_along_the_block_column(table):
+    cfg, _ = _cfg(None, splitter="blocked", block_col="t")
+    values = load_groups(cfg)
+    x = torch.zeros(60, 3)  # the folds must not depend on the inputs' order
+    for _, val in make_splits(x, cfg, values):
+        held = np.sort(values[val.numpy()])
+        assert np.all(np.diff(held) == 1)  # t is a permutation of 0..59: a block is a run of consecutive times
+
+
+def test_a_blocked_run_along_a_named_column_records_it(table):
+    run = regress("tab.csv", "", overrides={"splitter": "blocked", "block_col": "t", "epochs": 5, "hidden": [4],
+                                            "reference": "none"},
+                  out="blk", progress=False, figures=False, echo=None, verbose=False)
+    assert run.metrics["splitter"] == "blocked"
+    assert json.loads((table / "blk/config.json").read_text())["block_col"] == "t"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--set", "splitter=blocked"], "tab.csv has 3 input columns; name the one to block along (--set block_col=COL"),
+    (["--set", "splitter=blocked", "--set", "block_col=when"], "no column named 'when' for block_col"),
+    (["--set", "block_col=t"], "config key 'block_col' = 't' does not apply: only splitter=blocked sorts along a column"),
+    (["--preset", "auto", "--set", "splitter=blocked"], "name the one to block along"),
+])
+def test_bad_block_settings_are_one_line(table, capsys, args, expected):
+    code = cli.main(["regress", "--train", "tab.csv", "--test", "", *QUIET, "--set", "epochs=2", *args])
+    assert_one_line_error(code, capsys.readouterr().err, expected)
+    assert not (table / "runs").exists()
