@@ -16,7 +16,13 @@
    fails it about once in 160 independent reruns, and the seeds are fixed, so a rerun gives the
    same number.
 
-    .venv/bin/python bench/conformal_check.py [--mapie /tmp/mapie] [--seeds 20]
+3. ``--nndl-mapie DIR``: nndl's own ``interval=cv_plus`` (:mod:`nndl.nn.conformal`, through
+   ``nndl.tasks.regress.task.fit_arrays``) against MAPIE's CrossConformalRegressor (method
+   "plus", absolute score, the run's folds via PredefinedSplit) on the *same* fold models, for
+   the suite's equal-noise problems and a few exchangeable ones: largest bound difference,
+   coverage and mean width of each.
+
+    .venv/bin/python bench/conformal_check.py [--mapie /tmp/mapie] [--nndl-mapie /tmp/mapie] [--seeds 20]
 """
 from __future__ import annotations
 
@@ -133,9 +139,88 @@ def mapie_agreement(mapie_dir: str) -> list[dict]:
     return rows
 
 
+class _NndlFolds(_FoldLookup):
+    """Like :class:`_FoldLookup`, for an nndl fit: fitted on the rows outside fold k, it predicts with
+    the run's fold-k models (the CV+ interval's ``mu_{-k}``); on every row, with all of them."""
+
+    def __init__(self, fitted=None, x_train=None):
+        super().__init__(fitted, x_train)
+
+    def __sklearn_clone__(self):
+        return _NndlFolds(self.fitted, self.x_train)
+
+    def fit(self, x, y):
+        seen = {r.tobytes() for r in np.asarray(x, np.float32)}
+        info = self.fitted["info"]
+        rows = np.asarray(self.fitted["rows"])  # the calibration rows, in the order of info["row_fold"]
+        left_out = {info["row_fold"][j] for j, i in enumerate(rows)
+                    if np.asarray(self.x_train, np.float32)[i].tobytes() not in seen}
+        self.fold_ = left_out.pop() if len(left_out) == 1 else None
+        self.is_fitted_ = True
+        return self
+
+    def predict(self, x):
+        from nndl.nn.intervals import member_predictions
+
+        info, models = self.fitted["info"], self.fitted["models"]
+        keep = [m for m, k in zip(models, info["model_fold"]) if self.fold_ is None or k == self.fold_]
+        return member_predictions(keep, np.asarray(x, np.float32)).mean(0)
+
+
+def nndl_fit(x, y, overrides: dict):
+    """nndl's plain fit with interval=cv_plus on arrays: (Fit, its CV+ dict, the interval models)."""
+    from nndl.base import config as config_mod
+    from nndl.tasks.regress.task import fit_arrays
+
+    cfg = config_mod.resolve("regress", "seed", {"interval": "cv_plus", "reference": "none", **overrides})
+    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    result = fit_arrays(cfg, xt, yt)
+    return result, result.interval, result.spread_models
+
+
+def nndl_mapie_agreement(mapie_dir: str, overrides: dict | None = None) -> list[dict]:
+    """Per problem: nndl's CV+ bounds and MAPIE's on the same fold models, with coverage and width."""
+    sys.path.insert(0, mapie_dir)
+    from mapie.regression import CrossConformalRegressor
+    from sklearn.model_selection import PredefinedSplit
+
+    from nndl.nn.intervals import bounds, member_predictions
+    import regression_suite as rs
+
+    overrides = overrides or {"epochs": 200, "final": "ensemble", "splitter": "kfold"}
+    problems = [(name, data, in_gap) for name, data, _, in_gap, equal, _ in rs.suite_problems() if equal]
+    problems += [(f"exchangeable-{s}", exchangeable_problem(s), None) for s in range(3)]
+    rows = []
+    for name, (x, y, xt, yt), in_gap in problems:
+        x, y, xt, yt = (np.asarray(a, np.float32) for a in (x, y, xt, yt))
+        result, info, models = nndl_fit(x, y, overrides)
+        preds = member_predictions(models, xt)
+        lo, hi = bounds(preds.mean(0), preds, info)
+        # every row is held out once on a shuffled split, so the calibration rows are all rows, in order
+        assert len(info["row_fold"]) == len(x)
+        fitted = {"info": info, "models": models, "rows": np.arange(len(x))}
+        mapie = CrossConformalRegressor(_NndlFolds(fitted, x), confidence_level=0.9, method="plus",
+                                        cv=PredefinedSplit(np.asarray(info["row_fold"])))
+        mapie.fit_conformalize(x.astype(np.float64), y.astype(np.float64))
+        _, pis = mapie.predict_interval(xt.astype(np.float64))
+        m_lo, m_hi = pis[:, 0, 0], pis[:, 1, 0]
+        cover = lambda a, b, sel=slice(None): float(np.mean((yt[sel] >= a[sel]) & (yt[sel] <= b[sel])))  # noqa: E731
+        row = {"problem": name, "n_train": len(x),
+               "max_bound_difference": float(max(np.abs(lo - m_lo).max(), np.abs(hi - m_hi).max())),
+               "coverage_nndl": cover(lo, hi), "coverage_mapie": cover(m_lo, m_hi),
+               "width_nndl": float(np.mean(hi - lo)), "width_mapie": float(np.mean(m_hi - m_lo))}
+        if in_gap is not None and in_gap.any():
+            row.update(coverage_gaps_nndl=cover(lo, hi, in_gap), coverage_outside_nndl=cover(lo, hi, ~in_gap))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mapie", default="", help="a folder holding the mapie package (pip --target)")
+    parser.add_argument("--nndl-mapie", default="", help="compare nndl's interval=cv_plus with MAPIE (its folder)")
+    parser.add_argument("--skip-recipe", action="store_true", help="skip the recipe's exchangeable check")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "bench/results/conformal_check.json"))
     args = parser.parse_args()
@@ -143,6 +228,14 @@ def main() -> None:
     result = {}
     if args.mapie:
         result["mapie"] = mapie_agreement(args.mapie)
+    if args.nndl_mapie:
+        result["nndl_vs_mapie"] = mapie_rows = nndl_mapie_agreement(args.nndl_mapie)
+        keys = ("max_bound_difference", "coverage_nndl", "coverage_mapie", "width_nndl", "width_mapie")
+        print(json.dumps({"mean": {k: float(np.mean([r[k] for r in mapie_rows])) for k in keys}}))
+    if args.skip_recipe:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return
     cover = exchangeable_coverage(args.seeds)
     result["exchangeable"] = {"seeds": args.seeds, "coverage_per_seed": cover, "mean": float(np.mean(cover)),
                               "threshold": 0.88, "passed": bool(np.mean(cover) >= 0.88)}

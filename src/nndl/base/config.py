@@ -103,6 +103,10 @@ class RegressConfig(TrainConfig):
     reference: str = _choice("auto", ["auto", "gp", "ridge", "none"],
                              "baseline fitted beside the net (needs scikit-learn): auto = a Gaussian process for "
                              "one input column, ridge for several; none = off (--no-reference)")
+    interval: str = _choice("model", ["model", "cv_plus"],
+                            "90% interval: model = members' spread plus noise; cv_plus = conformal CV+ from the "
+                            "fold models' held-out residuals (coverage >= 80% guaranteed, ~90% in practice, for "
+                            "exchangeable data; see docs/regression_vs_gp.md)")
     lr: float = 0.02
     weight_decay: float = 1e-5
     epochs: int = 600

@@ -38,6 +38,11 @@ def curve_inputs(x_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
     return np.linspace(lo - pad, hi + pad, 400, dtype=np.float32)[:, None]
 
 
+def _method_note(interval: dict) -> str:
+    """The legend's note on how the band was made (nothing for the default)."""
+    return " (conformal CV+)" if interval.get("method") == "cv_plus" else ""
+
+
 def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_train, y_train, x_test, y_test,
                     path: str | Path, x_name: str = "x", y_name: str = "y", interval: dict | None = None,
                     members_label: str = "fold models", reference: dict | None = None) -> Path:
@@ -52,7 +57,7 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
     ``lower``, ``upper``) and its legend ``label``: its mean is drawn dashed with its band in outline
     beside the net's (as crosses with their interval for several inputs).
     """
-    from nndl.nn.intervals import interval_bounds, member_predictions
+    from nndl.nn.intervals import bounds, member_predictions
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if x_train.shape[1] == 1:
@@ -62,10 +67,9 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
         for i, (a, b) in enumerate(find_gaps(x_train[:, 0])):
             ax.axvspan(a, b, color="0.9", zorder=0, label="gap in training data" if i == 0 else None)
         if interval is not None:
-            lower, upper = interval_bounds(center, folds, interval["noise_var"], interval.get("spread_scale", 1.0),
-                                           interval.get("level", 0.9))
+            lower, upper = bounds(center, folds, interval)
             ax.fill_between(grid[:, 0], lower, upper, color="#4c72b0", alpha=0.18,
-                            label=f"{interval.get('level', 0.9):.0%} prediction interval")
+                            label=f"{interval.get('level', 0.9):.0%} prediction interval{_method_note(interval)}")
         ax.fill_between(grid[:, 0], folds.min(0), folds.max(0), color="#4c72b0",
                         alpha=0.25 if interval is None else 0.3,
                         label=f"range of {len(fold_models)} {members_label}")
@@ -82,10 +86,11 @@ def fitted_function(final_model: nn.Module, fold_models: list[nn.Module], x_trai
         x_eval, y_eval, which = (x_test, y_test, "test") if len(x_test) else (x_train, y_train, "train")
         pred = _predict(final_model, x_eval)
         if interval is not None:
-            lower, upper = interval_bounds(pred, member_predictions(fold_models, x_eval), interval["noise_var"],
-                                           interval.get("spread_scale", 1.0), interval.get("level", 0.9))
-            ax.errorbar(y_eval, pred, yerr=[pred - lower, upper - pred], fmt="none", ecolor="#4c72b0", alpha=0.3,
-                        lw=1, label=f"{interval.get('level', 0.9):.0%} prediction interval")
+            lower, upper = bounds(pred, member_predictions(fold_models, x_eval), interval)
+            # a CV+ interval need not hold the final model's prediction: clip the bars at it
+            ax.errorbar(y_eval, pred, yerr=[np.maximum(pred - lower, 0), np.maximum(upper - pred, 0)], fmt="none",
+                        ecolor="#4c72b0", alpha=0.3, lw=1,
+                        label=f"{interval.get('level', 0.9):.0%} prediction interval{_method_note(interval)}")
         ax.scatter(y_eval, pred, s=14, color="#4c72b0", label="net")
         if reference is not None:
             ref_err = [reference["mean"] - reference["lower"], reference["upper"] - reference["mean"]]

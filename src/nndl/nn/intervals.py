@@ -12,6 +12,10 @@ use 1.
 
 Everything a saved run needs is the dict :func:`interval_info` returns (stored in ``model.pt``
 under ``"interval"``); :func:`predict_interval` turns it and the members into bounds.
+
+``interval=cv_plus`` replaces that interval by a conformal one from the same fold models
+(:mod:`nndl.nn.conformal`); its dict (:func:`cv_plus_info`) adds ``method: "cv_plus"``, the
+training rows' held-out residuals, their folds and each interval model's fold.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from nndl.nn import conformal
 
 
 def z_value(level: float) -> float:
@@ -118,17 +124,43 @@ def interval_info(noise_var: float, spread_scale: float = 1.0, level: float = 0.
             "spread_from": spread_from}
 
 
+def cv_plus_info(base: dict, residuals, row_fold, model_fold) -> dict:
+    """``base`` (an :func:`interval_info` dict, kept for its noise numbers) turned into a CV+ interval.
+
+    ``residuals``/``row_fold``: each calibration row's absolute held-out residual and the fold that
+    held it out; ``model_fold[m]``: the fold held out by interval model m (the spread models, in
+    their order). Plain lists, so ``model.pt`` still loads with ``weights_only=True``.
+    """
+    return {**base, "method": "cv_plus", "residuals": [float(r) for r in residuals],
+            "row_fold": [int(k) for k in row_fold], "model_fold": [int(k) for k in model_fold]}
+
+
+def method_of(info: dict) -> str:
+    """``"cv_plus"`` or ``"model"`` (members' spread plus noise, the default)."""
+    return str(info.get("method", "model"))
+
+
+def bounds(center: np.ndarray, model_preds: np.ndarray, info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower, upper)`` from the centre and the interval models' predictions ``(M, N)`` for either method."""
+    if method_of(info) == "cv_plus":
+        folds = max(info["model_fold"]) + 1
+        return conformal.cv_plus_bounds(conformal.fold_means(model_preds, info["model_fold"], folds),
+                                        info["residuals"], info["row_fold"], info.get("level", 0.9))
+    return interval_bounds(center, model_preds, info["noise_var"], info.get("spread_scale", 1.0),
+                           info.get("level", 0.9))
+
+
 def predict_interval(final_model: nn.Module, fold_models: Sequence[nn.Module], x, info: dict
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(prediction, lower, upper)`` at ``x`` for a saved run's models and its ``"interval"`` dict.
 
     The centre is the final model's prediction; the spread comes from the final ensemble's
-    members, or from the fold models when ``info["spread_from"] == "folds"``.
+    members, or from the fold models when ``info["spread_from"] == "folds"``. For a CV+ dict
+    (``method: "cv_plus"``) those same models, grouped by ``model_fold``, give the CV+ bounds.
     """
     center = member_predictions([final_model], x)[0]
     spread_models = list(fold_models) if info.get("spread_from") == "folds" and fold_models else members_of(final_model)
-    lower, upper = interval_bounds(center, member_predictions(spread_models, x), info["noise_var"],
-                                   info.get("spread_scale", 1.0), info.get("level", 0.9))
+    lower, upper = bounds(center, member_predictions(spread_models, x), info)
     return center, lower, upper
 
 
@@ -153,10 +185,23 @@ class IntervalModel(nn.Module):
         self.final, self.spread = final_model, nn.ModuleList(spread)
         self.z = z_value(info.get("level", 0.9))
         self.spread_scale, self.noise_var = float(info.get("spread_scale", 1.0)), max(float(info["noise_var"]), 0.0)
+        self.cv_plus = method_of(info) == "cv_plus"
+        if self.cv_plus:  # the CV+ bounds as constant tensors: fold means, then a sort over training rows
+            which = torch.as_tensor(info["model_fold"])
+            groups = torch.stack([(which == k).float() for k in range(int(which.max()) + 1)])
+            self.register_buffer("fold_weights", groups / groups.sum(1, keepdim=True))  # (K, M)
+            self.register_buffer("row_fold", torch.as_tensor(info["row_fold"], dtype=torch.long))
+            self.register_buffer("residuals", torch.as_tensor(info["residuals"], dtype=torch.float32)[:, None])
+            self.ranks = conformal.cv_plus_ranks(len(info["residuals"]), info.get("level", 0.9))
 
     def forward(self, x):
         center = self.final(x).reshape(-1, 1)
         preds = torch.stack([m(x).reshape(-1, 1) for m in self.spread])
+        if self.cv_plus:
+            at_rows = (self.fold_weights @ preds[:, :, 0])[self.row_fold]  # (n, N)
+            lower = torch.sort(at_rows - self.residuals, dim=0).values[self.ranks[0] - 1]
+            upper = torch.sort(at_rows + self.residuals, dim=0).values[self.ranks[1] - 1]
+            return center, lower.reshape(-1, 1), upper.reshape(-1, 1)
         m = len(self.spread)  # fixed at export: a plain Python branch, not a graph one
         spread_var = ((preds - preds.mean(0)) ** 2).sum(0) / (m - 1) if m > 1 else torch.zeros_like(center)
         half = self.z * torch.sqrt(self.spread_scale * spread_var + self.noise_var)

@@ -152,6 +152,27 @@ def _check_regressor_meta(path: Path, payload: dict) -> None:
             and interval.get("spread_from", "members") in ("members", "folds"))):
         raise _bad(path, "interval", interval, "expected noise_var, spread_scale >= 0, level in (0, 1) and "
                    "spread_from members or folds")
+    if interval.get("method", "model") != "model":
+        _check_cv_plus(path, interval, len(payload.get("state_dicts") or []), len(payload.get("fold_state_dicts") or []))
+
+
+def _check_cv_plus(path: Path, interval: dict, members: int, folds: int) -> None:
+    """A CV+ interval dict: residuals >= 0, each row's fold and each interval model's fold in range."""
+    from nndl.nn.conformal import min_rows
+
+    r, rows, models = (interval.get(k) for k in ("residuals", "row_fold", "model_fold"))
+    n_models = folds if interval.get("spread_from") == "folds" and folds else members
+    ok = (interval.get("method") == "cv_plus" and all(isinstance(v, list) for v in (r, rows, models))
+          and len(r) == len(rows) >= min_rows(interval["level"]) and len(models) == n_models
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in r)
+          and all(_is_int(k) for k in rows + models))
+    if ok:
+        kinds = set(models)
+        ok = kinds == set(range(len(kinds))) and set(rows) <= kinds
+    if not ok:
+        raise _bad(path, "interval", {k: interval.get(k) for k in ("method", "level", "spread_from")},
+                   "expected method cv_plus with residuals >= 0 and row_fold (one per calibration row, enough "
+                   "for the level) and model_fold (one per interval model) naming folds 0..K-1")
 
 
 def _built_checked(build: Callable[[], nn.Module], state: dict, path: Path) -> nn.Module:

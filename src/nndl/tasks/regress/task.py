@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nndl.base import config as config_mod
-from nndl.nn import intervals as uncertainty
+from nndl.nn import conformal, intervals as uncertainty
 from nndl.tasks.regress import reference
 from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
 from nndl.training.threads import step_work, thread_policy
@@ -133,6 +133,9 @@ class Fit:
     refit: Any = None
     extra: dict = field(default_factory=dict)
     val_folds: list[FoldResult] | None = None  # the folds val_mse averages (default: all of ``folds``)
+    # interval=cv_plus: per config, the folds whose fold models (in spread_models' order) and
+    # held-out residuals make the CV+ interval (default: [folds])
+    cv_plus_folds: list[list[FoldResult]] | None = None
 
 
 def _oof_noise(folds: list[FoldResult], x: torch.Tensor, y: torch.Tensor) -> float:
@@ -262,9 +265,11 @@ def auto_fit(cfg, x: torch.Tensor, y: torch.Tensor, groups, progress: bool = Fal
              "candidate_scores": [{**c, "val_mse": scores[i]} for i, c in enumerate(candidates)]}
     if interior:
         extra["val_folds_scored"] = "interior blocks (the two end blocks extrapolate; they are in per_fold)"
+    # CV+ takes the shuffled split's fold models (the saved members) and their held-out residuals:
+    # every row is held out once, by folds that do not look at x, as the guarantee asks.
     return Fit(selection[order[0]], Ensemble(members), members, member_configs, members,
                uncertainty.interval_info(noise, scale), extra["search_seconds"], extra=extra,
-               val_folds=scored(selection[order[0]]))
+               val_folds=scored(selection[order[0]]), cv_plus_folds=final_folds)
 
 
 def fit_arrays(cfg, x: torch.Tensor, y: torch.Tensor, groups=None, progress: bool = False, callbacks=None,
@@ -273,8 +278,35 @@ def fit_arrays(cfg, x: torch.Tensor, y: torch.Tensor, groups=None, progress: boo
     stacked = cfg.folds * (len(AUTO_SPACE["lr"]) * len(AUTO_SPACE["weight_decay"]) if cfg.search == "auto" else 1)
     with thread_policy(step_work(stacked, len(x), build_regressor(cfg, x.shape[1])), cfg.threads):
         if cfg.search == "auto":
-            return auto_fit(cfg, x, y, groups, progress, echo=echo)
-        return plain_fit(cfg, x, y, groups, progress, callbacks=callbacks)
+            result = auto_fit(cfg, x, y, groups, progress, echo=echo)
+        else:
+            result = plain_fit(cfg, x, y, groups, progress, callbacks=callbacks)
+        if cfg.interval == "cv_plus":
+            result.interval = cv_plus_interval(result, x, y)
+    return result
+
+
+def cv_plus_interval(result: Fit, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The CV+ interval dict of a fit (:mod:`nndl.nn.conformal`): each row's absolute residual under the
+    mean of the fold-k models that held it out (one per config of ``cv_plus_folds``; a plain run's
+    ``folds``, of ``cfg.splitter``, whose models are its fold models / ensemble members)."""
+    per_config = result.cv_plus_folds or [result.folds]
+    held_out = [[f.val_idx.cpu().numpy() for f in folds] for folds in per_config]
+    if any(len(h) != len(held_out[0]) or any(not np.array_equal(a, b) for a, b in zip(h, held_out[0]))
+           for h in held_out):  # the configs' folds are one split (same seed): a different one is a bug
+        raise RuntimeError("interval=cv_plus: the ensemble's configs were cross-validated on different splits")
+    oof = torch.stack([out_of_fold(folds, x) for folds in per_config]).mean(0).cpu().numpy()
+    row_fold = np.full(len(x), -1)
+    for k, idx in enumerate(held_out[0]):
+        row_fold[idx] = k
+    seen = (row_fold >= 0) & np.isfinite(oof)  # a row no fold held out cannot calibrate
+    level = result.interval.get("level", 0.9)
+    if seen.sum() < conformal.min_rows(level):
+        raise NndlError(f"interval=cv_plus: {int(seen.sum())} held-out rows; a {level:.0%} CV+ interval needs at "
+                        f"least {conformal.min_rows(level)}; give more rows or use interval=model")
+    residuals = np.abs(y.cpu().numpy().astype(np.float64) - oof)[seen]
+    model_fold = [k for folds in per_config for k in range(len(folds))]
+    return uncertainty.cv_plus_info(result.interval, residuals, row_fold[seen], model_fold)
 
 
 def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
@@ -289,7 +321,7 @@ def _metrics(cfg, result: Fit, x, y, test_data, device) -> dict[str, Any]:
         "final": "ensemble" if cfg.search == "auto" else cfg.final,
         "final_train_mse": evaluate(final, x, y, "regression")["loss"], "epochs": cfg.epochs,
         "noise_var": result.interval["noise_var"], "interval_spread_scale": result.interval["spread_scale"],
-        "test_coverage_90": float("nan"),
+        "test_coverage_90": float("nan"), "interval_method": uncertainty.method_of(result.interval),
         "per_fold": [{"fold": i + 1, "train_mse": f.train_mse, "val_mse": f.val_mse, "best_epoch": f.result.best_epoch,
                       "stop_reason": f.result.stop_reason} for i, f in enumerate(folds)],
         **{k: v for k, v in result.extra.items() if k != "search_seconds"},
