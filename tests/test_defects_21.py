@@ -231,7 +231,7 @@ def test_h_multi_input_regression_report_has_one_cv_mse_story_and_true_captions(
     train = _write_table(tmp_path / "train.csv", [[a, b, math.sin(a) + 0.5 * b] for a, b in rows], ["a", "b", "y"])
     run_dir = tmp_path / "r"
     nndl.regress(train=str(train), test="", overrides={"y_col": "y", "epochs": 20, "folds": 4, "final": "ensemble",
-                                                        "splitter": "blocked"}, out=run_dir, progress=False,
+                                                        "splitter": "blocked", "block_col": "a"}, out=run_dir, progress=False,
                  echo=lambda s: None)
     text = _report_text(run_dir)
     assert "the final model and the fold models." not in text and "fold and the refit." not in text

@@ -305,7 +305,7 @@ def test_no_literal_empty_quotes(reg_run, study_run, fake_runs):
     ("cnn", {"momentum", "nesterov", "hidden", "dropout", "activation", "init", "min_lr_factor", "amp"},
      {"channels", "lr", "optimizer", "model"}),
     ("mlp", {"channels", "nesterov", "min_lr_factor", "amp"}, {"hidden", "dropout", "momentum", "activation"}),
-    ("sgd", {"ensemble_top", "group_col"}, {"momentum", "nesterov", "min_lr_factor", "hidden"}),
+    ("sgd", {"ensemble_top", "group_col", "block_col"}, {"momentum", "nesterov", "min_lr_factor", "hidden"}),
 ])
 def test_config_lists_only_what_the_run_used(fake_runs, name, hidden, shown):
     text = write_report(fake_runs[name]).read_text()

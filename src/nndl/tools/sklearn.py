@@ -59,9 +59,10 @@ _NOT_PARAMETERS = {
         "train_path": "the data come from fit(X, y)", "test_path": "the data come from fit(X, y)",
         "x_cols": "the data come from fit(X, y)", "y_col": "the data come from fit(X, y)",
         **{key: "cross-validation and search are scikit-learn's (cross_val_score, GridSearchCV)"
-           for key in ("folds", "final", "batched", "splitter", "group_col", "search", "ensemble_top")},
+           for key in ("folds", "final", "batched", "splitter", "group_col", "block_col", "search", "ensemble_top")},
         "probe_inputs": "only used by the figures of an `nndl regress` run",
         "reference": "a run's yardstick; fit scikit-learn's own estimators beside this one to compare",
+        "interval": "a run's prediction interval; predict returns the mean, as scikit-learn's regressors do",
     },
     "classify": {
         "seed": "set by random_state",
