@@ -58,12 +58,13 @@ def load_data(cfg) -> tuple[RegressionData, RegressionData | None]:
 def load_groups(cfg) -> np.ndarray | None:
     """The column the splitter reads per row: group labels (``group_col``, for ``splitter=cluster``) or
     the column ``splitter=blocked`` sorts along (``block_col``); None without either."""
-    name = cfg.group_col or cfg.block_col
+    key = "group_col" if cfg.group_col else "block_col"
+    name = getattr(cfg, key)
     if not name:
         return None
     values, header, _ = read_table(cfg.train_path)
     if name not in header:
-        raise NndlError(f"{cfg.train_path}: no column named '{name}' for block_col; columns are {', '.join(header)}")
+        raise NndlError(f"{cfg.train_path}: no column named '{name}' for {key}; columns are {', '.join(header)}")
     return values[:, header.index(name)]
 
 
