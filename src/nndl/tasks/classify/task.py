@@ -105,6 +105,61 @@ def fit_to_data(cfg, ds: Dataset, from_preset: set[str] | frozenset[str] = froze
     return cfg
 
 
+# Small data sets need more optimiser steps than the epochs of a recipe made for 60,000 images give them:
+# 20 epochs at batch 256 are 20 steps on iris' 101 training rows, and the net stops far from a fit
+# (0.807 test accuracy against logistic regression's 0.974). bench/datasets.py chose these two numbers:
+# with them iris reaches 0.991, breast cancer 0.958, wine 1.000 and digits 0.976 (3 seeds each).
+MIN_STEPS_PER_EPOCH = 10  # a smaller batch before more epochs: each epoch still sees every row once
+MIN_BATCH_SIZE = 32
+MIN_STEPS = 500
+
+
+def fit_to_size(cfg, n_rows: int, user_set: set[str], echo: Callable[[str], None] = print):
+    """``cfg`` with enough optimiser steps for ``n_rows`` training rows, each change said in one line.
+
+    A ``batch_size`` that gives fewer than :data:`MIN_STEPS_PER_EPOCH` steps per epoch shrinks (not
+    below :data:`MIN_BATCH_SIZE`), then ``epochs`` grow until the run takes :data:`MIN_STEPS` steps.
+    Keys in ``user_set`` (the user's ``--set``/overrides or preset file) are never changed; on
+    Fashion-MNIST's 54,000 training images nothing changes.
+
+    Parameters
+    ----------
+    cfg : ClassifyConfig
+    n_rows : int
+        Training rows after ``subset`` and the validation split.
+    user_set : set of str
+        Config keys the user set (:func:`nndl.base.config.user_keys`).
+    echo : callable
+        Receives the one line that says what changed.
+    """
+    changes: dict[str, int] = {}
+    batch = cfg.batch_size
+    if "batch_size" not in user_set and math.ceil(n_rows / batch) < MIN_STEPS_PER_EPOCH:
+        batch = min(batch, max(MIN_BATCH_SIZE, n_rows // MIN_STEPS_PER_EPOCH))
+    if batch != cfg.batch_size:
+        changes["batch_size"] = batch
+    per_epoch = max(1, math.ceil(n_rows / batch))
+    if "epochs" not in user_set and cfg.epochs * per_epoch < MIN_STEPS:
+        changes["epochs"] = math.ceil(MIN_STEPS / per_epoch)
+    if not changes:
+        return cfg
+    said = " and ".join(f"{k} {getattr(cfg, k)} -> {v}" for k, v in changes.items())
+    echo(f"{said}: {n_rows} training rows need at least {MIN_STEPS} optimiser steps "
+         f"(--set {'/'.join(f'{k}=N' for k in changes)} to choose)")
+    return dataclasses.replace(cfg, **changes)
+
+
+def training_rows(cfg, ds: Dataset) -> int:
+    """How many rows the network trains on: ``subset`` of the training split, less the validation share.
+
+    Counted as :func:`prepare_data` draws them (stratified, seeded), from the labels alone.
+    """
+    labels = ds.y_train
+    if cfg.subset and cfg.subset < len(labels):
+        labels = labels[stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)[1]]
+    return len(stratified_split(labels, cfg.val_fraction, seed=cfg.seed)[0])
+
+
 def prepare_data(cfg, data: Dataset | FashionData | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Load (or take) the data set, apply ``subset``, and split train/validation (stratified, seeded).
 
@@ -440,7 +495,10 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     # A resumed run's saved config is already fitted to its data: every key of it counts as given.
     from_preset = set() if resume else config_mod.preset_keys("classify", preset, overrides)
     data = read_dataset(cfg, data)
-    cfg = fit_to_data(cfg, data, from_preset, preset, function_argument(echo, "echo") or (lambda line: None))
+    say = function_argument(echo, "echo") or (lambda line: None)
+    cfg = fit_to_data(cfg, data, from_preset, preset, say)
+    if not resume:  # a resumed run trains with the config it saved
+        cfg = fit_to_size(cfg, training_rows(cfg, data), config_mod.user_keys(preset, overrides), say)
     return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
                     progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
 
