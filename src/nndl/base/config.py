@@ -158,6 +158,9 @@ class ClassifyConfig(TrainConfig):
     calibrate: str = _choice("auto", ["auto", "temperature", "none"],
                              "temperature: divide the logits by a temperature T in [0.25, 4] fitted on the "
                              "validation split (folded into model.pt); auto = for models with scaled logits (fast)")
+    search: str = _choice("none", ["none", "auto"], "auto: score a few recipes that fit the data kind by stratified "
+                                                     "3-fold CV on the training split, then train the best "
+                                                     "(preset auto; nndl.tasks.classify.auto)")
     reference: str = _choice("auto", ["auto", "logistic", "hgb", "none"],
                              "baseline fitted beside the network on the same split (nndl.tasks.classify.reference): auto = "
                              "logistic regression when scikit-learn is installed; hgb = gradient boosting (tables)")
@@ -190,6 +193,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "classify": {
         "mlp": {"model": "mlp", "epochs": 20},
+        # A built-in search over recipes for the data kind (tables: MLP widths, L2, lr; images: the MLP,
+        # the reference CNN, with shifts, with flips where mirroring keeps the classes), scored by 3-fold
+        # CV on the training split; the run trains the winner (nndl.tasks.classify.auto).
+        "auto": {"search": "auto"},
         # The reference network and optimiser (Adam 1e-3, batch 256); cosine decay and random
         # flips curb the overfitting that a constant lr shows after epoch ~7 (90.3% -> see README).
         "cnn": {"model": "cnn", "epochs": 15, "schedule": "cosine", "flip": True},

@@ -72,6 +72,7 @@ _NOT_PARAMETERS = {
            for key in ("dataset", "label_col", "image_size", "test_fraction", "test_data")},
         "reference": "a run's baseline; compare estimators with scikit-learn's own tools (cross_val_score)",
         "calibrate": "calibration is scikit-learn's (CalibratedClassifierCV)",
+        "search": "search is scikit-learn's (GridSearchCV, RandomizedSearchCV)",
         "mirror_invariant": "an estimator's flip and tta_flip are the caller's own settings, applied as given",
     },
 }

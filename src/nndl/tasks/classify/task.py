@@ -25,7 +25,7 @@ from nndl.base.model_kinds import MODEL_KINDS
 from nndl.nn.metrics import classification_metrics
 from nndl.nn.models import build_classifier
 from nndl.tasks.base import Setup, Task, run_task
-from nndl.runfolder.files import read_json, save_model, write_history_csv
+from nndl.runfolder.files import read_json, save_model, write_history_csv, write_json
 from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
 from nndl.training.trainer import train as fit
 
@@ -315,6 +315,7 @@ class TrainedClassifier:
     device: torch.device
     test_outputs: torch.Tensor | None = None
     temperature: float = 1.0  # folded into the output layer (nndl.nn.calibration); 1 = not calibrated
+    search: dict = dataclasses.field(default_factory=dict)  # search=auto's record (search.json), else empty
 
 
 class ClassificationTask(Task):
@@ -337,6 +338,8 @@ class ClassificationTask(Task):
     captions = {"losses.png": "Loss and accuracy per epoch on the training and validation sets.",
                 "feature_maps.png": "Feature maps of one test image of each class: the first channels of "
                                     "selected convolution layers (each map on its own colour scale)."}
+
+    search_choice = None  # an auto.Choice made before the run (classify(preset="auto")), saved as search.json
 
     def search_data(self, cfg) -> Dataset:
         return load_dataset(cfg)  # any dataset kind the config names (nndl.data), read once per process
@@ -363,6 +366,9 @@ class ClassificationTask(Task):
 
     def cross_validate(self, cfg, data: Dataset | FashionData | None = None, folds: int | None = None,
                        on_fold=None) -> list[dict]:
+        if cfg.search == "auto":  # a search inside every trial of a search would hide what the trial is
+            raise NndlError("search=auto chooses a recipe inside one run; tune another preset (mlp, cnn, ...) "
+                            "or drop search=auto")
         scored = cross_validate_classifier(cfg, data, folds or 3, on_fold=on_fold)
         return [{"score": f["val_accuracy"], **f} for f in scored]
 
@@ -381,7 +387,17 @@ class ClassificationTask(Task):
                      y_val=data["y_val"], transform=transform, checkpoint_path=ctx.run_dir / "checkpoint.pt",
                      resume=ctx.resume, progress=ctx.progress, echo=ctx.echo, callbacks=ctx.callbacks,
                      options=ModelOptions.of(cfg, device))
-        return TrainedClassifier(model, transform, result, device, temperature=calibrate(cfg, model, transform, data))
+        return TrainedClassifier(model, transform, result, device, temperature=calibrate(cfg, model, transform, data),
+                                 search=self._search_record(cfg, ctx))
+
+    def _search_record(self, cfg, ctx) -> dict:
+        """search=auto's choice as metrics keys: made before this run, or read back when the run resumes."""
+        path = ctx.run_dir / "search.json"
+        if self.search_choice is not None:
+            write_json(path, self.search_choice.metrics())
+        elif cfg.search == "auto" and path.is_file():
+            return read_json(path)
+        return self.search_choice.metrics() if self.search_choice is not None else {}
 
     def test(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier") -> dict:
         model, result, device, ds = fitted.model, fitted.result, fitted.device, data["dataset"]
@@ -404,7 +420,7 @@ class ClassificationTask(Task):
                 "classes": ds.num_classes,
                 **classification_metrics(y_test.cpu().numpy(), probs),
                 **calibration_metrics(fitted.temperature, test["outputs"], y_test),
-                **reference_metrics(cfg, data)}
+                **reference_metrics(cfg, data), **fitted.search}
 
     def save(self, cfg, data: dict[str, Any], fitted: "TrainedClassifier", run_dir: Path) -> None:
         write_history_csv(run_dir / "history.csv", fitted.result.history)
@@ -497,10 +513,25 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     data = read_dataset(cfg, data)
     say = function_argument(echo, "echo") or (lambda line: None)
     cfg = fit_to_data(cfg, data, from_preset, preset, say)
-    if not resume:  # a resumed run trains with the config it saved
-        cfg = fit_to_size(cfg, training_rows(cfg, data), config_mod.user_keys(preset, overrides), say)
-    return run_task(TASK, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
+    task = TASK
+    if not resume:  # a resumed run trains with the config it saved (the search's choice included)
+        user_set = config_mod.user_keys(preset, overrides)
+        if cfg.search == "auto":
+            task = ClassificationTask()
+            cfg, task.search_choice = _search(cfg, data, user_set, say)
+        cfg = fit_to_size(cfg, training_rows(cfg, data), user_set, say)
+    return run_task(task, cfg, data=data, out=out, overwrite=overwrite, resume_dir=resume,
                     progress=progress, figures=figures, echo=echo, callbacks=cbs, verbose=is_verbose(verbose))
+
+
+def _search(cfg, ds: Dataset, user_set: set[str], echo: Callable[[str], None]):
+    """search=auto: the best recipe for ``ds`` by CV on the training split (:mod:`nndl.tasks.classify.auto`)."""
+    from nndl.tasks.classify.auto import choose_recipe
+
+    mirror_ok = ds.is_image and {"auto": ds.mirror_invariant, "yes": True, "no": False}[cfg.mirror_invariant]
+    quiet = lambda line: None  # noqa: E731 - the candidates' own adaptations are not the run's
+    return choose_recipe(cfg, ds, user_set, mirror_ok, lambda c, rows: fit_to_size(c, rows, user_set, quiet),
+                         lambda c, d, k: cross_validate_classifier(c, d, k), echo)
 
 
 def _resume_config(run_dir: Path, overrides, seed, echo):
