@@ -8,8 +8,8 @@ folder and an IDX folder of the same digits. Each contender fits the training pa
 scored once on the test part: accuracy for classes, R² for regression; three seeds unless
 ``--seeds`` says otherwise (mean and spread over seeds; deterministic baselines run once).
 
-Contenders: nndl's default preset (``mlp`` / ``seed``), nndl ``auto`` (regression only: classification
-has no ``auto`` yet), and LogisticRegression / Ridge, RandomForest, HistGradientBoosting and
+Contenders: nndl's default preset (``mlp`` / ``seed``), nndl ``--preset auto`` (for classes: recipes scored
+by 3-fold CV on the training part; for regression: the built-in search and ensemble), and LogisticRegression / Ridge, RandomForest, HistGradientBoosting and
 MLPClassifier / MLPRegressor with scikit-learn's defaults (inputs standardised for the linear models
 and the MLP, as a user's pipeline would).
 
@@ -195,7 +195,7 @@ def run_nndl(p: Problem, preset: str, seed: int, out: Path) -> dict:
 
 
 def contenders(kind: str) -> list[str]:
-    nets = ["nndl-default"] + (["nndl-auto"] if kind == "regress" else [])
+    nets = ["nndl-default", "nndl-auto"]
     return nets + list(baselines(kind))
 
 

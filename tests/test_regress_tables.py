@@ -99,3 +99,38 @@ def test_bad_block_settings_are_one_line(table, capsys, args, expected):
     code = cli.main(["regress", "--train", "tab.csv", "--test", "", *QUIET, "--set", "epochs=2", *args])
     assert_one_line_error(code, capsys.readouterr().err, expected)
     assert not (table / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- the advice when the reference wins
+@pytest.mark.parametrize("metrics, advised", [
+    ({"reference_model": "ridge", "reference_val_mse": 2999.0, "val_mse": 4419.0}, True),
+    ({"reference_model": "ridge", "reference_val_mse": 0.305, "val_mse": 0.337}, False),  # within fold noise
+    ({"reference_model": "gp", "reference_val_mse": 0.5, "val_mse": 0.4}, False),        # the net wins
+    ({"reference_model": "ridge", "reference_val_mse": 1.0, "val_mse": 9.0, "search": "auto"}, False),
+    ({"reference_model": "ridge", "reference_val_mse": float("nan"), "val_mse": 9.0}, False),
+    ({"val_mse": 9.0}, False),                                                            # no reference
+])
+def test_the_advice_is_judged_on_the_cv_folds(metrics, advised):
+    from nndl.tasks.regress.reference import advice_line
+
+    line = advice_line(metrics)
+    assert (line is not None) is advised
+    if advised:
+        assert line == ("the reference ridge beats the net on the same CV folds (val MSE 2999 vs 4419): try "
+                        "--preset auto, a search over smaller, regularised nets")
+
+
+def test_diabetes_default_run_prints_the_advice(tmp_path, capsys):
+    """scikit-learn's diabetes (10 columns): the seed network overfits 331 rows, ridge wins on the folds."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    header = ",".join([*d.feature_names, "target"])
+    (tmp_path / "d.csv").write_text(header + "\n" + "".join(",".join(f"{v:.6g}" for v in [*row, t]) + "\n"
+                                                            for row, t in zip(d.data[:331], d.target[:331])))
+    assert cli.main(["regress", "--train", str(tmp_path / "d.csv"), "--test", "", "--y-col", "target",
+                     "--out", str(tmp_path / "run"), "--no-progress", "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "the reference ridge beats the net on the same CV folds" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["reference_val_mse"] < 0.9 * metrics["val_mse"]

@@ -229,3 +229,19 @@ def summary_line(metrics: dict) -> str | None:
                 f"90% coverage {metrics['test_coverage_90']:.2f})")
     return (f"reference {LABELS[kind]}: val MSE {metrics['reference_val_mse']:.4g} on the same folds "
             f"(net: val MSE {metrics['val_mse']:.4g})")
+
+
+ADVICE_MARGIN = 0.9  # the reference must be clearly better (10% lower val MSE), not better by fold noise
+
+
+def advice_line(metrics: dict) -> str | None:
+    """A hint when the reference model beats the net on the net's own CV folds, else None.
+
+    Judged on validation MSE (the test set stays a final score, never a guide), and only for a run
+    that did not search already: ``--preset auto`` is then the next thing to try.
+    """
+    ref, net = metrics.get("reference_val_mse", float("nan")), metrics.get("val_mse", float("nan"))
+    if metrics.get("search") == "auto" or not (np.isfinite(ref) and np.isfinite(net)) or ref >= ADVICE_MARGIN * net:
+        return None
+    return (f"the reference {LABELS[metrics['reference_model']]} beats the net on the same CV folds (val MSE "
+            f"{ref:.4g} vs {net:.4g}): try --preset auto, a search over smaller, regularised nets")

@@ -520,8 +520,7 @@ class RegressionTask(Task):
         _figures(cfg, fig_dir, fitted.fit, data.train, data.test, fitted.x, fitted.reference)
 
     def notes(self, metrics: dict, fitted) -> list[str]:
-        line = reference.summary_line(metrics)
-        return [line] if line else []
+        return [line for line in (reference.summary_line(metrics), reference.advice_line(metrics)) if line]
 
     def warnings(self, metrics: dict, fitted) -> list[str]:
         return list(metrics.get("stop_reasons", []))
