@@ -4,8 +4,9 @@ from __future__ import annotations
 import functools
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import matplotlib
 
@@ -41,12 +42,18 @@ def save(fig, path: str | Path, tight: bool = True) -> Path:
     """Save ``fig`` as PNG (parents created) and close it; ``tight=False`` keeps margins set by hand."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # drawn in memory, written atomically: a full disk leaves no half PNG
+    return atomic_write_bytes(path, image_bytes(fig, tight, path.suffix.lstrip(".") or "png"))
+
+
+def image_bytes(fig, tight: bool = True, fmt: str = "png") -> bytes:
+    """``fig`` drawn as an image file's bytes (PNG by default), then closed; ``tight`` as in :func:`save`."""
     if tight and fig.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
         fig.tight_layout()
-    buffer = io.BytesIO()  # drawn in memory, written atomically: a full disk leaves no half PNG
-    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
     plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def tick_text(value: float, sci: bool | None = None) -> str:
@@ -103,32 +110,115 @@ def epoch_axis(ax, epochs: Iterable[float]) -> None:
         ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
 
 
+CURVE_STYLES = ("-", "--", ":")  # the first key of a panel solid (train), the second dashed (validation), ...
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes of a curves figure: the history keys it draws and how its y axis reads.
+
+    ``log`` says when the y axis is logarithmic: ``"positive"`` when every value is > 0,
+    ``"spread"`` when they are also more than a factor 20 apart (a loss that hardly moves reads
+    better on a linear axis), None never.
+    """
+
+    keys: tuple[str, ...]
+    ylabel: str
+    title: str = ""
+    log: str | None = "positive"
+
+
+def draw_curves(fig, series: Sequence[tuple[str, Sequence[dict]]], panels: Sequence[Panel], *,
+                label: Callable[[str, str], str], key_colors: Sequence[str] | None = None, lw: float = 1.2,
+                markers_below: int = 0, legend: dict | None = None, no_data: str | None = None) -> list:
+    """The one loss-curve drawer: histories as lines over epochs, one axes of ``fig`` per panel.
+
+    Every loss or accuracy curve nndl draws (a run's ``losses.png``, ``Run.figure("losses")``,
+    the curves of ``nndl compare``) goes through here; the callers choose panels and options.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        An empty figure; its axes are made here, side by side.
+    series : list of (name, rows)
+        One history per run or fold: ``rows`` are dicts with ``epoch`` and the panels' keys.
+        A key that is missing, None or empty is skipped; NaN is drawn as a gap.
+    panels : list of Panel
+    label : callable
+        ``label(name, key)``: the legend entry of a series' line for ``key``.
+    key_colors : list of str, optional
+        A colour per key of a panel (one series); by default a colour per series from the style's cycle.
+    lw : float
+        Line width.
+    markers_below : int
+        Lines of fewer points than this get a dot at each epoch.
+    legend : dict, optional
+        Keyword arguments of ``Axes.legend``.
+    no_data : str, optional
+        Written in a panel with no line instead of its legend (None: the legend anyway).
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+        One per panel.
+    """
+    axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
+    colors = list(key_colors or plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    epochs = [r["epoch"] for _, rows in series for r in rows if _is_number(r.get("epoch"))]
+    for ax, panel in zip(axes, panels):
+        for i, (name, rows) in enumerate(series):
+            for k, (key, style) in enumerate(zip(panel.keys, CURVE_STYLES)):
+                points = [(r["epoch"], r[key]) for r in rows if _is_value(r.get(key))]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, style, color=colors[(k if key_colors else i) % len(colors)], lw=lw,
+                            marker="o" if len(points) < markers_below else None, ms=3, label=label(name, key))
+        _curve_scale(ax, panel, [r[k] for _, rows in series for r in rows for k in panel.keys
+                                 if _is_number(r.get(k))])
+        epoch_axis(ax, epochs)
+        ax.set(title=panel.title, xlabel="epoch", ylabel=panel.ylabel)
+        if ax.lines or no_data is None:
+            ax.legend(**(legend or {}))
+        else:
+            ax.text(0.5, 0.5, no_data, ha="center", va="center", transform=ax.transAxes)
+    return axes
+
+
+def _curve_scale(ax, panel: Panel, values: list[float]) -> None:
+    """A log y axis where the panel asks for one and the (finite) values allow it."""
+    if not panel.log or not values or min(values) <= 0:
+        return
+    if panel.log == "spread" and max(values) / min(values) <= 20:
+        return
+    ax.set_yscale("log")
+    readable_log_axis(ax, "y", values)
+
+
+def draw_loss_curves(fig, histories: Sequence[Sequence[dict]], title: str, labels: Sequence[str] | None = None,
+                     keys: tuple[str, ...] = ("train_loss", "val_loss"), ylabel: str = "loss", log: bool = True) -> list:
+    """:func:`loss_curves` drawn on ``fig`` (a notebook figure, say) instead of saved; returns its axes."""
+    series = list(zip(labels or [""] * len(histories), histories))
+    return draw_curves(fig, series, [Panel(tuple(keys), ylabel, title, "positive" if log else None)],
+                       label=lambda name, key: f"{name} {key.replace('_', ' ')}".strip(),
+                       legend={"fontsize": 7, "ncol": 2 if len(histories) > 2 else 1})
+
+
 @styled
 def loss_curves(histories: list[list[dict]], path: str | Path, title: str, labels: list[str] | None = None,
                 keys: tuple[str, ...] = ("train_loss", "val_loss"), ylabel: str = "loss", log: bool = True) -> Path:
     """One line per history and key (train solid, validation dashed), over epochs."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, history in enumerate(histories):
-        label = labels[i] if labels else ""
-        for key, style in zip(keys, ("-", "--", ":")):
-            epochs = [r["epoch"] for r in history if key in r]
-            values = [r[key] for r in history if key in r]
-            if values:
-                ax.plot(epochs, values, style, color=colors[i % len(colors)], lw=1.2,
-                        label=f"{label} {key.replace('_', ' ')}".strip())
-    values = [r[k] for h in histories for r in h for k in keys if _is_number(r.get(k))]
-    if log and values and min(values) > 0:
-        ax.set_yscale("log")
-        readable_log_axis(ax, "y", values)
-    epoch_axis(ax, [r["epoch"] for h in histories for r in h if _is_number(r.get("epoch"))])
-    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-    ax.legend(fontsize=7, ncol=2 if len(histories) > 2 else 1)
+    fig = plt.figure(figsize=(7, 4))
+    draw_loss_curves(fig, histories, title, labels, keys, ylabel, log)
     return save(fig, path)
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_value(v) -> bool:
+    """A point to draw: any number, NaN included (a gap where training diverged); not None or an empty cell."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @styled
