@@ -338,7 +338,8 @@ class StopPolicy:
 def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Generator, n_models: int,
                 lr_at: Callable[[int], list[float]], set_lr: Callable[[list[float]], None],
                 batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, object]], optimizer,
-                events: "Events | None" = None) -> tuple[int, torch.Tensor, list[float]]:
+                events: "Events | None" = None,
+                after_step: Callable[[int, torch.Tensor], bool] | None = None) -> tuple[int, torch.Tensor, list[float]]:
     """One epoch of optimiser steps for N >= 1 models: the step loop every trainer runs.
 
     Parameters
@@ -363,6 +364,10 @@ def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Gener
         ``zero_grad`` / ``step``.
     events : Events, optional
         Batch-end events for each model (sent only when a callback listens per batch).
+    after_step : callable, optional
+        ``after_step(step, losses) -> bool`` after each optimiser step (``step`` counts it,
+        ``losses`` are the batch's, detached); True ends the epoch there (the lr finder's sweep
+        stops mid-epoch).
 
     Returns
     -------
@@ -388,6 +393,8 @@ def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Gener
         if per_batch:
             for i in range(n_models):
                 events.batch_end(b, losses[i], i)
+        if after_step is not None and after_step(step, losses):
+            break
     return step, loss_sum, lrs
 
 
