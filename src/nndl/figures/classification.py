@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndl.base.best_epoch import best_epoch
-from nndl.figures.common import Panel, draw_curves, plt, save, styled, weight_histograms
+from nndl.figures.common import plt, save, styled, weight_histograms
+from nndl.figures.curves import draw_accuracy_curves
 from nndl.nn.inference import Predictor, eval_mode
 from nndl.nn.metrics import CALIBRATION_BINS, calibration_bins, expected_calibration_error
 
@@ -647,31 +647,6 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
     fig = plt.figure(figsize=(11, 4))
     draw_accuracy_curves(fig, history, title)
     return save(fig, path)
-
-
-ACCURACY_PANELS = (Panel(("train_loss", "val_loss"), "cross-entropy loss", "Loss", log="spread"),
-                   Panel(("train_acc", "val_acc"), "accuracy", "Accuracy", log=None))
-
-
-def draw_accuracy_curves(fig, history: Sequence[dict], title: str = "Training curves") -> list:
-    """:func:`accuracy_curves` drawn on ``fig`` (a notebook figure, say) instead of saved; returns its two axes."""
-    history = list(history or [])
-    a_loss, a_acc = draw_curves(fig, [("", history)], ACCURACY_PANELS,
-                                label=lambda _name, key: key.replace("_", " ").replace("acc", "accuracy"),
-                                key_colors=("#4c72b0", "#dd8452"), lw=1.5, markers_below=30,
-                                legend={"fontsize": 8}, no_data="no data")
-    best = best_epoch(history, "val_acc", higher=True)  # the epoch metrics.json names (ties: the first)
-    if best:
-        ep, acc = best
-        a_acc.plot([ep], [acc], "*", color="#c44e52", ms=11, zorder=3)
-        epochs = [r["epoch"] for r in history]
-        right = ep > (min(epochs) + max(epochs)) / 2
-        a_acc.annotate(f"best val {acc:.2%} (epoch {ep:g})", (ep, acc), textcoords="offset points",
-                       xytext=(-8 if right else 8, -16), ha="right" if right else "left", fontsize=8,
-                       color="#c44e52", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
-    a_acc.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    fig.suptitle(title)
-    return [a_loss, a_acc]
 
 
 @styled

@@ -257,22 +257,19 @@ class Run(_Folder):
     def _redraw(self, name: str):
         if name != "losses" or not self.history:
             return None
-        from nndl.figures.common import styled
+        from nndl.figures.curves import styled
 
         return styled(self._draw_losses)()
 
     def _draw_losses(self):
         """``losses.png`` drawn again from ``history.csv``, by the functions that drew it, in a notebook figure."""
+        from nndl.figures.curves import draw_accuracy_curves, draw_loss_curves  # no pyplot: a notebook may lack it
         from nndl.figures.inline import inline_figure
 
         fig = inline_figure(figsize=(7, 4), dpi=100)
         if any("train_acc" in row for row in self.history):  # a classifier's history: loss and accuracy
-            from nndl.figures.classification import draw_accuracy_curves
-
             draw_accuracy_curves(fig, self.history, "Training curves")
         else:
-            from nndl.figures.common import draw_loss_curves
-
             folds: dict[str, list[dict]] = {}
             for row in self.history:
                 folds.setdefault(str(row.get("fold", "")), []).append(row)

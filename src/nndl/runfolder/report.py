@@ -739,13 +739,14 @@ def _history_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def _compare_figure(runs: list[Path], names: list[str]) -> str | None:
     """Overlaid curves as a PNG data URI: loss (train solid, validation dashed) and accuracy when present."""
-    from nndl.figures.common import styled
+    from nndl.figures.curves import styled
 
     return styled(_draw_compare_figure)(runs, names)
 
 
 def _draw_compare_figure(runs: list[Path], names: list[str]) -> str | None:
-    from nndl.figures.common import Panel, draw_curves, image_bytes, plt
+    from nndl.figures.common import image_bytes, plt
+    from nndl.figures.curves import Panel, draw_curves
 
     curves = [_history_curves(r) for r in runs]
     if not any(curves):
