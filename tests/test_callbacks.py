@@ -1,12 +1,14 @@
 """Callbacks: the events arrive in order, a callback can stop training, the built-ins do their job."""
 import csv
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import nndl
 from nndl.base import config
-from nndl.training.callbacks import Callback, CSVLogger, EarlyStopping
+from nndl.training.callbacks import Callback, CSVLogger, EarlyStopping, TrainState
+from nndl.training.engine import ModuleWeights, StopPolicy
 from nndl.base.errors import NndlError
 from nndl.nn.models import build_regressor
 
@@ -110,6 +112,53 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     assert res.best_epoch == 1
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[1][k]), k
+
+
+def _epoch_weights(model, epoch):
+    with torch.no_grad():
+        model.weight.fill_(epoch)  # the weights name the epoch that made them
+
+
+@pytest.mark.parametrize("scores, higher, min_delta, stop, best", [
+    ([3, 2, 2, 2.5, 1.9, 2.0, 2.1, 2.2, 0.1], False, 0.0, 8, 5),  # a tie is no improvement: the first epoch stays
+    ([3, 2, 1.95, 1.92, 1.91, 1.5], False, 0.1, 5, 2),             # steps under min_delta do not count
+    ([0.5, 0.7, 0.6, 0.7, 0.69, 0.9], True, 0.0, 5, 2),            # accuracy: maximised
+    ([5, 4, 3, 2], False, 0.0, None, 4),                           # never stops early: best is the last
+])
+def test_early_stopping_and_the_stop_policy_agree(scores, higher, min_delta, stop, best):
+    """The callback and the engine's StopPolicy, fed the same scores, stop at the same epoch and keep the
+    same best epoch, value and weights."""
+    model = torch.nn.Linear(1, 1)
+    state = TrainState("regression", SimpleNamespace(epochs=len(scores)), model=model)
+    stopper = EarlyStopping(monitor="val_loss", patience=3, mode="max" if higher else "min", min_delta=min_delta,
+                            warmup=0)
+    stopper.on_train_begin(state)
+    for epoch, score in enumerate(scores, 1):
+        state.epoch = epoch
+        _epoch_weights(model, epoch)
+        stopper.on_epoch_end(state, {"epoch": epoch, "val_loss": score})
+        if state.stop_requested:
+            break
+    result = SimpleNamespace(diverged=False, best_epoch=None, best_metric=None)
+    stopper.on_train_end(state, result)
+
+    other = torch.nn.Linear(1, 1)
+    policy = StopPolicy(ModuleWeights(other), patience=[3], epochs=[len(scores)], lr=[0.1], higher=higher,
+                        min_delta=min_delta)
+    for e, score in enumerate(scores):
+        _epoch_weights(other, e + 1)
+        if policy.update(e, [score]):
+            break
+    policy.finish()
+
+    assert (epoch if state.stop_requested else None) == stop
+    assert policy.reason[0] == ("completed" if stop is None else "early stop: no improvement for 3 epochs")
+    assert e + 1 == epoch  # both ran the same epochs
+    assert result.best_epoch == policy.best_epoch[0] == best
+    assert result.best_metric == policy.best_metric[0] == scores[best - 1]
+    assert model.weight.item() == other.weight.item() == best
+    if stop is not None:
+        assert f"(best {scores[best - 1]:.6g} at epoch {best})" in state.stop_reason
 
 
 def test_early_stopping_learns_a_usable_model():

@@ -14,7 +14,7 @@ from nndl.base import config
 from nndl.training.callbacks import Callback
 from nndl.training.stacked import train_stacked
 from nndl.data.splits import kfold_indices
-from nndl.training.engine import ModuleWeights, StackWeights, StopPolicy, lr_factor
+from nndl.training.engine import ModuleWeights, StackWeights, StopPolicy, lr_factor, train_steps
 from nndl.nn.models import build_regressor
 from nndl.training.trainer import train
 
@@ -182,6 +182,28 @@ def test_per_model_vectors_must_match_the_models():
 def test_lr_factor_warms_up_then_decays():
     assert [lr_factor(s, 10, 4, "cosine") for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lr_factor(9, 10, 0, "linear") == pytest.approx(0.1)
+
+
+def test_the_step_loop_can_end_an_epoch_early_and_sees_each_steps_loss():
+    """``after_step`` (what the lr finder stops on) sees every step's count, lr and loss; True ends the epoch."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=0.0)
+    seen, lrs_set = [], []
+
+    def batch_loss(idx):
+        loss = ((w - idx.float().mean()) ** 2).reshape(1)
+        return loss, loss.sum(), len(idx)
+
+    def after_step(step, losses):
+        seen.append((step, losses.shape, losses.requires_grad))
+        return step == 7
+
+    step, loss_sum, last = train_steps(4, rows=40, batch_size=4, generator=torch.Generator().manual_seed(0),
+                                       n_models=1, lr_at=lambda s: [s / 100], set_lr=lrs_set.append,
+                                       batch_loss=batch_loss, optimizer=opt, after_step=after_step)
+    assert step == 7 and last == [0.06] and lrs_set == [[0.04], [0.05], [0.06]]  # steps 5..7 of the schedule
+    assert seen == [(5, torch.Size([1]), False), (6, torch.Size([1]), False), (7, torch.Size([1]), False)]
+    assert loss_sum.shape == (1,) and loss_sum.item() > 0
 
 
 # --------------------------------------------------------------------------- both loops, same situation

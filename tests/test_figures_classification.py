@@ -120,6 +120,17 @@ def test_activation_maximisation_leaves_model_untouched(tmp_path, cnn, target, i
     assert cnn.training
 
 
+def test_maximise_activations_returns_images_that_excite_their_units(cnn):
+    """The optimisation alone: one image per unit in [0, 1], scores that rise with the steps."""
+    short = cf.maximise_activations(cnn, to_input, "channel", (1, 3), steps=1)
+    found = cf.maximise_activations(cnn, to_input, "channel", (1, 3), steps=30)
+    assert found.images.shape == (1, 1, 28, 28) and 0 <= found.images.min() and found.images.max() <= 1
+    assert found.labels == ["channel 3"] and found.scores.shape == (1,)
+    assert found.scores.item() > short.scores.item()  # ascending the channel's mean activation works
+    every = cf.maximise_activations(cnn, to_input, steps=2, class_names=CLASSES)
+    assert every.images.shape[0] == 10 and every.labels == CLASSES and every.what == "class logit"
+
+
 def test_activation_maximisation_bad_targets(tmp_path, cnn, mlp):
     with pytest.raises(ValueError):
         cf.activation_maximisation(mlp, to_input, tmp_path / "x.png", target="channel", index=(0, 0), steps=1)

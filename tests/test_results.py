@@ -44,6 +44,11 @@ def test_run_figures_are_matplotlib_figures(reg_run):
     lines = losses.axes[0].get_lines()
     assert len(lines) == 3 * 2 + 1  # train and validation per fold, train for the refit
     assert list(lines[0].get_xdata()) == list(range(1, 31))
+    # drawn by the function that drew losses.png: the same legend and title, at the notebook size
+    legend = [t.get_text() for t in losses.axes[0].get_legend().get_texts()]
+    assert legend[:2] == ["fold 1 train loss", "fold 1 val loss"] and legend[-1] == "refit train loss"
+    assert losses.axes[0].get_title() == "Training and validation MSE per fold"
+    assert losses._repr_png_()[16:24] == (700).to_bytes(4, "big") + (400).to_bytes(4, "big")
     fit = reg_run.figure("fit")  # the saved PNG in a Figure
     assert isinstance(fit, Figure) and fit.axes[0].get_images()
     with pytest.raises(NndlError, match="no figure 'nope'.*fit"):

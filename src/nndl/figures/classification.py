@@ -2,8 +2,9 @@
 
 Confusion matrices, a reliability diagram (calibration), the most confidently wrong
 test images, first-layer filters, feature maps, activation maximisation and accuracy curves; each
-function writes one PNG and returns its path. :func:`write_classification_figures`
-writes the whole set into a run's ``figures/`` folder.
+function writes one PNG and returns its path (:func:`maximise_activations` is the optimisation behind
+one of them, returning tensors). :func:`write_classification_figures` writes the whole set into a
+run's ``figures/`` folder.
 
 Conventions shared by the functions here:
 
@@ -19,6 +20,7 @@ Conventions shared by the functions here:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,13 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndl.base.best_epoch import best_epoch
-from nndl.figures.common import epoch_axis, plt, readable_log_axis, save, styled, weight_histograms
+from nndl.figures.common import plt, save, styled, weight_histograms
+from nndl.figures.curves import draw_accuracy_curves
 from nndl.nn.inference import Predictor, eval_mode
 from nndl.nn.metrics import CALIBRATION_BINS, calibration_bins, expected_calibration_error
 
 __all__ = ["confusion_matrix", "confusion_matrices", "misclassified_gallery", "first_layer_filters",
-           "feature_maps", "activation_maximisation", "accuracy_curves", "reliability_diagram",
+           "feature_maps", "activation_maximisation", "maximise_activations", "draw_maximised",
+           "MaximisedInputs", "accuracy_curves", "reliability_diagram",
            "write_classification_figures",
            "predict_probs"]
 
@@ -436,7 +439,6 @@ def _blur(u: torch.Tensor) -> torch.Tensor:
     return nn.functional.conv2d(nn.functional.pad(u, (1, 1, 1, 1), mode="replicate"), k2, groups=c)
 
 
-@styled
 def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Path, target: str = "class",
                             index=None, steps: int = 200, lr: float = 0.1, seed: int = 0,
                             class_names: Sequence[str] | None = None, l2: float = 0.1,
@@ -491,41 +493,54 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
         An unknown ``target``, a channel target on a model without convolutions,
         or a class / layer / channel out of range.
     """
+    maximised = maximise_activations(model, to_input, target, index, steps=steps, lr=lr, seed=seed,
+                                     class_names=class_names, l2=l2, blur_every=blur_every, jitter=jitter,
+                                     input_shape=input_shape)
+    return draw_maximised(maximised, path)
+
+
+@dataclass
+class MaximisedInputs:
+    """What :func:`maximise_activations` found: one image per unit, and what it was optimised for.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (B, C, H, W) on the CPU, pixels in [0, 1] (0 = black).
+    scores : torch.Tensor
+        (B,) the target's value at the last step.
+    labels : list of str
+        A title per image ("Sandal", "channel 3").
+    target : {"class", "channel"}
+    what : str
+        The quantity maximised, in words ("class logit", "mean activation of ...").
+    steps : int
+    """
+
+    images: torch.Tensor
+    scores: torch.Tensor
+    labels: list[str]
+    target: str
+    what: str
+    steps: int
+
+
+def maximise_activations(model: nn.Module, to_input: ToInput, target: str = "class", index=None, *,
+                         steps: int = 200, lr: float = 0.1, seed: int = 0, class_names: Sequence[str] | None = None,
+                         l2: float = 0.1, blur_every: int = 1, jitter: int = 2,
+                         input_shape=None) -> MaximisedInputs:
+    """The optimisation of :func:`activation_maximisation` (same parameters but ``path``), without the drawing.
+
+    Returns
+    -------
+    MaximisedInputs
+    """
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
     shape = _image_shape(model, input_shape)
-    convs = _conv_layers(model)
-    hook = None
+    units, labels, what, conv = _target_units(model, to_input, shape, target, index, class_names)
     captured: list[torch.Tensor] = []
-    if target == "class":
-        with torch.no_grad(), _eval_mode(model):
-            n_classes = model(to_input(_blank(shape)).to(device)).shape[1]
-        units = list(range(n_classes)) if index is None else [int(index)]
-        if not all(0 <= c < n_classes for c in units):
-            raise ValueError(f"class {index} out of range: the model has {n_classes} outputs")
-        names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
-        labels = [f"{names[c]}" for c in units]
-        what = "class logit"
-    elif target == "channel":
-        if not convs:
-            raise ValueError(f"{type(model).__name__} has no Conv2d layer: no channel to maximise")
-        if isinstance(index, (tuple, list)):
-            layer, chans = int(index[0]), [int(index[1])]
-        else:
-            layer, chans = (len(convs) - 1 if index is None else int(index)), None
-        if not -len(convs) <= layer < len(convs):
-            raise ValueError(f"layer {layer} out of range: the model has {len(convs)} Conv2d layers")
-        lname, conv = convs[layer]
-        chans = chans if chans is not None else list(range(min(10, conv.out_channels)))
-        if not all(0 <= c < conv.out_channels for c in chans):
-            raise ValueError(f"channel out of range: '{lname}' has {conv.out_channels} channels")
-        units = chans
-        labels = [f"channel {c}" for c in chans]
-        what = f"mean activation of\nconv layer {layer % len(convs)} (raw output of '{lname}')"
-        hook = conv.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    else:
-        raise ValueError(f"target must be 'class' or 'channel', not {target!r}")
-
+    hook = conv.register_forward_hook(lambda _m, _i, out: captured.append(out)) if conv is not None else None
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         for p, _ in flags:
@@ -544,38 +559,70 @@ def activation_maximisation(model: nn.Module, to_input: ToInput, path: str | Pat
                 x = torch.roll(u, shifts=tuple(shifts[step]), dims=(2, 3)) if jitter else u
                 captured.clear()
                 out = model((lo + x * (hi - lo)).to(dtype))
-                if target == "class":
-                    score = out.float()[rows, idx]
-                else:
-                    score = captured[0].float()[rows, idx].mean((1, 2))
-                loss = -score.sum()
+                score = out.float()[rows, idx] if conv is None else captured[0].float()[rows, idx].mean((1, 2))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (-score.sum()).backward()
                 opt.step()
                 with torch.no_grad():
                     if blur_every and (step + 1) % blur_every == 0 and step < steps - 1:
                         u.copy_(_blur(u))
                     u.clamp_(0, 1)
-            final = score.detach().float().cpu().numpy()
     finally:
         if hook is not None:
             hook.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
+    return MaximisedInputs(u.detach().cpu(), score.detach().float().cpu(), labels, target, what, steps)
 
-    imgs = u.detach().cpu().numpy()
+
+def _target_units(model: nn.Module, to_input: ToInput, shape, target: str, index, class_names):
+    """``(units, labels, what, conv)``: the logits or channels to maximise, their titles, the quantity in
+    words, and the ``Conv2d`` whose output holds them (None for class logits); ValueError when out of range."""
+    if target == "class":
+        with torch.no_grad(), _eval_mode(model):
+            n_classes = model(to_input(_blank(shape)).to(_device(model))).shape[1]
+        units = list(range(n_classes)) if index is None else [int(index)]
+        if not all(0 <= c < n_classes for c in units):
+            raise ValueError(f"class {index} out of range: the model has {n_classes} outputs")
+        names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
+        return units, [f"{names[c]}" for c in units], "class logit", None
+    if target != "channel":
+        raise ValueError(f"target must be 'class' or 'channel', not {target!r}")
+    convs = _conv_layers(model)
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer: no channel to maximise")
+    if isinstance(index, (tuple, list)):
+        layer, chans = int(index[0]), [int(index[1])]
+    else:
+        layer, chans = (len(convs) - 1 if index is None else int(index)), None
+    if not -len(convs) <= layer < len(convs):
+        raise ValueError(f"layer {layer} out of range: the model has {len(convs)} Conv2d layers")
+    lname, conv = convs[layer]
+    chans = chans if chans is not None else list(range(min(10, conv.out_channels)))
+    if not all(0 <= c < conv.out_channels for c in chans):
+        raise ValueError(f"channel out of range: '{lname}' has {conv.out_channels} channels")
+    what = f"mean activation of\nconv layer {layer % len(convs)} (raw output of '{lname}')"
+    return chans, [f"channel {c}" for c in chans], what, conv
+
+
+@styled
+def draw_maximised(maximised: MaximisedInputs, path: str | Path) -> Path:
+    """The images of :func:`maximise_activations` in a grid of up to five columns, each titled with its score."""
+    imgs, b = maximised.images.numpy(), len(maximised.labels)
     cols = min(5, b)
     rows_n = math.ceil(b / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(max(2.3 * cols, 6.5), 2.75 * rows_n + 0.6), squeeze=False)
     for ax in axes.flat:
         _image_axis(ax)
         ax.axis("off")
-    for ax, img, label, s in zip(axes.flat, imgs, labels, final):
+    kind = "logit" if maximised.target == "class" else "activation"
+    for ax, img, label, s in zip(axes.flat, imgs, maximised.labels, maximised.scores.numpy()):
         ax.axis("on")
         _show(ax, img, vmax=1)
-        ax.set_title(f"{label}\n{'logit' if target == 'class' else 'activation'} {s:.2f}", fontsize=9)
-    fig.suptitle(f"Activation maximisation: inputs that maximise the {what}\n"
-                 f"({steps} Adam steps from faint noise; L2 decay, jitter and blur keep them smooth)", fontsize=10)
+        ax.set_title(f"{label}\n{kind} {s:.2f}", fontsize=9)
+    fig.suptitle(f"Activation maximisation: inputs that maximise the {maximised.what}\n"
+                 f"({maximised.steps} Adam steps from faint noise; L2 decay, jitter and blur keep them smooth)",
+                 fontsize=10)
     return save(fig, path)
 
 
@@ -597,40 +644,8 @@ def accuracy_curves(history: Sequence[dict], path: str | Path, title: str = "Tra
     -------
     Path
     """
-    history = list(history or [])
-    fig, (a_loss, a_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    panels = ((a_loss, ("train_loss", "val_loss"), "cross-entropy loss"),
-              (a_acc, ("train_acc", "val_acc"), "accuracy"))
-    for ax, keys, ylabel in panels:
-        for key, style, color in zip(keys, ("-", "--"), ("#4c72b0", "#dd8452")):
-            pts = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
-            if pts:
-                ep, val = zip(*pts)
-                ax.plot(ep, val, style, color=color, lw=1.5, marker="o" if len(pts) < 30 else None, ms=3,
-                        label=key.replace("_", " ").replace("acc", "accuracy"))
-        ax.set(xlabel="epoch", ylabel=ylabel)
-        epoch_axis(ax, [r["epoch"] for r in history if r.get("epoch") is not None])
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    losses = [r[k] for r in history for k in panels[0][1] if r.get(k) is not None]
-    if losses and min(losses) > 0 and max(losses) / min(losses) > 20:
-        a_loss.set_yscale("log")
-        readable_log_axis(a_loss, "y", losses)
-    a_loss.set_title("Loss")
-    best = best_epoch(history, "val_acc", higher=True)  # the epoch metrics.json names (ties: the first)
-    if best:
-        ep, acc = best
-        a_acc.plot([ep], [acc], "*", color="#c44e52", ms=11, zorder=3)
-        epochs = [r["epoch"] for r in history]
-        right = ep > (min(epochs) + max(epochs)) / 2
-        a_acc.annotate(f"best val {acc:.2%} (epoch {ep})", (ep, acc), textcoords="offset points",
-                       xytext=(-8 if right else 8, -16), ha="right" if right else "left", fontsize=8,
-                       color="#c44e52", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
-    a_acc.set_title("Accuracy")
-    a_acc.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    fig.suptitle(title)
+    fig = plt.figure(figsize=(11, 4))
+    draw_accuracy_curves(fig, history, title)
     return save(fig, path)
 
 

@@ -72,7 +72,7 @@ def _best(trials: Sequence[TrialRecord], direction: str) -> TrialRecord | None:
 
 def _value_scale(ax, values: Sequence[float], axis: str = "y") -> bool:
     """Log scale with plain tick labels when the values are positive and span more than 20x."""
-    from nndl.figures.common import readable_log_axis
+    from nndl.figures.curves import readable_log_axis
 
     if values and min(values) > 0 and max(values) / min(values) > 20:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
@@ -174,7 +174,8 @@ def slices_figure(trials: Sequence[TrialRecord], params: Sequence[ParamSpec], la
     and the best trial is a red star."""
     import numpy as np
 
-    from nndl.figures.common import plt, readable_log_axis
+    from nndl.figures.common import plt
+    from nndl.figures.curves import readable_log_axis
 
     ok = [t for t in trials if t.ok]
     cols = min(4, max(len(params), 1))
@@ -219,7 +220,7 @@ def slices_figure(trials: Sequence[TrialRecord], params: Sequence[ParamSpec], la
 # ----------------------------------------------------------------------------- parallel coordinates
 def _axis_position(spec: ParamSpec, values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
     """Each value's height in [0, 1] on the parameter's axis, and (height, label) ticks for that axis."""
-    from nndl.figures.common import tick_text
+    from nndl.figures.curves import tick_text
 
     if spec.kind == "categorical":
         k = len(spec.choices)
@@ -306,7 +307,7 @@ def _records(study) -> tuple[list[TrialRecord], list[ParamSpec]]:
 def write_study_figures(*args, **kwargs) -> dict[str, str]:
     """Write ``history.png``, ``importances.png``, ``slices.png`` and ``parallel_coordinate.png``
     in nndl's style (see :func:`_write_study_figures` for the parameters)."""
-    from nndl.figures.common import styled
+    from nndl.figures.curves import styled
 
     return styled(_write_study_figures)(*args, **kwargs)
 

@@ -257,42 +257,24 @@ class Run(_Folder):
     def _redraw(self, name: str):
         if name != "losses" or not self.history:
             return None
-        from matplotlib.ticker import FuncFormatter, MaxNLocator
+        from nndl.figures.curves import styled
 
+        return styled(self._draw_losses)()
+
+    def _draw_losses(self):
+        """``losses.png`` drawn again from ``history.csv``, by the functions that drew it, in a notebook figure."""
+        from nndl.figures.curves import draw_accuracy_curves, draw_loss_curves  # no pyplot: a notebook may lack it
         from nndl.figures.inline import inline_figure
 
         fig = inline_figure(figsize=(7, 4), dpi=100)
         if any("train_acc" in row for row in self.history):  # a classifier's history: loss and accuracy
-            axes = fig.subplots(1, 2)
-            for ax, (key, label) in zip(axes, (("loss", "cross-entropy"), ("acc", "accuracy"))):
-                for split, style in (("train", "-"), ("val", "--")):
-                    rows = [r for r in self.history if isinstance(r.get(f"{split}_{key}"), float)]
-                    ax.plot([r["epoch"] for r in rows], [r[f"{split}_{key}"] for r in rows], style, label=split)
-                ax.set(xlabel="epoch", ylabel=label)
-                ax.legend()
-            fig.suptitle("Training curves")
+            draw_accuracy_curves(fig, self.history, "Training curves")
         else:
-            ax = fig.subplots()
-            groups: dict[str, list[dict]] = {}
+            folds: dict[str, list[dict]] = {}
             for row in self.history:
-                groups.setdefault(str(row.get("fold", "")), []).append(row)
-            colors = [f"C{i % 10}" for i in range(len(groups))]
-            for color, (fold, rows) in zip(colors, groups.items()):
-                label = f"fold {fold}" if fold and fold != "refit" else (fold or "model")
-                for key, style in (("train_loss", "-"), ("val_loss", "--")):
-                    pts = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), float)]
-                    if pts:
-                        ax.plot(*zip(*pts), style, color=color, lw=1.1, label=f"{label} {key.split('_')[0]}")
-            values = [r[k] for r in self.history for k in ("train_loss", "val_loss") if isinstance(r.get(k), float)]
-            if values and min(values) > 0:
-                ax.set_yscale("log")
-                plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, not 3x10^-1
-                ax.yaxis.set_major_formatter(plain)
-                ax.yaxis.set_minor_formatter(plain)
-            ax.set(xlabel="epoch", ylabel="MSE", title="Training and validation MSE per fold")
-            ax.legend(fontsize=7, ncol=2)
-        for ax in fig.axes:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+                folds.setdefault(str(row.get("fold", "")), []).append(row)
+            labels = [f"fold {f}" if f and f != "refit" else (f or "model") for f in folds]
+            draw_loss_curves(fig, list(folds.values()), "Training and validation MSE per fold", labels)
         fig.tight_layout()
         return fig
 

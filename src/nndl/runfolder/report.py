@@ -739,46 +739,36 @@ def _history_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
 
 def _compare_figure(runs: list[Path], names: list[str]) -> str | None:
     """Overlaid curves as a PNG data URI: loss (train solid, validation dashed) and accuracy when present."""
-    from nndl.figures.common import styled
+    from nndl.figures.curves import styled
 
     return styled(_draw_compare_figure)(runs, names)
 
 
 def _draw_compare_figure(runs: list[Path], names: list[str]) -> str | None:
-    from nndl.figures.common import epoch_axis, plt, readable_log_axis
+    from nndl.figures.common import image_bytes, plt
+    from nndl.figures.curves import Panel, draw_curves
 
     curves = [_history_curves(r) for r in runs]
     if not any(curves):
         return None
-    has_acc = any("val_acc" in c or "train_acc" in c for c in curves)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(12 if has_acc else 8, 4.4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    panels = [(axes[0, 0], ("train_loss", "val_loss"), "loss")] + (
-        [(axes[0, 1], ("train_acc", "val_acc"), "accuracy")] if has_acc else [])
-    for ax, keys, ylabel in panels:
-        values, epochs = [], []
-        for i, (c, name) in enumerate(zip(curves, names)):
-            for key, style in zip(keys, ("-", "--")):
-                if key in c:
-                    xs, ys = zip(*c[key])
-                    values += ys
-                    epochs += xs
-                    ax.plot(xs, ys, style, color=colors[i % len(colors)], lw=1.4,
-                            marker="o" if len(xs) < 15 else None, ms=3,
-                            label=f"{name} · {key.split('_')[0].replace('val', 'validation')}")
-        if ylabel == "loss" and values and min(values) > 0:
-            ax.set_yscale("log")
-            readable_log_axis(ax, "y", values)
-        epoch_axis(ax, epochs)
-        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel.capitalize()}: training (solid) and validation (dashed)")
-        ax.legend(fontsize=7)
-    import io
+    panels = [Panel(("train_loss", "val_loss"), "loss", "Loss: training (solid) and validation (dashed)")]
+    if any("val_acc" in c or "train_acc" in c for c in curves):
+        panels.append(Panel(("train_acc", "val_acc"), "accuracy",
+                            "Accuracy: training (solid) and validation (dashed)", log=None))
+    fig = plt.figure(figsize=(12 if len(panels) > 1 else 8, 4.4))
+    draw_curves(fig, [(name, _curve_rows(c)) for c, name in zip(curves, names)], panels,
+                label=lambda name, key: f"{name} · {key.split('_')[0].replace('val', 'validation')}",
+                lw=1.4, markers_below=15, legend={"fontsize": 7})
+    return "data:image/png;base64," + base64.b64encode(image_bytes(fig)).decode("ascii")
 
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+def _curve_rows(curves: dict[str, list[tuple[float, float]]]) -> list[dict]:
+    """``{key: [(epoch, value)]}`` as history rows, one per epoch (what the curve drawer reads)."""
+    rows: dict[float, dict] = {}
+    for key, points in curves.items():
+        for epoch, value in points:
+            rows.setdefault(epoch, {"epoch": epoch})[key] = value
+    return [rows[e] for e in sorted(rows)]
 
 
 def _scalar(d: dict) -> dict:

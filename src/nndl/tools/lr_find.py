@@ -232,7 +232,13 @@ def _use_it(task: str, preset: str, overrides, seed: int | None, lr: float) -> s
 
 def _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min, lr_max, fraction, min_steps,
            progress) -> LRFindResult:
-    """The sweep itself: one fresh model, the lr growing geometrically, smoothed losses, the suggestion."""
+    """The sweep itself: one fresh model, the lr growing geometrically, smoothed losses, the suggestion.
+
+    The steps are the engine's step loop (:func:`~nndl.training.engine.train_steps`), a pass over the
+    data at a time (reshuffled each pass), ended after the last lr or once the loss blows up.
+    """
+    from nndl.base.progress import progress_bar
+    from nndl.training.engine import train_steps
     from nndl.training.trainer import loss_fn, make_optimizer
 
     n = len(x)
@@ -241,43 +247,63 @@ def _sweep(task, cfg, model, x, y, transform, loss_task, device, folder, lr_min,
     optimizer = make_optimizer(model.parameters(), cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     result = LRFindResult(task=task, path=folder)
-    avg, best, perm, pos = 0.0, math.inf, None, n
     smoothing = float(getattr(cfg, "label_smoothing", 0.0))
-    t0 = time.perf_counter()
-    model.train()
-    from nndl.base.progress import progress_bar
+    sweep = _Smoothed(result, lrs, steps)
 
-    for i in progress_bar(range(steps), desc="lr sweep", leave=False, enabled=progress):
-        if pos >= n:  # a new pass over the data, reshuffled
-            perm, pos = torch.randperm(n, device=device, generator=generator), 0
-        idx = perm[pos:pos + cfg.batch_size]
-        pos += cfg.batch_size
+    def set_lr(lr: list[float]) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr[0]
+
+    def batch_loss(idx):
         xb, yb = x[idx], y[idx]
         if transform is not None:
             xb = transform(xb, generator)
-        for group in optimizer.param_groups:
-            group["lr"] = float(lrs[i])
         out = model(xb)
         mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None  # mixup/cutmix
         loss = loss_fn(loss_task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()  # one host sync per step: the sweep is short and needs every value
-        result.lrs.append(float(lrs[i]))
-        result.raw_losses.append(value)
-        if not math.isfinite(value):
-            result.losses.append(value)
-            result.stop_reason = f"loss became {value} at lr {lrs[i]:.3g}"
-            break
-        avg = SMOOTHING * avg + (1 - SMOOTHING) * value
-        smoothed = avg / (1 - SMOOTHING ** (i + 1))
-        result.losses.append(smoothed)
-        best = min(best, smoothed)
-        if i > 10 and smoothed > DIVERGE_FACTOR * best:
-            result.stop_reason = f"loss diverged (over {DIVERGE_FACTOR:g}x its best) at lr {lrs[i]:.3g}"
-            break
+        return loss.reshape(1), loss, len(idx)
+
+    t0 = time.perf_counter()
+    model.train()
+    with progress_bar(total=steps, desc="lr sweep", leave=False, enabled=progress) as bar:
+        def after_step(step: int, losses: torch.Tensor) -> bool:
+            bar.update()
+            return sweep.add(step - 1, losses[0].item())  # one host sync per step: the sweep needs every value
+
+        step = 0
+        while not sweep.done:
+            step, _, _ = train_steps(step, rows=n, batch_size=cfg.batch_size, generator=generator, n_models=1,
+                                     lr_at=lambda s: [float(lrs[s])], set_lr=set_lr, batch_loss=batch_loss,
+                                     optimizer=optimizer, after_step=after_step)
     result.seconds = time.perf_counter() - t0
     result.suggestion = suggest(result.lrs, result.losses)
     result.steepest = steepest(result.lrs, result.losses)
     return result
+
+
+class _Smoothed:
+    """The sweep's record: each step's lr and loss, the bias-corrected moving average, and when to stop."""
+
+    def __init__(self, result: LRFindResult, lrs: np.ndarray, steps: int):
+        self.result, self.lrs, self.steps = result, lrs, steps
+        self.avg, self.best, self.done = 0.0, math.inf, False
+
+    def add(self, i: int, value: float) -> bool:
+        """Record step ``i``'s batch loss; True once the sweep is over (the last lr, or a blow-up)."""
+        result, lr = self.result, float(self.lrs[i])
+        result.lrs.append(lr)
+        result.raw_losses.append(value)
+        self.done = i + 1 >= self.steps
+        if not math.isfinite(value):
+            result.losses.append(value)
+            result.stop_reason = f"loss became {value} at lr {lr:.3g}"
+            self.done = True
+            return True
+        self.avg = SMOOTHING * self.avg + (1 - SMOOTHING) * value
+        smoothed = self.avg / (1 - SMOOTHING ** (i + 1))
+        result.losses.append(smoothed)
+        self.best = min(self.best, smoothed)
+        if i > 10 and smoothed > DIVERGE_FACTOR * self.best:
+            result.stop_reason = f"loss diverged (over {DIVERGE_FACTOR:g}x its best) at lr {lr:.3g}"
+            self.done = True
+        return self.done

@@ -281,34 +281,35 @@ class EarlyStopping(Callback):
         self._per_state: dict[int, dict] = {}
 
     def on_train_begin(self, state):
+        from nndl.training.engine import StateWeights, StopPolicy  # the engine imports this module
+
+        # The engine's stop policy decides, for this training alone: it never stops on planned epochs
+        # (the training's own policy does) and names no lr (it sees no NaN: those epochs are skipped).
+        policy = StopPolicy(StateWeights(state, copies=self.restore_best), patience=[self.patience],
+                            epochs=[math.inf], lr=[math.nan], higher=self.higher, min_delta=self.min_delta)
         warmup = state.epochs // 4 if self.warmup is None else self.warmup
-        self._per_state[id(state)] = {"best": -math.inf if self.higher else math.inf, "wait": 0, "weights": None,
-                                      "epoch": 0, "warmup": warmup}
+        self._per_state[id(state)] = {"policy": policy, "warmup": warmup}
 
     def on_epoch_end(self, state, logs):
         value = logs.get(self.monitor)
         track = self._per_state.get(id(state))
         if value is None or track is None or not math.isfinite(value):
             return
-        if logs.get("epoch", state.epoch) <= track["warmup"]:
+        epoch = logs.get("epoch", state.epoch)
+        if epoch <= track["warmup"]:
             return
-        margin = self.min_delta if self.higher else -self.min_delta
-        better = improves(value, track["best"] + margin, self.higher)
-        if better:
-            track.update(best=value, wait=0, epoch=logs.get("epoch", state.epoch))
-            if self.restore_best:
-                track["weights"] = state.snapshot()
-            return
-        track["wait"] += 1
-        if track["wait"] >= self.patience:
+        policy = track["policy"]
+        if policy.update(epoch - 1, [value]):
             state.request_stop(f"early stop: {self.monitor} did not improve for {self.patience} epochs "
-                               f"(best {track['best']:.6g} at epoch {track['epoch']})")
+                               f"(best {policy.best_metric[0]:.6g} at epoch {policy.best_epoch[0]})")
 
     def on_train_end(self, state, result):
         track = self._per_state.pop(id(state), None)
-        if track and self.restore_best and track["weights"] is not None and not result.diverged:
-            state.restore(track["weights"])
-            result.best_epoch, result.best_metric = track["epoch"], track["best"]
+        if not track or not self.restore_best or result.diverged or not track["policy"].best_epoch[0]:
+            return
+        policy = track["policy"]
+        policy.finish()  # puts back the best epoch's weights
+        result.best_epoch, result.best_metric = policy.best_epoch[0], policy.best_metric[0]
 
 
 class CSVLogger(Callback):

@@ -141,6 +141,20 @@ class StackWeights:
             p[i] = good
 
 
+class StateWeights(ModuleWeights):
+    """The weights a callback reaches through its :class:`~nndl.training.callbacks.TrainState`
+    (one model, or one member of a stack); ``copies=False`` takes no snapshots (nothing to restore)."""
+
+    def __init__(self, state, copies: bool = True):
+        self.state, self.copies = state, copies
+
+    def snapshot(self):
+        return self.state.snapshot() if self.copies else None
+
+    def put(self, i: int, piece) -> None:
+        self.state.restore(piece)
+
+
 # --------------------------------------------------------------------------- the stop policy
 class StopPolicy:
     """Best weights, patience, NaN/inf rollback, time limit and stop reasons for N models.
@@ -154,6 +168,8 @@ class StopPolicy:
         epochs, and the base lr (named in the NaN sentence).
     higher : bool
         The monitored metric improves upwards (accuracy) rather than downwards (loss).
+    min_delta : float
+        An improvement smaller than this does not count (0: any strict improvement).
     validated : bool
         There is a validation set: without one there is no best epoch, no patience and no
         best-weights restore.
@@ -170,12 +186,13 @@ class StopPolicy:
     """
 
     def __init__(self, weights, *, patience: Sequence[int], epochs: Sequence[int], lr: Sequence[float],
-                 higher: bool = False, validated: bool = True, time_limit: float = 0.0,
+                 higher: bool = False, min_delta: float = 0.0, validated: bool = True, time_limit: float = 0.0,
                  clock: Callable[[], float] = time.perf_counter):
         n = weights.n
         if not (len(patience) == len(epochs) == len(lr) == n):
             raise ValueError(f"StopPolicy: patience, epochs and lr need one entry per model ({n})")
         self.weights, self.n, self.higher, self.validated = weights, n, higher, validated
+        self.margin = min_delta if higher else -min_delta  # added to the best value a new one must beat
         self.patience, self.epochs, self.lr = list(patience), list(epochs), list(lr)
         self.tracked = [validated and p > 0 for p in self.patience]  # best weights restored at the end
         self.time_limit, self.clock = float(time_limit or 0.0), clock
@@ -257,7 +274,7 @@ class StopPolicy:
             if self.stopped[i]:
                 continue
             best = self.best_metric[i]
-            better = metric is not None and self.validated and improves(metric, best, self.higher)
+            better = metric is not None and self.validated and improves(metric, best + self.margin, self.higher)
             if better:
                 self.best_metric[i], self.best_epoch[i], self.bad_epochs[i] = metric, epoch + 1, 0
                 improved.append(i)
@@ -321,7 +338,8 @@ class StopPolicy:
 def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Generator, n_models: int,
                 lr_at: Callable[[int], list[float]], set_lr: Callable[[list[float]], None],
                 batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, object]], optimizer,
-                events: "Events | None" = None) -> tuple[int, torch.Tensor, list[float]]:
+                events: "Events | None" = None,
+                after_step: Callable[[int, torch.Tensor], bool] | None = None) -> tuple[int, torch.Tensor, list[float]]:
     """One epoch of optimiser steps for N >= 1 models: the step loop every trainer runs.
 
     Parameters
@@ -346,6 +364,10 @@ def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Gener
         ``zero_grad`` / ``step``.
     events : Events, optional
         Batch-end events for each model (sent only when a callback listens per batch).
+    after_step : callable, optional
+        ``after_step(step, losses) -> bool`` after each optimiser step (``step`` counts it,
+        ``losses`` are the batch's, detached); True ends the epoch there (the lr finder's sweep
+        stops mid-epoch).
 
     Returns
     -------
@@ -371,6 +393,8 @@ def train_steps(step: int, *, rows: int, batch_size: int, generator: torch.Gener
         if per_batch:
             for i in range(n_models):
                 events.batch_end(b, losses[i], i)
+        if after_step is not None and after_step(step, losses):
+            break
     return step, loss_sum, lrs
 
 
