@@ -19,6 +19,7 @@ fits (``std_fit_time`` 0): the fits were trained together, not one after another
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,7 +31,9 @@ from nndl.base.errors import NndlError
 from nndl.data.splits import stratified_split
 from nndl.tools import sklearn as nn_sklearn
 from nndl.tools.sklearn import FitDivergedError, NNClassifier, _numpy, _PREFITTED, prefit_key
+from nndl.training.callbacks import Callback
 from nndl.training.stacked_classify import Member, classify_stack_key, train_stacked_classifiers
+from nndl.training.trainer import TrainResult
 from nndl.training.threads import using_threads
 
 from sklearn.base import clone, is_classifier
@@ -153,10 +156,59 @@ def _stack_bytes(fit: _Fit) -> int:
     return 4 * (6 * params + 3 * fit.cfg.batch_size * widths)
 
 
+def _prefix_key(fit: _Fit) -> tuple | None:
+    """Fits with one key differ only in ``epochs`` and each is a prefix of the longest (None: no sharing).
+
+    With a constant lr (a warm-up does not depend on the total either), no early stopping and no
+    time limit, nothing in a fit's first E epochs depends on how many epochs follow: the weights
+    after epoch E of the longest fit are those of the E-epoch fit."""
+    cfg = fit.cfg
+    if cfg.schedule != "constant" or cfg.patience > 0 or cfg.time_limit:
+        return None
+    per_model = tuple(getattr(cfg, f) for f in ("lr", "weight_decay", "l1", "warmup_epochs", "label_smoothing",
+                                                "seed", "val_fraction"))
+    return classify_stack_key(cfg), per_model, str(fit.device), fit.key[2:]  # key[2:]: the fold's exact rows
+
+
+class _Snapshots(Callback):
+    """Keep a stack member's weights at the end of the epochs its shorter prefix fits stop at."""
+
+    def __init__(self, wanted: dict[int, set[int]]):
+        self.wanted, self.kept = wanted, {}
+
+    def on_epoch_end(self, state, logs) -> None:
+        if state.epoch in self.wanted.get(state.index, ()):
+            self.kept[state.index, state.epoch] = state.snapshot()
+
+
+def _from_prefix(fit: _Fit, longest: _Fit, snaps: _Snapshots, index: int) -> None:
+    """``fit`` as the first ``fit.cfg.epochs`` epochs of ``longest`` (trained as stack member ``index``)."""
+    full, epochs = longest.result, fit.cfg.epochs
+    rows = [dict(r) for r in full.history[:epochs]]
+    if full.diverged and len(full.history) <= epochs:  # it diverged within this fit's epochs: so did this fit
+        fit.wrapped.net.load_state_dict(longest.wrapped.net.state_dict())
+        fit.result = TrainResult(history=rows, best_epoch=full.best_epoch, best_metric=math.nan,
+                                 stop_reason=full.stop_reason, diverged=True, train_seconds=full.train_seconds)
+        return
+    kept = iter(snaps.kept[index, epochs])
+    with torch.no_grad():
+        for layer in fit.wrapped.net.layers:  # stacked layout: weight (in, out), bias (1, out)
+            layer.weight.copy_(next(kept).T)
+            layer.bias.copy_(next(kept)[0])
+    fit.result = TrainResult(history=rows, best_epoch=epochs, best_metric=math.nan,
+                             train_seconds=sum(r["seconds"] for r in rows))
+
+
 def _train(plan: _Plan, x_all: np.ndarray, y_codes: torch.Tensor, progress: bool) -> None:
-    """Train the plan's fits in as few stacks as the memory bound allows."""
-    groups: dict[tuple, list[_Fit]] = {}
+    """Train the plan's fits in as few stacks as the memory bound allows, each epoch-prefix family once."""
+    longest: dict[tuple, _Fit] = {}
     for f in plan.fits:
+        key = _prefix_key(f)
+        if key is not None and (key not in longest or f.cfg.epochs > longest[key].cfg.epochs):
+            longest[key] = f
+    trained = [f for f in plan.fits if _prefix_key(f) is None or longest[_prefix_key(f)] is f]
+    groups: dict[tuple, list[_Fit]] = {}
+    for f in trained:
         groups.setdefault((classify_stack_key(f.cfg), str(f.device)), []).append(f)
     x_t = torch.from_numpy(np.ascontiguousarray(x_all))
     t0 = time.perf_counter()
@@ -166,15 +218,26 @@ def _train(plan: _Plan, x_all: np.ndarray, y_codes: torch.Tensor, progress: bool
         x_dev, y_dev = x_t.to(dev), y_codes.to(dev)
         for s in range(0, len(fits), per_stack):
             chunk = fits[s:s + per_stack]
+            position = {id(f): i for i, f in enumerate(chunk)}
+            prefixes = [(f, longest[_prefix_key(f)]) for f in plan.fits
+                        if _prefix_key(f) is not None and id(longest[_prefix_key(f)]) in position
+                        and longest[_prefix_key(f)] is not f]
+            wanted: dict[int, set[int]] = {}
+            for f, full in prefixes:
+                wanted.setdefault(position[id(full)], set()).add(f.cfg.epochs)
+            snaps = _Snapshots(wanted)
             nets = [f.wrapped.net.to(dev) for f in chunk]
             members = [Member(f.member.train_idx, f.member.val_idx, f.member.mean.to(dev), f.member.std.to(dev))
                        for f in chunk]
             with using_threads(getattr(chunk[0].cfg, "threads", 0)):
                 results = train_stacked_classifiers(nets, x_dev, y_dev, members, [f.cfg for f in chunk],
-                                                    progress=progress)
+                                                    progress=progress, callbacks=[snaps])
             for f, res in zip(chunk, results):
                 f.wrapped.cpu()
                 f.result = res
+            for f, full in prefixes:
+                _from_prefix(f, full, snaps, position[id(full)])
+                f.wrapped.cpu()
             plan.stack_sizes.append(len(chunk))
     plan.seconds = time.perf_counter() - t0
 
