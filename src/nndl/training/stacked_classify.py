@@ -134,8 +134,46 @@ class StackOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, active: torch.Tensor | None = None) -> None:
-        """One update with ``lr`` (float64, one per model); models where ``active`` is False are left as they were."""
+    def step(self, lrs: list[float], active: list[bool], keep: list[bool]) -> None:
+        """One update with ``lrs`` (one per model) of the ``active`` models.
+
+        ``keep`` marks the inactive models that must not change at all (a live model without rows in
+        this batch); the others (stopped models, lr 0) may be updated or not, whichever is cheaper.
+        """
+        if self.kind in ("adam", "adamw") and all(p.device.type in ("cpu", "cuda") for p in self.params):
+            return self._fused(lrs, active)
+        dev = self.params[0].device
+        lr = torch.tensor(lrs, dtype=torch.float64, device=dev)
+        self._step(lr, torch.tensor([not k for k in keep], device=dev) if any(keep) else None)
+
+    def _fused(self, lrs: list[float], active: list[bool]) -> None:
+        """Adam / AdamW as the one-by-one run does it (LeanAdam: torch's fused kernel), one call per distinct
+        (lr, weight decay) over the active models' slices; an idle model is simply not in any call."""
+        if not self.state[0]:
+            for p, st in zip(self.params, self.state):
+                st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            self.views = [[(p[k], st["m"][k], st["v"][k]) for p, st in zip(self.params, self.state)]
+                          for k in range(len(lrs))]
+            self.step_counts = [torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+                                for _ in lrs]
+            self.decays = self.weight_decay.tolist()
+        groups: dict[tuple[float, float], list[int]] = {}
+        for k, on in enumerate(active):
+            if on:
+                groups.setdefault((lrs[k], self.decays[k]), []).append(k)
+        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
+        grads = [p.grad for p in self.params]
+        for (lr, decay), models in groups.items():
+            torch._foreach_add_([self.step_counts[k] for k in models], 1)
+            ps, gs, ms, vs, steps = [], [], [], [], []
+            for k in models:
+                for (p, m, v), g in zip(self.views[k], grads):
+                    ps.append(p), gs.append(g[k]), ms.append(m), vs.append(v), steps.append(self.step_counts[k])
+            kernel(ps, gs, ms, vs, [], steps, amsgrad=False, lr=lr, beta1=self.betas[0], beta2=self.betas[1],
+                   weight_decay=decay, eps=self.eps, maximize=False)
+
+    def _step(self, lr: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """The broadcast update (SGD, or tensors the fused kernels do not take)."""
         saved = None
         if active is not None:  # rare (the last steps of an epoch of unequal folds): keep the idle models' state
             saved = [(p.clone(), {k: v.clone() for k, v in s.items()}) for p, s in zip(self.params, self.state)]
@@ -352,7 +390,7 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
             idx, w = order[:, cols], valid[:, cols]
             live_groups = [g for g in range(len(group_of)) if b < math.ceil(group_of[g][1] / bs)
                            and any(policy.alive[i] for i in group_members[g])]
-            active = alive & (b < nb_t)
+            active = alive & (b < nb_t)  # the models that train on this batch
             lrs = [s[0] * lr_factor(steps[i], *s[1:]) if policy.alive[i] and b < n_batches[i] else 0.0
                    for i, s in enumerate(schedules)]
             out = forward(inputs(idx), dropout_masks(b, live_groups))
@@ -363,10 +401,11 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
                 objective = objective + sum((l1.view(-1, 1, 1) * weight.abs()).sum() for weight in stack.weights)
             optimizer.zero_grad()
             objective.backward()
-            idle = bool((alive & ~active).any())  # a live model without rows in this batch: it must not move
-            optimizer.step(torch.tensor(lrs, dtype=torch.float64, device=dev), active if idle else None)
+            # a stopped model (lr 0) may take a step or not; a live model without rows in this batch must not
+            stepping = [policy.alive[i] and b < n_batches[i] for i in range(k)]
+            optimizer.step(lrs, stepping, [policy.alive[i] and not on for i, on in enumerate(stepping)])
             for i in range(k):
-                if policy.alive[i] and b < n_batches[i]:
+                if stepping[i]:
                     steps[i] += 1
                     last_lr[i] = lrs[i]  # the history's lr: the last one this model stepped with
             rows = w.sum(1)
