@@ -12,6 +12,7 @@ batches and no internal validation split (train_split=None), as NNClassifier wit
 NNClassifier gets the raw pixels and standardises them inside the model.
 
     PYTHONPATH=src .venv/bin/python bench/search_speed.py [--subset 10000] [--epochs 2,4,6] [--only skorch,nndl,stacked]
+                                                          [--threads N]
 
 Writes bench/results/search_speed.json. On a shared machine the seconds are loaded seconds: compare
 contenders of one run, not runs.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -112,9 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", default="2,4,6", help="the grid's epochs (the seed's: 10,20,30)")
     p.add_argument("--only", default=",".join(CONTENDERS), help="contenders, comma-separated: " + ", ".join(CONTENDERS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads for every contender (0 = torch's default)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_speed.json"))
     args = p.parse_args(argv)
     grid = {"lr": [0.001, 0.01, 0.02], "epochs": [int(e) for e in args.epochs.split(",")]}
+    if args.threads:  # on a shared host one thread per process stalls less than two fighting for the cores
+        torch.set_num_threads(args.threads)
     x, y, xt, yt, source = data(args.subset, args.seed)
     print(f"{len(y)} training / {len(yt)} test images from {source}; grid {grid}, 3-fold; "
           f"{torch.get_num_threads()} torch threads", flush=True)
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from nndl.tools.bench import hardware
 
     Path(args.out).write_text(json.dumps({"hardware": hardware(torch.device("cpu")), "torch": torch.__version__,
-                                          "subset": len(y), "grid": grid, "rows": rows}, indent=1) + "\n")
+                                          "torch_threads": torch.get_num_threads(), "subset": len(y), "grid": grid,
+                                          "load_average_after": list(os.getloadavg()), "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

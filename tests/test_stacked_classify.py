@@ -137,3 +137,29 @@ def test_bad_stacks_are_refused_in_one_line(digits):
         train_stacked_classifiers([a[0]], x, labels, [a[1]], [noisy])
     with pytest.raises(NndlError, match="no training rows"):
         train_stacked_classifiers([a[0]], x, labels, [Member(torch.zeros(0, dtype=torch.long))], [a[2]])
+
+
+def test_each_model_gets_its_own_events(digits):
+    from nndl.training.callbacks import Callback
+
+    X, y, folds = digits
+
+    class Count(Callback):
+        def __init__(self):
+            self.batches, self.epochs = {}, {}
+
+        def on_batch_end(self, state, step, loss):
+            self.batches[state.fold] = self.batches.get(state.fold, 0) + 1
+
+        def on_epoch_end(self, state, logs):
+            self.epochs[state.fold] = self.epochs.get(state.fold, 0) + 1
+
+    grid = [{"epochs": 2}, {"epochs": 3, "patience": 5, "val_fraction": 0.5}]  # 19 and 10 batches per epoch
+    built = [stack_inputs(NNClassifier(hidden=[8], batch_size=64, random_state=0, **g), X, y, folds[0][0])
+             for g in grid]
+    count = Count()
+    train_stacked_classifiers([b[0] for b in built], torch.from_numpy(X), torch.from_numpy(y).long(),
+                              [b[1] for b in built], [b[2] for b in built], callbacks=[count])
+    per_epoch = [-(-len(b[1].train_idx) // 64) for b in built]
+    assert count.epochs == {1: 2, 2: 3}
+    assert count.batches == {1: 2 * per_epoch[0], 2: 3 * per_epoch[1]}

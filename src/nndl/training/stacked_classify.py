@@ -408,6 +408,10 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
                 if stepping[i]:
                     steps[i] += 1
                     last_lr[i] = lrs[i]  # the history's lr: the last one this model stepped with
+            if events.per_batch:  # only when a callback listens per batch: each event is a host sync
+                for i in range(k):
+                    if stepping[i]:
+                        events.batch_end(b, losses[i].detach(), i)
             rows = w.sum(1)
             loss_sum += losses.detach() * rows
             correct += ((out.detach().argmax(-1) == target).float() * w).sum(1)
