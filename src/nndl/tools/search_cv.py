@@ -61,11 +61,17 @@ class _Fit:
     """One candidate x fold model, ready to train in a stack."""
 
     key: tuple
-    wrapped: torch.nn.Module  # NNClassifier's _Scaled(net): the net trains in the stack
-    member: Member
+    build: Callable[[], tuple[torch.nn.Module, Member]]  # NNClassifier's _Scaled(net), initialised, and its rows
     cfg: Any
     device: torch.device
+    wrapped: torch.nn.Module | None = None  # built when trained (a prefix fit copies its longest fit's)
+    member: Member | None = None
     result: Any = None
+
+    def built(self) -> "_Fit":
+        if self.wrapped is None:
+            self.wrapped, self.member = self.build()
+        return self
 
 
 @dataclass
@@ -142,10 +148,12 @@ def _prepare(search, X, y, candidates: list[dict]) -> _Plan:
                 labels = est._encode(y_all[train], classes)
                 a, b = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
                 rows, val = rows[a], rows[b]
-            wrapped = est._build(cfg, (x_all.shape[1],), len(classes), x_t[rows])
-            member = Member(rows, val, wrapped.mean.reshape(-1), wrapped.std.reshape(-1))
+            def build(est=est, cfg=cfg, rows=rows, val=val):
+                wrapped = est._build(cfg, (x_all.shape[1],), len(classes), x_t[rows])
+                return wrapped, Member(rows, val, wrapped.mean.reshape(-1), wrapped.std.reshape(-1))
+
             key = prefit_key(est, _safe_indexing(X, train), y_train)
-            fits.append(_Fit(key, wrapped, member, cfg, est._device(cfg)))
+            fits.append(_Fit(key, build, cfg, est._device(cfg)))
     return _Plan(candidates, fits, classes, x_all.shape[1])
 
 
@@ -185,8 +193,8 @@ def _from_prefix(fit: _Fit, longest: _Fit, snaps: _Snapshots, index: int) -> Non
     """``fit`` as the first ``fit.cfg.epochs`` epochs of ``longest`` (trained as stack member ``index``)."""
     full, epochs = longest.result, fit.cfg.epochs
     rows = [dict(r) for r in full.history[:epochs]]
+    fit.wrapped = copy.deepcopy(longest.wrapped)  # the same rows, so the same input scaling; weights below
     if full.diverged and len(full.history) <= epochs:  # it diverged within this fit's epochs: so did this fit
-        fit.wrapped.net.load_state_dict(longest.wrapped.net.state_dict())
         fit.result = TrainResult(history=rows, best_epoch=full.best_epoch, best_metric=math.nan,
                                  stop_reason=full.stop_reason, diverged=True, train_seconds=full.train_seconds)
         return
@@ -213,11 +221,11 @@ def _train(plan: _Plan, x_all: np.ndarray, y_codes: torch.Tensor, progress: bool
     x_t = torch.from_numpy(np.ascontiguousarray(x_all))
     t0 = time.perf_counter()
     for fits in groups.values():
-        per_stack = max(1, STACK_BYTES // max(1, _stack_bytes(fits[0])))
+        per_stack = max(1, STACK_BYTES // max(1, _stack_bytes(fits[0].built())))
         dev = fits[0].device
         x_dev, y_dev = x_t.to(dev), y_codes.to(dev)
         for s in range(0, len(fits), per_stack):
-            chunk = fits[s:s + per_stack]
+            chunk = [f.built() for f in fits[s:s + per_stack]]
             position = {id(f): i for i, f in enumerate(chunk)}
             prefixes = [(f, longest[_prefix_key(f)]) for f in plan.fits
                         if _prefix_key(f) is not None and id(longest[_prefix_key(f)]) in position
