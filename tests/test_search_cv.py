@@ -133,3 +133,16 @@ def test_the_scikit_learn_internals_used_are_still_there():
     assert callable(getattr(skms.GridSearchCV, "_validate_params", None))
     assert ns.GridSearchCV.__mro__[2] is skms.GridSearchCV
     assert str(inspect.signature(ns.GridSearchCV.__init__)) == str(inspect.signature(skms.GridSearchCV.__init__))
+
+
+def test_a_one_shot_iterator_of_splits_is_left_to_scikit_learn(digits):
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = digits
+    X, y = X[:300], y[:300]
+    est = ns.NNClassifier(**BASE, epochs=1)
+    splits = StratifiedKFold(2).split(X, y)  # a generator: scikit-learn reads it once
+    search = ns.GridSearchCV(est, {"lr": [0.01]}, cv=splits).fit(X, y)
+    assert "one-shot" in search.fallback_reason_ and np.isfinite(search.best_score_)
+    listed = ns.GridSearchCV(est, {"lr": [0.01]}, cv=list(StratifiedKFold(2).split(X, y))).fit(X, y)
+    assert listed.fallback_reason_ is None and listed.best_score_ == pytest.approx(search.best_score_, abs=1 / 150)

@@ -106,6 +106,9 @@ def _why_not(search, candidates: list[dict], params: dict) -> str | None:
         return f"n_jobs = {search.n_jobs}: fits in other processes cannot see the stack's models"
     if est.warm_start:
         return "warm_start = True"
+    cv = search.cv
+    if cv is not None and not isinstance(cv, int) and not hasattr(cv, "split") and iter(cv) is cv:
+        return "cv is a one-shot iterator of splits (planning the stack would use it up)"
     varied = sorted({k for c in candidates for k in c} - STACKABLE_PARAMS)
     if varied:
         return f"the search varies {', '.join(varied)}, which changes the network or its data"
