@@ -146,3 +146,19 @@ def test_a_one_shot_iterator_of_splits_is_left_to_scikit_learn(digits):
     assert "one-shot" in search.fallback_reason_ and np.isfinite(search.best_score_)
     listed = ns.GridSearchCV(est, {"lr": [0.01]}, cv=list(StratifiedKFold(2).split(X, y))).fit(X, y)
     assert listed.fallback_reason_ is None and listed.best_score_ == pytest.approx(search.best_score_, abs=1 / 150)
+
+
+def test_multimetric_scoring_train_scores_and_no_refit_as_scikit_learn(digits):
+    X, y = digits
+    X, y = X[:600], y[:600]
+    kw = dict(cv=2, scoring={"acc": "accuracy", "bal": "balanced_accuracy"}, refit="bal", return_train_score=True)
+    est = ns.NNClassifier(**BASE, epochs=2)
+    ours = ns.GridSearchCV(est, {"lr": [0.003, 0.02]}, **kw).fit(X, y)
+    theirs = skms.GridSearchCV(est, {"lr": [0.003, 0.02]}, **kw).fit(X, y)
+    assert ours.fallback_reason_ is None and set(ours.cv_results_) == set(theirs.cv_results_)
+    for key in ("mean_test_acc", "mean_test_bal", "mean_train_acc", "rank_test_bal"):
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1 / 300)
+    assert ours.best_params_ == theirs.best_params_
+    bare = ns.GridSearchCV(est, {"lr": [0.003, 0.02]}, cv=2, refit=False).fit(X, y)
+    assert not hasattr(bare, "best_estimator_") and bare.best_params_ == skms.GridSearchCV(
+        est, {"lr": [0.003, 0.02]}, cv=2, refit=False).fit(X, y).best_params_
