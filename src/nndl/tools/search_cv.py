@@ -42,6 +42,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "STACKABLE_PARAMS"]
@@ -122,8 +123,12 @@ def _prepare(search, X, y, candidates: list[dict]) -> _Plan:
     except (ValueError, TypeError) as e:
         raise _Fallback(f"X is not a numeric table ({str(e).splitlines()[0]})") from None
     y_all = np.asarray(_numpy(y))
-    if y_all.ndim != 1:
-        raise _Fallback("y is not one label per row")
+    try:
+        check_classification_targets(y_all)
+    except ValueError as e:  # each fit would refuse it: scikit-learn's loop records that as it would
+        raise _Fallback(f"y: {e}") from None
+    if y_all.ndim != 1 or len(np.unique(y_all)) < 2:
+        raise _Fallback("y is not one label per row of at least two classes")
     classes = np.unique(y_all)
     cv = check_cv(search.cv, y, classifier=is_classifier(search.estimator))
     splits = list(cv.split(X, y))
@@ -135,6 +140,7 @@ def _prepare(search, X, y, candidates: list[dict]) -> _Plan:
         try:  # resolved once per candidate (a resolve costs ~0.1 s); each fit of it gets its own seed below
             resolved = est._resolve_config()
             est._check_config(resolved, (x_all.shape[1],))
+            device = est._device(resolved)
         except NndlError as e:  # scikit-learn's loop records the failed fit (error_score) as it would
             raise _Fallback(str(e)) from None
         if resolved.model != "mlp":
@@ -151,12 +157,13 @@ def _prepare(search, X, y, candidates: list[dict]) -> _Plan:
                 labels = est._encode(y_all[train], classes)
                 a, b = stratified_split(labels, cfg.val_fraction, seed=cfg.seed)
                 rows, val = rows[a], rows[b]
+
             def build(est=est, cfg=cfg, rows=rows, val=val):
                 wrapped = est._build(cfg, (x_all.shape[1],), len(classes), x_t[rows])
                 return wrapped, Member(rows, val, wrapped.mean.reshape(-1), wrapped.std.reshape(-1))
 
             key = prefit_key(est, _safe_indexing(X, train), y_train)
-            fits.append(_Fit(key, build, cfg, est._device(cfg)))
+            fits.append(_Fit(key, build, cfg, device))
     return _Plan(candidates, fits, classes, x_all.shape[1])
 
 
