@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import numbers
 from typing import Any
@@ -84,6 +85,27 @@ _OWN_PARAMETERS = ("preset", "random_state", "verbose", "warm_start")
 PREDICT_ROWS = 256
 # Fields that fix the network's shape or its input scaling: a warm start must keep them.
 _ARCHITECTURE = ("model", "hidden", "channels", "activation", "init", "dropout", "standardize")
+
+
+# Fits that a stacked search (nndl.tools.search_cv) has trained before scikit-learn's loop asks for them, keyed by
+# prefit_key: NNClassifier.fit hands out the trained model instead of training it again. Empty outside a search.
+_PREFITTED: dict[tuple, Any] = {}
+
+
+def _fingerprint(data: Any) -> tuple:
+    """A cheap exact identity of an array's values: shape, dtype and a hash of its bytes."""
+    arr = np.asarray(_numpy(data))
+    if arr.dtype.kind in "biufc":
+        raw = np.ascontiguousarray(arr).tobytes()
+    else:  # strings or objects: hash their text, not the pointers of an object array
+        raw = "\x00".join(map(repr, arr.ravel().tolist())).encode()
+    return arr.shape, str(arr.dtype), hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def prefit_key(estimator, X, y) -> tuple:
+    """The key of one fit: the estimator's class and parameters and the exact training data."""
+    params = tuple(sorted((k, repr(_plain(v))) for k, v in estimator.get_params(deep=False).items()))
+    return type(estimator).__name__, params, _fingerprint(X), _fingerprint(y)
 
 
 class NndlValueError(NndlError, ValueError):
@@ -508,6 +530,10 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, amp_cp
         -------
         self
         """
+        if _PREFITTED and not self._continues():  # a stacked search already trained this fit (nndl.tools.search_cv)
+            done = _PREFITTED.get(prefit_key(self, X, y))
+            if done is not None:
+                return done(self, X, y)
         warm, cfg = self._continues(), self._resolve_config()
         return self._fit_checked(cfg, X, y, warm, classes=None)
 
