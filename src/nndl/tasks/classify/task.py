@@ -577,6 +577,23 @@ def _resume_config(run_dir: Path, overrides, seed, echo):
     return cfg
 
 
+def _cv_rows(cfg, data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split's rows a cross-validation of ``cfg`` uses (``subset`` applied), on ``device``."""
+    images, labels = data.x_train, data.y_train
+    if cfg.subset and cfg.subset < len(labels):
+        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
+        images, labels = images[keep], labels[keep]
+    return images.to(device), labels.long().to(device)
+
+
+def _fold_record(cfg, res) -> dict[str, Any]:
+    """One fold's scores as :func:`cross_validate_classifier` returns them."""
+    last = res.history[-1] if res.history else {}
+    return {"val_accuracy": kept_val_accuracy(cfg, res), "val_loss": last.get("val_loss", float("nan")),
+            "epochs": len(res.history), "train_seconds": res.train_seconds, "stop_reason": res.stop_reason,
+            "diverged": res.diverged, "timed_out": res.timed_out}
+
+
 def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, folds: int = 3, progress: bool = False,
                               on_fold: Callable[[int, float], None] | None = None) -> list[dict[str, Any]]:
     """Stratified, shuffled K-fold cross-validation of a classifier on the training set (test set untouched).
@@ -600,11 +617,7 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
 
     device = pick_device(cfg.device)
     data = load_dataset(cfg, data)
-    images, labels = data.x_train, data.y_train
-    if cfg.subset and cfg.subset < len(labels):
-        _, keep = stratified_split(labels, cfg.subset / len(labels), seed=cfg.seed)
-        images, labels = images[keep], labels[keep]
-    images, labels = images.to(device), labels.long().to(device)
+    images, labels = _cv_rows(cfg, data, device)
     transform = transform_for(cfg, device, data)
     out = []
 
@@ -613,16 +626,87 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
         return classifier_on(cfg, device, data)
 
     def scored(i: int, fold) -> bool:
-        res = fold.result
-        last = res.history[-1] if res.history else {}
-        acc = kept_val_accuracy(cfg, res)
-        out.append({"val_accuracy": acc, "val_loss": last.get("val_loss", float("nan")), "epochs": len(res.history),
-                    "train_seconds": res.train_seconds, "stop_reason": res.stop_reason, "diverged": res.diverged,
-                    "timed_out": res.timed_out})
+        out.append(_fold_record(cfg, fold.result))
         if on_fold is not None:
-            on_fold(i, acc)
-        return res.diverged  # a diverged fold already decides the trial
+            on_fold(i, out[-1]["val_accuracy"])
+        return fold.result.diverged  # a diverged fold already decides the trial
 
     cross_validate(make_model, images, labels, cfg, splitter=stratified_kfold(folds, cfg.seed), task="classification",
                    transform=transform, progress=progress, on_fold=scored)
     return out
+
+
+def stack_blocker(cfg) -> str | None:
+    """Why ``cfg``'s folds cannot train in a classifier stack (:mod:`nndl.training.stacked_classify`), or None.
+
+    The stack is a batched MLP without augmentation, test-time flip, compilation or autocast: those
+    draw from torch's global generator per batch or change the arithmetic, so a stack would not
+    reproduce the one-by-one numbers.
+    """
+    from nndl.training.stacked_classify import _UNSTACKABLE_ON
+
+    if cfg.model != "mlp":
+        return f"model={cfg.model} (only the MLP stacks)"
+    on = [k for k in _UNSTACKABLE_ON if getattr(cfg, k, False)]
+    if on:
+        return f"{on[0]}={getattr(cfg, on[0])!r}"
+    if autocast_on(cfg, pick_device(cfg.device)):
+        return "bf16 autocast"
+    return None
+
+
+def stack_key(cfg) -> tuple | None:
+    """Configs with one key train their folds as one stack; None: ``cfg`` trains one by one.
+
+    The key holds everything but the per-model settings (:func:`classify_stack_key`: lr, schedule,
+    penalties, label smoothing, patience...), plus the seed (it picks the folds and the ``subset``,
+    so configs of one stack must share it) and the epochs (a stack computes every member until its
+    longest one ends: on CPU that costs more than stacking saves, as for regression).
+    """
+    from nndl.training.stacked_classify import classify_stack_key
+
+    if stack_blocker(cfg) is not None:
+        return None
+    return classify_stack_key(cfg), cfg.seed, cfg.epochs
+
+
+def cross_validate_stacked_classifiers(cfgs: list, data: Dataset | FashionData | None = None,
+                                       folds: int = 3) -> list[list[dict[str, Any]]]:
+    """:func:`cross_validate_classifier` of every config in ``cfgs``, all their folds trained as one stack.
+
+    Each fold model starts from the weights and seeds :func:`cross_validate_classifier` gives it and
+    trains on the same rows (:func:`nndl.training.stacked_classify.train_stacked_classifiers`); the
+    inputs are normalised once, up front, by the same transform (it is elementwise, so this is the
+    arithmetic of the one-by-one batches). The configs must share a :func:`stack_key`.
+
+    Returns
+    -------
+    One list of fold dicts (as :func:`cross_validate_classifier`'s) per config, equal to its
+    one-by-one results up to float rounding (tests/test_tune_stacked_classify.py states the tolerance).
+    """
+    from nndl.training.crossval import stratified_kfold
+    from nndl.training.stacked_classify import Member, train_stacked_classifiers
+
+    keys = {stack_key(c) for c in cfgs}
+    if None in keys or len(keys) != 1:
+        why = next((stack_blocker(c) for c in cfgs if stack_blocker(c)), None)
+        raise NndlError("configs trained as one stack must share one network, seed and epochs"
+                        + (f"; {why} does not stack" if why else ""))
+    cfg = cfgs[0]
+    device = pick_device(cfg.device)
+    data = load_dataset(cfg, data)
+    images, labels = _cv_rows(cfg, data, device)
+    with torch.no_grad():
+        x = transform_for(cfg, device, data)(images, None).reshape(len(images), -1)
+    splits = stratified_kfold(folds, cfg.seed)(images, labels)
+    models, members, per_model = [], [], []
+    for c in cfgs:
+        for i, (tr, va) in enumerate(splits):
+            torch.manual_seed(c.seed + i)  # as cross_validate_classifier's make_model
+            models.append(classifier_on(c, device, data))
+            members.append(Member(tr.to(device), va.to(device)))
+            per_model.append(c)
+    results = train_stacked_classifiers(models, x, labels, members, per_model)
+    records = [_fold_record(c, r) for c, r in zip(per_model, results)]
+    k = len(splits)
+    return [records[j * k:(j + 1) * k] for j in range(len(cfgs))]
