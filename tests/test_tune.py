@@ -458,7 +458,7 @@ def test_batched_trial_that_diverges_fails_alone(tmp_path):
 
 @pytest.mark.parametrize("task, extra, message", [
     ("regress", ["--batch-trials", "0"], "--batch-trials must be >= 1"),
-    ("classify", ["--batch-trials", "4"], "--batch-trials stacks trials that share a network, which classify cannot"),
+    ("classify", ["--batch-trials", "-1"], "--batch-trials must be >= 1"),
 ])
 def test_bad_batch_trials_exits_2(tmp_path, capsys, task, extra, message):
     path = tmp_path / "s.toml"

@@ -215,8 +215,9 @@ def _add_tune(sub) -> None:
                         "JOURNAL.damaged); any other damage is still refused")
     p.add_argument("--workers", type=int, default=1, help="trial processes on this machine (default: 1)")
     p.add_argument("--batch-trials", type=int, default=1, metavar="N",
-                   help="regress: claim N trials at a time and train those sharing a network as one stacked "
-                        "model of all their folds (default: 1, one trial at a time)")
+                   help="claim N trials at a time and train those sharing a network (regress; classify MLPs "
+                        "without augmentation) as one stacked model of all their folds (default: 1, one trial "
+                        "at a time)")
     p.add_argument("--out", help="study folder (default: runs/tune-TASK-TIMESTAMP); reusing it resumes the study")
     p.add_argument("--preset", help="base preset name or file (default: the space file's, else the task's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

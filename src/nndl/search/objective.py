@@ -74,15 +74,16 @@ class Objective:
 
         def run():
             cfg = self.config(suggest(trial, self.space))
-            if self.spec.stacked_trials:  # the folds train as one stack: scored when all are done
+            if self.spec.lone_trials_stacked:  # the folds train as one stack: scored when all are done
                 return self._score_stacked(trial, self._cross_validate([cfg])[0])
             return self._one_by_one(trial, cfg)
         return self.guarded(trial, run)
 
-    # ------------------------------------------------------------------ batched (stacked) regression trials
+    # ------------------------------------------------------------------ batched (stacked) trials
     def run_batch(self, study, trials: list, on_trial) -> None:
-        """Run asked regression trials together: those whose configs share a network (``stack_key``)
-        train as one stacked model of all their folds; every trial is then scored, reported and told."""
+        """Run asked trials together: those whose configs share the task's :meth:`~nndl.tasks.base.Task.stack_key`
+        train as one stacked model of all their folds, the others one by one; every trial is then scored,
+        reported and told."""
         told: set[int] = set()
 
         def tell(trial, value=None, state=None):
@@ -109,9 +110,8 @@ class Objective:
                 raise
 
     def _stacks(self, trials: list, tell) -> dict[Any, list]:
-        """The trials' configs grouped by what can train as one stack; a trial whose config fails is told."""
-        from nndl.training.stacked import stack_key
-
+        """The trials' configs grouped by what can train as one stack (the task's ``stack_key``; None: a
+        stack of its own, trained one by one); a trial whose config fails is told."""
         groups: dict[Any, list] = {}
         for trial in trials:
             self.start(trial)
@@ -120,9 +120,8 @@ class Objective:
             except TrialFailed:
                 tell(trial, state=TrialState.FAIL)
                 continue
-            # Equal epochs too: a stack computes every member until its longest one ends, and
-            # on CPU the arithmetic of finished members would cost more than stacking saves.
-            key = (stack_key(cfg), cfg.epochs) if cfg.batched else trial.number
+            key = self.spec.stack_key(cfg)
+            key = ("alone", trial.number) if key is None else key
             groups.setdefault(key, []).append((trial, cfg))
         return groups
 
@@ -170,13 +169,15 @@ class Objective:
 
     # ------------------------------------------------------------------ the folds
     def _cross_validate(self, cfgs: list) -> list[list]:
-        """Fold results of configs that share a network, trained as one stack (the task's own)."""
-        return self.spec.cross_validate_stacked(cfgs)
+        """Fold scores of configs that share a network, trained as one stack (the task's own)."""
+        if self.data is None:
+            self.data = self.spec.search_data(cfgs[0])
+        return self.spec.cross_validate_stacked(cfgs, self.data, self.folds or self.spec.search_folds(cfgs[0]))
 
     def _score_stacked(self, trial, folds) -> float:
         # The folds train together (stacked), so pruning can only mark a trial, not shorten it.
-        self.check(trial, [(f.result.diverged, f.result.timed_out, f.result.stop_reason) for f in folds])
-        values = [f.val_mse for f in folds]
+        self.check(trial, [(f["diverged"], f["timed_out"], f["stop_reason"]) for f in folds])
+        values = [f["score"] for f in folds]
         for i in range(len(values)):
             if math.isfinite(values[i]):
                 self.report(trial, i, values[i], values[: i + 1])

@@ -46,9 +46,10 @@ class TuneOptions:
         started here), ``heartbeat`` (RDB storage: seconds between heartbeats; a trial is lost
         after 3 silent intervals), ``worker_only`` (only run trials, write no outputs: for extra
         processes, here or on other machines), ``worker_index`` (set for the workers a run
-        starts), ``batch_trials`` (regression: each worker claims this many trials at a time and
-        those whose configs share a network train as one stacked model of all their folds, with
-        the same results as one by one), ``allow_changes`` (resume a study in ``out`` even though
+        starts), ``batch_trials`` (each worker claims this many trials at a time and
+        those whose configs share a network -- the task's ``stack_key``: regression with ``batched``,
+        classification MLPs without augmentation -- train as one stacked model of all their folds,
+        with the same results as one by one; the others train one by one), ``allow_changes`` (resume a study in ``out`` even though
         its space, preset, overrides, seed or folds differ from those it was started with).
     Outputs
         ``figures`` (write the study figures), ``retrain`` (retrain the best config on all

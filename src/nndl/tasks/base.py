@@ -84,8 +84,13 @@ class Task(ABC):
     default_preset: ClassVar[str]
     #: The search space shipped in ``nndl/spaces/`` for ``nndl tune TASK`` without ``--space`` (None: none).
     default_space: ClassVar[str | None] = None
-    #: Whether trials whose configs share a network train as one stack (:meth:`cross_validate_stacked`).
+    #: Whether trials whose configs share a network train as one stack (:meth:`cross_validate_stacked`,
+    #: ``nndl tune --batch-trials``).
     stacked_trials: ClassVar[bool] = False
+    #: Whether a trial run alone (no ``--batch-trials``) also trains through :meth:`cross_validate_stacked`
+    #: (its folds scored when all are done) rather than fold by fold through :meth:`cross_validate`, where a
+    #: pruner can stop it after any fold.
+    lone_trials_stacked: ClassVar[bool] = False
     #: The fewest optimiser steps of an lr sweep (shorter sweeps are too noisy to read).
     lr_find_min_steps: ClassVar[int] = 100
 
@@ -115,8 +120,15 @@ class Task(ABC):
         (None: the task reads it itself, per trial)."""
         return None
 
-    def cross_validate_stacked(self, cfgs: list, data=None) -> list[list]:
-        """Fold results of ``cfgs`` (sharing one network) trained as one stack; see :attr:`stacked_trials`."""
+    def stack_key(self, cfg) -> Any:
+        """Configs with one (hashable) key may train as one stack in :meth:`cross_validate_stacked`;
+        None: ``cfg``'s folds train one by one (the task's fallback)."""
+        return None
+
+    def cross_validate_stacked(self, cfgs: list, data=None, folds: int | None = None) -> list[list[dict]]:
+        """K-fold scores of each config in ``cfgs``, one list of fold dicts (as :meth:`cross_validate`'s)
+        per config; configs sharing a :meth:`stack_key` train as one stack, the others one by one.
+        See :attr:`stacked_trials`."""
         raise NotImplementedError(f"{self.name}: its trials do not train stacked")
 
     def threads(self, cfg) -> contextlib.AbstractContextManager:

@@ -325,6 +325,7 @@ class ClassificationTask(Task):
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"
+    stacked_trials = True  # --batch-trials: MLP trials of one network train as one stack (stack_key)
     key_metrics = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
                    "parameters", "model")
     main_figures = ("losses", "confusion_matrix")
@@ -371,6 +372,32 @@ class ClassificationTask(Task):
                             "or drop search=auto")
         scored = cross_validate_classifier(cfg, data, folds or 3, on_fold=on_fold)
         return [{"score": f["val_accuracy"], **f} for f in scored]
+
+    def stack_key(self, cfg):
+        return stack_key(cfg)
+
+    def cross_validate_stacked(self, cfgs: list, data: Dataset | FashionData | None = None,
+                               folds: int | None = None) -> list[list[dict]]:
+        """K-fold scores of each config: those sharing a :func:`stack_key` (MLPs without augmentation,
+        one seed and epoch count) train all their folds as one stack; a config without a key (a CNN,
+        augmentation, ...) is cross-validated one by one, as :meth:`cross_validate` does it."""
+        if any(c.search == "auto" for c in cfgs):
+            return [self.cross_validate(c, data, folds) for c in cfgs]  # its one-line refusal
+        data = read_dataset(cfgs[0], data)  # read once for every group
+        groups: dict[Any, list[int]] = {}
+        for i, c in enumerate(cfgs):
+            key = stack_key(c)
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        out: list[list[dict] | None] = [None] * len(cfgs)
+        for key, members in groups.items():
+            if key[0] == "alone":
+                done = [self.cross_validate(cfgs[members[0]], data, folds)]
+            else:
+                done = [[{"score": f["val_accuracy"], **f} for f in scored] for scored in
+                        cross_validate_stacked_classifiers([cfgs[i] for i in members], data, folds or 3)]
+            for i, scored in zip(members, done):
+                out[i] = scored
+        return out
 
     def header(self, cfg, data: dict[str, Any]) -> list[str]:
         ds = data["dataset"]

@@ -395,6 +395,12 @@ def _figures(cfg, fig_dir: Path, result: Fit, train_data, test_data, x, ref=None
                                x_names=train_data.x_names)
 
 
+def _fold_scores(fold: FoldResult) -> dict:
+    """One fold as :meth:`RegressionTask.cross_validate` reports it."""
+    return {"score": fold.val_mse, "diverged": fold.result.diverged, "timed_out": fold.result.timed_out,
+            "stop_reason": fold.result.stop_reason}
+
+
 @dataclass
 class RegressionInputs:
     """The checked inputs of a regression run: training and test tables and the group column."""
@@ -424,7 +430,7 @@ class RegressionTask(Task):
     val_metric, direction, test_metric = "val_mse", "minimize", "test_mse"
     default_preset = "seed"
     default_space = "regress_default.toml"
-    stacked_trials = True
+    stacked_trials = lone_trials_stacked = True
     key_metrics = ("test_mse", "val_mse", "val_mse_std", "train_mse", "folds", "epochs", "cv_seconds",
                    "test_coverage_90", "splitter")
     main_figures = ("fit", "losses")
@@ -442,23 +448,32 @@ class RegressionTask(Task):
     def search_folds(self, cfg) -> int:
         return cfg.folds
 
-    def cross_validate_stacked(self, cfgs: list, data=None) -> list[list[FoldResult]]:
-        """K-fold results of configs that share a network: one stack for all when ``len(cfgs) > 1``
+    def stack_key(self, cfg):
+        # Equal epochs too: a stack computes every member until its longest one ends, and
+        # on CPU the arithmetic of finished members would cost more than stacking saves.
+        from nndl.training.stacked import stack_key
+
+        return (stack_key(cfg), cfg.epochs) if cfg.batched else None
+
+    def cross_validate_stacked(self, cfgs: list, data=None, folds: int | None = None) -> list[list[dict]]:
+        """K-fold scores of configs that share a network: one stack for all when ``len(cfgs) > 1``
         (they share a ``stack_key``), otherwise the config's own ``batched`` choice. A search never
         reads the test set."""
         from dataclasses import replace
 
         from nndl.training.crossval import cross_validate_many
 
-        cfgs = [replace(c, test_path="") for c in cfgs]
+        cfgs = [replace(c, test_path="", **({"folds": folds} if folds else {})) for c in cfgs]
         data = data or self.load(cfgs[0])
         device = pick_device(cfgs[0].device)
         setups = [self.setup(c, data, device) for c in cfgs]
         x, y = setups[0].x, setups[0].y
         if len(cfgs) > 1:
-            return cross_validate_many([s.make_model for s in setups], x, y, cfgs, groups=data.groups)
-        return [cross_validate(setups[0].make_model, x, y, cfgs[0], batched=cfgs[0].batched, progress=False,
-                               groups=data.groups)]
+            done = cross_validate_many([s.make_model for s in setups], x, y, cfgs, groups=data.groups)
+        else:
+            done = [cross_validate(setups[0].make_model, x, y, cfgs[0], batched=cfgs[0].batched, progress=False,
+                                   groups=data.groups)]
+        return [[_fold_scores(f) for f in folds_of] for folds_of in done]
 
     def inputs(self, cfg) -> list[str]:
         return [cfg.train_path, cfg.test_path]
@@ -481,8 +496,7 @@ class RegressionTask(Task):
         setup = self.setup(cfg, data, pick_device(cfg.device))
         done = cross_validate(setup.make_model, setup.x, setup.y, cfg, batched=cfg.batched, progress=False,
                               groups=data.groups if data is not None else None)
-        return [{"score": f.val_mse, "diverged": f.result.diverged, "timed_out": f.result.timed_out,
-                 "stop_reason": f.result.stop_reason} for f in done]
+        return [_fold_scores(f) for f in done]
 
     def fit(self, cfg, data: RegressionInputs, ctx) -> Trained:
         device = pick_device(cfg.device)
