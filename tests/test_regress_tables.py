@@ -16,7 +16,7 @@ import torch
 from nndl import cli
 from nndl.base import config
 from nndl.data.splits import make_splits
-from nndl.tasks.regress.task import fit_to_data, load_groups, regress
+from nndl.tasks.regress.task import TABLE_RECIPE, TABLE_SEARCH_PATIENCE, fit_to_data, load_groups, regress
 
 from test_bad_inputs import assert_one_line_error
 
@@ -43,24 +43,61 @@ def _cfg(preset=None, **overrides):
     return fit_to_data(cfg, config.user_keys(preset, overrides), preset, lines.append), lines
 
 
-def test_auto_on_several_inputs_switches_to_shuffled_kfold_and_standardises(table):
+def test_auto_on_several_inputs_switches_to_shuffled_kfold_stops_early_and_standardises(table):
     cfg, lines = _cfg("auto")
-    assert cfg.splitter == "kfold" and cfg.standardize
+    assert cfg.splitter == "kfold" and cfg.standardize and cfg.patience == TABLE_SEARCH_PATIENCE
     assert lines == ["splitter=blocked of preset auto switched to kfold: 3 input columns and no block_col to sort "
-                     "along (--set block_col=COL blocks along one)"]
+                     "along (--set block_col=COL blocks along one)",
+                     "search=auto on 3 input columns: each fold model stops early (patience 50; --set patience=0 "
+                     "trains every epoch)"]
 
 
-def test_the_default_preset_standardises_several_inputs_and_says_so(table):
+def test_the_default_on_several_inputs_is_the_table_recipe_and_says_so(table):
     cfg, lines = _cfg()
     assert cfg.standardize and cfg.splitter == "kfold"
-    assert lines == ["standardize on: 3 input columns (--set standardize=false keeps raw scales)"]
+    assert {key: getattr(cfg, key) for key in TABLE_RECIPE} == TABLE_RECIPE
+    assert lines == ["default recipe for 3 input columns: gelu 64-64, weight decay 1e-2, early stopping (patience 50) "
+                     "on each fold, the fold models' average (--preset seed keeps the notebook's net)",
+                     "standardize on: 3 input columns (--set standardize=false keeps raw scales)"]
+
+
+def test_a_named_preset_keeps_its_net_on_several_inputs(table):
+    seed, _ = _cfg("seed")
+    plain = config.resolve("regress", "seed", {"train_path": "tab.csv", "test_path": ""})
+    assert (seed.hidden, seed.activation, seed.lr, seed.epochs, seed.patience, seed.final) == (
+        plain.hidden, plain.activation, plain.lr, plain.epochs, plain.patience, plain.final)
+    assert seed.standardize  # several scales still get standardised
 
 
 def test_what_the_user_set_is_kept(table):
-    cfg, lines = _cfg(None, standardize=False)
-    assert not cfg.standardize and lines == []
-    cfg, lines = _cfg("auto", block_col="t")
-    assert cfg.splitter == "blocked" and cfg.block_col == "t" and lines == []
+    cfg, lines = _cfg(None, standardize=False, hidden=[16], patience=0, final="refit")
+    assert not cfg.standardize and cfg.hidden == [16] and cfg.patience == 0 and cfg.final == "refit"
+    assert cfg.activation == "gelu" and cfg.weight_decay == 1e-2  # the rest of the recipe still applies
+    assert len(lines) == 1 and lines[0].startswith("default recipe for 3 input columns")
+    cfg, lines = _cfg("auto", block_col="t", patience=0)
+    assert cfg.splitter == "blocked" and cfg.block_col == "t" and cfg.patience == 0 and lines == []
+
+
+def test_the_table_recipe_beats_the_notebook_net_on_diabetes(tmp_path):
+    """Learns above a threshold on small real data: scikit-learn's diabetes table (331/111 rows)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    d = load_diabetes()
+    xtr, xte, ytr, yte = train_test_split(d.data, d.target, test_size=0.25, random_state=0)
+    for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        (tmp_path / f"{name}.csv").write_text(",".join([*d.feature_names, "target"]) + "\n" + "".join(
+            ",".join(f"{v:.6g}" for v in row) + f",{t:g}\n" for row, t in zip(x, y)))
+    run = regress(train=str(tmp_path / "train.csv"), test=str(tmp_path / "test.csv"), seed=0,
+                  overrides={"y_col": "target", "reference": "none"}, out=str(tmp_path / "run"),
+                  progress=False, figures=False, echo=None, verbose=False)
+    ridge = r2_score(yte, make_pipeline(StandardScaler(), Ridge()).fit(xtr, ytr).predict(xte))
+    # the notebook's net scored R^2 -0.27 here; ridge 0.36; the recipe 0.37 (3 seeds 0.364-0.377)
+    assert run.metrics["test_r2"] > ridge - 0.03, (run.metrics["test_r2"], ridge)
 
 
 def test_one_input_column_is_left_as_the_preset_says(tmp_path, monkeypatch):
@@ -120,7 +157,7 @@ def test_the_advice_is_judged_on_the_cv_folds(metrics, advised):
                         "--preset auto, a search over smaller, regularised nets")
 
 
-def test_diabetes_default_run_prints_the_advice(tmp_path, capsys):
+def test_diabetes_seed_run_prints_the_advice(tmp_path, capsys):
     """scikit-learn's diabetes (10 columns): the seed network overfits 331 rows, ridge wins on the folds."""
     from sklearn.datasets import load_diabetes
 
@@ -129,7 +166,7 @@ def test_diabetes_default_run_prints_the_advice(tmp_path, capsys):
     (tmp_path / "d.csv").write_text(header + "\n" + "".join(",".join(f"{v:.6g}" for v in [*row, t]) + "\n"
                                                             for row, t in zip(d.data[:331], d.target[:331])))
     assert cli.main(["regress", "--train", str(tmp_path / "d.csv"), "--test", "", "--y-col", "target",
-                     "--out", str(tmp_path / "run"), "--no-progress", "--no-figures"]) == 0
+                     "--preset", "seed", "--out", str(tmp_path / "run"), "--no-progress", "--no-figures"]) == 0
     out = capsys.readouterr().out
     assert "the reference ridge beats the net on the same CV folds" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

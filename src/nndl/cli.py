@@ -12,9 +12,9 @@ from nndl.base.errors import NndlError, TrainingInterrupted
 from nndl.base.masking import mask_secrets
 
 
-def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+def _add_run_args(p: argparse.ArgumentParser, default_preset: str | None, default_help: str = "") -> None:
     p.add_argument("--preset", default=default_preset,
-                   help=f"preset name or .toml/.json preset file (default: {default_preset})")
+                   help=f"preset name or .toml/.json preset file (default: {default_help or default_preset})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lr=0.01 --set hidden=64,64 (repeatable)")
     p.add_argument("--out", help="run folder (default: a new timestamped folder under runs/)")
@@ -166,7 +166,7 @@ def _add_regress(sub) -> None:
     p.add_argument("--y-col", help="target column by header name (default: the last)")
     p.add_argument("--no-reference", action="store_true",
                    help="fit no reference model beside the net (the same as --set reference=none)")
-    _add_run_args(p, "seed")
+    _add_run_args(p, None, "seed for one input column, a table recipe for several")
     p.set_defaults(func=cmd_regress)
 
 

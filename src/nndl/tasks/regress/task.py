@@ -86,21 +86,45 @@ def fit_to_data(cfg, user_keys: set[str], preset: str | None, echo: Callable[[st
     return fit_to_inputs(cfg, len(names), user_keys, preset, echo)
 
 
+# The default recipe for a table of several input columns (``preset`` not given): the reference
+# notebook's net (sigmoid 128-256, lr 0.02, 600 epochs, almost no L2) was made for 100 points of one x
+# and overfits a 10-column table (diabetes: test R^2 -0.18 against ridge's 0.37). Chosen with
+# bench/datasets.py-style runs on diabetes and Friedman #1/#2 (3 seeds; docs/benchmarks.md): a smooth
+# net with real L2, early stopping on each fold's held-out rows, and the fold models' average.
+TABLE_RECIPE: dict[str, Any] = {"activation": "gelu", "hidden": [64, 64], "lr": 0.003, "weight_decay": 1e-2,
+                                "epochs": 600, "patience": 50, "final": "ensemble"}
+# search=auto on several columns stops each candidate's fold models early as well (same patience):
+# on diabetes and Friedman #1/#2 as good or better than without, and 2-4x faster.
+TABLE_SEARCH_PATIENCE = 50
+
+
 def fit_to_inputs(cfg, inputs: int, user_keys: set[str], preset: str | None, echo: Callable[[str], None]):
     """``cfg`` adapted to a table of several input columns, each change said in one line.
 
-    A built-in preset's blocked split (``auto``'s, made for gaps along one x) becomes a shuffled
-    K-fold, and inputs and target are standardised, unless the user set ``splitter`` or
-    ``standardize`` themselves (``user_keys``): several columns on different scales otherwise share one
-    learning rate and one weight decay. One input column (the seed notebook's case) is left as it is.
+    Without a preset (``preset=None``) the net is :data:`TABLE_RECIPE` instead of the reference
+    notebook's; a built-in preset's blocked split (``auto``'s, made for gaps along one x) becomes a
+    shuffled K-fold, whose candidates stop early (:data:`TABLE_SEARCH_PATIENCE`); and inputs and
+    target are standardised -- several columns on different scales otherwise share one learning rate
+    and one weight decay. Keys the user set (``user_keys``) are never changed. One input column (the
+    seed notebook's case) is left as it is.
     """
     if inputs < 2:
         return cfg
     changes: dict[str, Any] = {}
+    if preset is None:
+        recipe = {key: value for key, value in TABLE_RECIPE.items() if key not in user_keys}
+        if recipe:
+            changes.update(recipe)
+            echo(f"default recipe for {inputs} input columns: gelu 64-64, weight decay 1e-2, early stopping "
+                 "(patience 50) on each fold, the fold models' average (--preset seed keeps the notebook's net)")
     if cfg.splitter == "blocked" and not cfg.block_col and "splitter" not in user_keys:
         changes["splitter"] = "kfold"
         echo(f"splitter=blocked of preset {preset} switched to kfold: {inputs} input columns and no block_col "
              "to sort along (--set block_col=COL blocks along one)")
+    if cfg.search == "auto" and not cfg.patience and "patience" not in user_keys:
+        changes["patience"] = TABLE_SEARCH_PATIENCE
+        echo(f"search=auto on {inputs} input columns: each fold model stops early (patience "
+             f"{TABLE_SEARCH_PATIENCE}; --set patience=0 trains every epoch)")
     if not cfg.standardize and "standardize" not in user_keys:
         changes["standardize"] = True
         echo(f"standardize on: {inputs} input columns (--set standardize=false keeps raw scales)")
@@ -543,7 +567,7 @@ class RegressionTask(Task):
 TASK = RegressionTask()
 
 
-def regress(train: str | None = None, test: str | None = None, preset: str | None = "seed",
+def regress(train: str | None = None, test: str | None = None, preset: str | None = None,
             overrides: dict[str, Any] | list[str] | None = None, seed: int | None = None, out: str | None = None,
             overwrite: bool = False, progress: bool = True, figures: bool = True, tensorboard: bool = False,
             echo: Callable[[str], None] = print, callbacks=None, verbose: bool | None = None):
@@ -564,6 +588,8 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         CSV files (default: the bundled ``data/regression`` set). ``test=""`` skips the test set.
     preset : str, optional
         A preset name (``seed``, ``smooth``, ``auto``) or a ``.toml``/``.json`` preset file.
+        Default: the reference notebook's net (``seed``) for one input column, :data:`TABLE_RECIPE`
+        for several.
     overrides : dict or list of "key=value", optional
         Config overrides (see :class:`nndl.base.config.RegressConfig`).
     seed : int, optional
