@@ -28,17 +28,22 @@ def _ds(shape, n=300, mirror=False):
                    class_names=["a", "b", "c"], mean=[0.0], std=[1.0], mirror_invariant=mirror)
 
 
+def _recipe_of(cfg) -> str:
+    """The table recipe ``cfg`` was made from: the most specific one whose settings it has."""
+    matching = [n for n, r in auto.TABLE_RECIPES.items() if all(getattr(cfg, k) == v for k, v in r.items())]
+    return max(matching, key=lambda n: len(auto.TABLE_RECIPES[n]))
+
+
 def _scripted(scores: dict[str, list[float]], diverged=()):
-    """A cross_validate that returns fixed fold accuracies per recipe (recognised by its settings)."""
-    seen = []
+    """A cross_validate that returns fixed fold accuracies per recipe; ``calls`` records (recipe, folds)."""
+    calls = []
 
-    def cross_validate(cfg, ds, folds):
-        name = next(n for n, r in auto.TABLE_RECIPES.items()
-                    if all(getattr(cfg, k) == v for k, v in r.items()) and n not in seen)
-        seen.append(name)
-        return [{"val_accuracy": a, "diverged": name in diverged} for a in scores[name]]
+    def cross_validate(cfg, ds, folds, only):
+        name = _recipe_of(cfg)
+        calls.append((name, tuple(only)))
+        return [{"val_accuracy": scores[name][i], "diverged": name in diverged} for i in only]
 
-    return cross_validate, seen
+    return cross_validate, calls
 
 
 def _choose(cfg, ds, cross_validate, user_set=frozenset(), mirror_ok=False):
@@ -76,9 +81,9 @@ def test_a_recipe_that_would_change_a_user_setting_is_dropped():
 def test_the_best_mean_wins_and_ties_go_to_the_simpler_recipe():
     scores = {"default mlp": [0.9, 0.9, 0.9], "mlp 128": [0.95, 0.93, 0.94],
               "mlp 512-256, adamw 1e-2": [0.94, 0.94, 0.94], "default mlp, lr 3e-3": [0.5, 0.5, 0.5]}
-    cv, seen = _scripted(scores)
+    cv, calls = _scripted(scores)
     (cfg, choice), lines = _choose(_cfg(), _ds((4,)), cv)
-    assert seen == list(auto.TABLE_RECIPES)
+    assert [name for name, only in calls if only == (0,)] == list(auto.TABLE_RECIPES)
     assert choice.name == "mlp 128" and cfg.hidden == [128] and cfg.dropout == [0.1] and cfg.search == "auto"
     assert math.isclose(choice.scores["mlp 128"], 0.94)
     assert lines[-1].startswith("auto: chose mlp 128 (4 candidates in ") and len(lines) == 5
@@ -99,11 +104,38 @@ def test_a_diverged_or_nan_candidate_is_never_ranked():
         _choose(_cfg(), _ds((4,)), _scripted(nothing)[0])
 
 
+def test_after_the_first_fold_only_the_better_half_go_on():
+    scores = {"default mlp": [0.80, 0.99, 0.99], "mlp 128": [0.95, 0.90, 0.90],
+              "mlp 512-256, adamw 1e-2": [0.90, 0.95, 0.95], "default mlp, lr 3e-3": [0.85, 0.99, 0.99]}
+    cv, calls = _scripted(scores)
+    (_, choice), lines = _choose(_cfg(), _ds((4,)), cv)
+    # fold 1 ranks mlp 128 and the adamw recipe first: only they train folds 2 and 3
+    assert [c for c in calls if c[1] != (0,)] == [("mlp 128", (1, 2)), ("mlp 512-256, adamw 1e-2", (1, 2))]
+    assert choice.name == "mlp 512-256, adamw 1e-2" and set(choice.scores) == {"mlp 128", "mlp 512-256, adamw 1e-2"}
+    assert choice.metrics()["search_candidates"] == 4
+    assert "auto: default mlp                fold 1 accuracy 0.8000: not in the better half, dropped" in lines
+    assert auto._halved({"a": 0.5, "b": 0.9}) == ["a", "b"]  # two candidates: both train every fold
+    assert auto._halved({"a": 0.5, "b": 0.9, "c": 0.7}) == ["b", "c"]  # at least two go on
+    assert auto._halved({"a": 0.9, "b": math.nan, "c": 0.9, "d": 0.1, "e": 0.2}) == ["a", "c", "e"]  # ties: order
+    assert auto._halved({"a": math.nan, "b": 0.9}) == ["b"]
+
+
+def test_a_fold_of_the_split_trains_as_it_does_in_the_full_cross_validation(tmp_path):
+    """The halving search trains fold 1 first and the others later: each fold's numbers are unchanged."""
+    from nndl.tasks.classify.task import cross_validate_classifier
+
+    cfg = config_mod.resolve("classify", "mlp", {"data": str(write_wine_csv(tmp_path / "wine.csv")), "epochs": 3, "test_fraction": 0.25})
+    full = cross_validate_classifier(cfg, folds=3)
+    parts = cross_validate_classifier(cfg, folds=3, only=[0]) + cross_validate_classifier(cfg, folds=3, only=[1, 2])
+    assert [f["val_accuracy"] for f in parts] == [f["val_accuracy"] for f in full]
+    assert [f["val_loss"] for f in parts] == [f["val_loss"] for f in full]
+
+
 def test_a_recipe_that_does_not_fit_the_data_is_skipped_with_a_line():
-    def cross_validate(cfg, ds, folds):
+    def cross_validate(cfg, ds, folds, only):
         if cfg.model == "cnn":
             raise NndlError("config key 'model' = 'cnn': the cnn model needs images of at least 12x12 pixels")
-        return [{"val_accuracy": 0.9, "diverged": False}] * folds
+        return [{"val_accuracy": 0.9, "diverged": False}] * len(only)
 
     (cfg, choice), lines = _choose(_cfg(), _ds((1, 8, 8)), cross_validate)
     assert choice.name == "mlp" and cfg.model == "mlp"
@@ -115,9 +147,9 @@ def test_a_recipe_that_does_not_fit_the_data_is_skipped_with_a_line():
 def test_large_data_are_scored_on_a_subset_with_a_time_budget():
     seen = []
 
-    def cross_validate(cfg, ds, folds):
+    def cross_validate(cfg, ds, folds, only):
         seen.append((cfg.subset, cfg.time_limit))
-        return [{"val_accuracy": 0.9, "diverged": False}] * folds
+        return [{"val_accuracy": 0.9, "diverged": False}] * len(only)
 
     _choose(_cfg(), _ds((4,), n=auto.SEARCH_ROWS * 3), cross_validate)
     assert set(seen) == {(auto.SEARCH_ROWS, auto.FOLD_SECONDS)}
@@ -143,7 +175,8 @@ def test_auto_on_wine_from_the_cli_learns_and_records_its_choice(tmp_path):
     proc = run_cli("classify", "--preset", "auto", "--set", f"data={data}", "--out", tmp_path / "run",
                    "--no-figures", check=0)
     lines = proc.stdout.splitlines()
-    assert sum(line.startswith("auto: ") and "CV accuracy" in line for line in lines) == len(auto.TABLE_RECIPES)
+    assert sum(line.startswith("auto: ") and "CV accuracy" in line for line in lines) == 2  # the better half
+    assert sum(line.startswith("auto: ") and line.endswith("dropped") for line in lines) == 2
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert metrics["search_choice"] in auto.TABLE_RECIPES and metrics["search_candidates"] == 4

@@ -558,7 +558,7 @@ def _search(cfg, ds: Dataset, user_set: set[str], echo: Callable[[str], None]):
     mirror_ok = ds.is_image and {"auto": ds.mirror_invariant, "yes": True, "no": False}[cfg.mirror_invariant]
     quiet = lambda line: None  # noqa: E731 - the candidates' own adaptations are not the run's
     return choose_recipe(cfg, ds, user_set, mirror_ok, lambda c, rows: fit_to_size(c, rows, user_set, quiet),
-                         lambda c, d, k: cross_validate_classifier(c, d, k), echo)
+                         lambda c, d, k, only: cross_validate_classifier(c, d, k, only=only), echo)
 
 
 def _resume_config(run_dir: Path, overrides, seed, echo):
@@ -622,7 +622,8 @@ def _fold_record(cfg, res) -> dict[str, Any]:
 
 
 def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, folds: int = 3, progress: bool = False,
-                              on_fold: Callable[[int, float], None] | None = None) -> list[dict[str, Any]]:
+                              on_fold: Callable[[int, float], None] | None = None,
+                              only: list[int] | None = None) -> list[dict[str, Any]]:
     """Stratified, shuffled K-fold cross-validation of a classifier on the training set (test set untouched).
 
     Parameters
@@ -634,10 +635,13 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
     on_fold : callable, optional
         ``on_fold(fold_index, val_accuracy)`` after each fold, e.g. to report to a
         pruner; it may raise to stop early.
+    only : list of int, optional
+        Train only these fold indices (0-based) of the ``folds``-fold split, with the model seeds
+        and rows they have in the full cross-validation (a search that stops weak candidates early).
 
     Returns
     -------
-    list of dict, one per fold: ``val_accuracy``, ``val_loss``, ``epochs``,
+    list of dict, one per fold (of ``only``): ``val_accuracy``, ``val_loss``, ``epochs``,
     ``train_seconds``, ``stop_reason``, ``diverged``, ``timed_out``.
     """
     from nndl.training.crossval import cross_validate, stratified_kfold
@@ -647,9 +651,11 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
     images, labels = _cv_rows(cfg, data, device)
     transform = transform_for(cfg, device, data)
     out = []
+    chosen = list(range(folds)) if only is None else list(only)
+    all_folds = stratified_kfold(folds, cfg.seed)
 
     def make_model(i: int) -> torch.nn.Module:
-        torch.manual_seed(cfg.seed + i)
+        torch.manual_seed(cfg.seed + chosen[i])  # the seed fold chosen[i] has in the full cross-validation
         return classifier_on(cfg, device, data)
 
     def scored(i: int, fold) -> bool:
@@ -658,8 +664,8 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
             on_fold(i, out[-1]["val_accuracy"])
         return fold.result.diverged  # a diverged fold already decides the trial
 
-    cross_validate(make_model, images, labels, cfg, splitter=stratified_kfold(folds, cfg.seed), task="classification",
-                   transform=transform, progress=progress, on_fold=scored)
+    cross_validate(make_model, images, labels, cfg, splitter=lambda x, y: [all_folds(x, y)[i] for i in chosen],
+                   task="classification", transform=transform, progress=progress, on_fold=scored)
     return out
 
 
