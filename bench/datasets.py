@@ -261,16 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for p in problems(root):
+        every = problems(root)
+        for p in every:
             if args.only is None or p.name in args.only:
                 rows += measure(p, args.seeds, root / "runs")
+        order = [p.name for p in every]
     today = time.strftime("%Y-%m-%d")
     rows = [{**r, "measured": today} for r in rows]
     if args.merge and Path(args.out).is_file():
         now = {r["problem"] for r in rows}
         kept = [{"measured": "an earlier run", **r} for r in json.loads(Path(args.out).read_text())["rows"]
                 if r["problem"] not in now]
-        rows = kept + rows
+        rows = sorted(kept + rows, key=lambda r: order.index(r["problem"]) if r["problem"] in order else len(order))
     text = table(rows)
     print(text)
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
