@@ -467,6 +467,26 @@ class ClassificationTask(Task):
     def warnings(self, metrics: dict, fitted: "TrainedClassifier") -> list[str]:
         return [fitted.result.stop_reason] if fitted.result.diverged else []
 
+    def check_model_meta(self, path: Path, payload: dict) -> None:
+        from nndl.tasks.classify import predict
+
+        predict.check_model_meta(path, payload)
+
+    def rebuild(self, payload: dict, path: Path, cfg, saved_config):
+        from nndl.tasks.classify import predict
+
+        return predict.rebuild(payload, path, cfg)
+
+    def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
+        from nndl.tasks.classify import predict
+
+        return predict.predict_files(run, files, top, json, table)
+
+    def export_module(self, run):
+        from nndl.tasks.classify import export
+
+        return export.export_module(run)
+
 
 TASK = ClassificationTask()
 

@@ -539,6 +539,26 @@ class RegressionTask(Task):
     def warnings(self, metrics: dict, fitted) -> list[str]:
         return list(metrics.get("stop_reasons", []))
 
+    def check_model_meta(self, path: Path, payload: dict) -> None:
+        from nndl.tasks.regress import predict
+
+        predict.check_model_meta(path, payload)
+
+    def rebuild(self, payload: dict, path: Path, cfg, saved_config):
+        from nndl.tasks.regress import predict
+
+        return predict.rebuild(payload, path, cfg, saved_config)
+
+    def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
+        from nndl.tasks.regress import predict
+
+        return predict.predict_files(run, files, top, json, table)
+
+    def export_module(self, run):
+        from nndl.tasks.regress import export
+
+        return export.export_module(run)
+
 
 TASK = RegressionTask()
 
