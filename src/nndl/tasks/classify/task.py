@@ -25,6 +25,7 @@ from nndl.base.model_kinds import MODEL_KINDS
 from nndl.nn.metrics import classification_metrics
 from nndl.nn.models import build_classifier
 from nndl.tasks.base import Setup, Task, run_task
+from nndl.tasks.classify import NAME
 from nndl.runfolder.files import read_json, save_model, write_history_csv, write_json
 from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
 from nndl.training.trainer import train as fit
@@ -321,7 +322,7 @@ class TrainedClassifier:
 class ClassificationTask(Task):
     """Classification of images or table rows: one model trained on a stratified split, tested once."""
 
-    name = "classify"
+    name = NAME
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"

@@ -13,7 +13,7 @@ import torch
 
 from nndl.base import config as config_mod
 from nndl.nn import conformal, intervals as uncertainty
-from nndl.tasks.regress import reference
+from nndl.tasks.regress import NAME, reference
 from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
 from nndl.training.threads import step_work, thread_policy
 from nndl.data.regression_table import RegressionData, read_csv, read_table
@@ -426,7 +426,7 @@ class RegressionTask(Task):
     """Regression of a target column on numeric columns: CV (any splitter), a final model or
     ensemble, the test MSE and the 90% interval's coverage."""
 
-    name = "regress"
+    name = NAME
     val_metric, direction, test_metric = "val_mse", "minimize", "test_mse"
     default_preset = "seed"
     default_space = "regress_default.toml"
