@@ -94,6 +94,10 @@ class Task(ABC):
     #: The fewest optimiser steps of an lr sweep (shorter sweeps are too noisy to read).
     lr_find_min_steps: ClassVar[int] = 100
 
+    #: Config keys that ``nndl TASK`` takes as its own flags (key -> flag; the others are ``--set key=value``),
+    #: so a tool can print the command that repeats a run.
+    cli_flags: ClassVar[dict[str, str]] = {}
+
     #: How a run folder of this task is shown (``Run``'s summary and notebook view): its headline
     #: metrics, in order, and the figures drawn inline.
     key_metrics: ClassVar[tuple[str, ...]] = ()

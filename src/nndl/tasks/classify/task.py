@@ -323,6 +323,7 @@ class ClassificationTask(Task):
     """Classification of images or table rows: one model trained on a stratified split, tested once."""
 
     name = NAME
+    cli_flags = {"data": "--data", "label_col": "--label-col"}
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"

@@ -427,6 +427,7 @@ class RegressionTask(Task):
     ensemble, the test MSE and the 90% interval's coverage."""
 
     name = NAME
+    cli_flags = {"train_path": "--train", "test_path": "--test", "x_cols": "--x-cols", "y_col": "--y-col"}
     val_metric, direction, test_metric = "val_mse", "minimize", "test_mse"
     default_preset = "seed"
     default_space = "regress_default.toml"
