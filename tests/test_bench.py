@@ -69,7 +69,7 @@ def test_the_typical_regression_loop_is_timed_warm():
 
     # A fresh interpreter: this test process may have imported torch._dynamo already.
     code = ("import sys, time, torch\n"
-            "import nndl.tools.bench as b\n"
+            "import nndl.tasks.regress.bench as b\n"
             "seen = []\n"
             "real = time.perf_counter\n"
             "def clock():\n"

@@ -185,7 +185,7 @@ def test_tune_regress_without_a_space_uses_the_default(tmp_path):
 def test_typical_student_loop_row_learns():
     """The bench's baseline is a real loop that learns, not a strawman."""
     pytest.importorskip("sklearn")
-    from nndl.tools.bench import regression_typical
+    from nndl.tasks.regress.bench import regression_typical
 
     d, _ = load_data(config.resolve("regress", "seed"))
     x, y = torch.as_tensor(d.x), torch.as_tensor(d.y)

@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from conftest import FASHION_DIR
 from nndl.base import config
 from nndl.base.errors import NndlError
-from nndl.tools.sklearn import _NOT_PARAMETERS, _OWN_PARAMETERS, IMAGE_MODELS, FitDivergedError, NNClassifier, NNRegressor, NndlValueError
+from nndl.tools.sklearn import _OWN_PARAMETERS, IMAGE_MODELS, FitDivergedError, NNClassifier, NNRegressor, NndlValueError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,11 +103,12 @@ def test_a_row_predicts_the_same_alone_or_in_any_batch(estimator, shape):
 
 @pytest.mark.parametrize("cls, task", [(NNRegressor, "regress"), (NNClassifier, "classify")])
 def test_every_config_field_is_a_parameter_or_excluded_with_a_reason(cls, task):
+    assert cls._task == task
     params = set(inspect.signature(cls.__init__).parameters) - {"self"}
     fields = {f.name for f in dataclasses.fields(config.TASK_CONFIGS[task])}
-    excluded = set(_NOT_PARAMETERS[task])
+    excluded = set(cls._not_parameters)
     assert params - set(_OWN_PARAMETERS) == fields - excluded  # a new config field must be placed here
-    assert excluded <= fields and all(_NOT_PARAMETERS[task].values())
+    assert excluded <= fields and all(cls._not_parameters.values())
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_speed_preset_on_a_table_says_to_use_the_mlp(tmp_path):
 
 
 def test_bench_rows_over_seeds_in_typical_epochs():
-    from nndl.tools.bench import over_seeds, summarise
+    from nndl.tasks.classify.bench import over_seeds, summarise
 
     def seed(accs):  # 10 s per epoch
         return summarise("speed", [{"epoch": i + 1, "train_seconds": 10.0, "test_acc": a} for i, a in enumerate(accs)])

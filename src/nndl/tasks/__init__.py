@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # name -> the module that defines its TASK
 TASK_MODULES = {"regress": "nndl.tasks.regress.task", "classify": "nndl.tasks.classify.task"}
+# The task a tool runs when none is named (``nndl.lr_find()``).
+DEFAULT_TASK = "regress"
 
 
 def task_names() -> list[str]:

@@ -94,6 +94,10 @@ class Task(ABC):
     #: The fewest optimiser steps of an lr sweep (shorter sweeps are too noisy to read).
     lr_find_min_steps: ClassVar[int] = 100
 
+    #: Config keys that ``nndl TASK`` takes as its own flags (key -> flag; the others are ``--set key=value``),
+    #: so a tool can print the command that repeats a run.
+    cli_flags: ClassVar[dict[str, str]] = {}
+
     #: How a run folder of this task is shown (``Run``'s summary and notebook view): its headline
     #: metrics, in order, and the figures drawn inline.
     key_metrics: ClassVar[tuple[str, ...]] = ()
@@ -172,6 +176,26 @@ class Task(ABC):
     @abstractmethod
     def figures(self, cfg, data, fitted, fig_dir: Path) -> None:
         """The task's PNG figures."""
+
+    # -- a saved run's model: nndl predict and nndl export (nndl.tools) reach the task's parts through these
+    def check_model_meta(self, path: Path, payload: dict) -> None:
+        """Check the values of a ``model.pt`` payload that decide what :meth:`rebuild` builds (the file may be
+        edited or forged): one :class:`~nndl.base.errors.NndlError` line naming the key, before anything is built."""
+
+    def rebuild(self, payload: dict, path: Path, cfg, saved_config: Callable[[dict], Any]) -> Any:
+        """The model of a checked ``model.pt`` payload as a :class:`~nndl.tasks.predict_base.LoadedRun` (the
+        task's subclass); ``cfg`` is the saved config, ``saved_config(values)`` makes one of other values."""
+        raise NotImplementedError(f"{self.name}: its runs cannot be loaded for predictions")
+
+    def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
+        """The predictions of ``run`` (from :meth:`rebuild`) for the input ``files`` and their text: JSON with
+        ``json``, a CSV table with ``table`` (the output goes to a ``.csv`` file); ``top`` classes per input."""
+        raise NotImplementedError(f"{self.name}: its runs cannot predict")
+
+    def export_module(self, run) -> tuple[Any, Any, str, dict]:
+        """What :func:`nndl.tools.export.export` writes of ``run``: the module (eval mode), an example batch of
+        two inputs, the output's name and the task's metadata (str -> str)."""
+        raise NotImplementedError(f"{self.name}: its runs cannot be exported")
 
     def notes(self, metrics: dict, fitted) -> list[str]:
         """Lines printed once after a verbose run, before any warning (e.g. how a reference model did)."""

@@ -37,6 +37,7 @@ from torch import nn
 from nndl.base.errors import NndlError, path_argument
 from nndl.base.fileio import atomic_write_bytes
 from nndl.runfolder.files import check_output, record
+from nndl.tasks import get_task
 
 ONNX_OPSET = 17
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -57,37 +58,8 @@ def export_module(run_dir: str | Path) -> tuple[nn.Module, torch.Tensor, str, di
     from nndl.tools.predict import load_run
 
     run = load_run(run_dir)
-    meta = {"nndl_version": __version__, "task": run.task}
-    if run.task == "classify":
-        from nndl.nn.inference import RawInputClassifier
-
-        shape = tuple(run.meta["input_shape"])
-        module = RawInputClassifier(run.model, run.meta, run.cfg.tta_flip).eval()
-        dims = ", ".join(map(str, shape))
-        if len(shape) == 3:
-            example = torch.rand(2, *shape) * 255
-            what = f"float32 (N, {dims}) raw pixels 0..255"
-        else:
-            example = torch.randn(2, *shape)
-            what = f"float32 (N, {dims}) columns {', '.join(run.meta['feature_names'])}"
-        meta.update(class_names=json.dumps(run.class_names), input_shape=json.dumps(list(shape)),
-                    dataset=run.meta["dataset"], input=what, output="logits (N, classes); softmax gives probabilities")
-        if run.meta.get("feature_names"):
-            meta["feature_names"] = json.dumps(run.meta["feature_names"])
-        return module, example, "logits", meta
-    example = torch.randn(2, run.in_features)
-    meta.update(x_names=json.dumps(run.x_names), y_name=run.y_name,
-                input=f"float32 (N, {run.in_features}) columns {', '.join(run.x_names)}",
-                output=f"prediction of {run.y_name}, float32 (N, 1)")
-    if not run.interval:
-        meta["interval"] = "none: this run saved no prediction interval"
-        return run.model.eval(), example, "prediction", meta
-    from nndl.nn.intervals import IntervalModel
-
-    level = f"{100 * run.interval.get('level', 0.9):g}%"
-    meta["interval"] = (f"{level} prediction interval: ONNX outputs lower and upper (N, 1); TorchScript "
-                        "model.interval(x) -> (lower, upper)")
-    return IntervalModel(run.model, run.fold_models, run.interval).eval(), example, "prediction", meta
+    module, example, output_name, task_meta = get_task(run.task).export_module(run)
+    return module, example, output_name, {"nndl_version": __version__, "task": run.task, **task_meta}
 
 
 class _PredictionWithInterval(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nndl.base.errors import NndlError
-from nndl.tasks import get_task, task_names
+from nndl.tasks import DEFAULT_TASK, get_task, task_names
 
 SMOOTHING = 0.9  # exponential moving average of the batch loss (bias-corrected), so one noisy batch does not decide
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is this many times its best: everything after is blow-up
@@ -139,7 +139,7 @@ def _setup(spec, cfg, data, device) -> tuple[torch.nn.Module, torch.Tensor, torc
     return setup.make_model(0), setup.x, setup.y, setup.transform, setup.loss
 
 
-def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[str, Any] | list[str] | None = None,
+def lr_find(task: str = DEFAULT_TASK, preset: str | None = None, overrides: dict[str, Any] | list[str] | None = None,
             seed: int | None = None, *, lr_min: float = 1e-6, lr_max: float = 1.0, fraction: float = 0.5,
             min_steps: int | None = None, out: str | Path | None = None, overwrite: bool = False, data=None,
             progress: bool = False, echo: Callable[[str], None] = print) -> LRFindResult:
@@ -205,11 +205,6 @@ def lr_find(task: str = "regress", preset: str | None = None, overrides: dict[st
     return result
 
 
-# config keys that the task commands take as their own flags (the rest are --set key=value)
-_FLAGS = {"regress": {"train_path": "--train", "test_path": "--test", "x_cols": "--x-cols", "y_col": "--y-col"},
-          "classify": {"data": "--data", "label_col": "--label-col"}}
-
-
 def _use_it(task: str, preset: str, overrides, seed: int | None, lr: float) -> str:
     """The command that trains with the suggested lr on the same data and settings as the sweep."""
     import shlex
@@ -224,7 +219,7 @@ def _use_it(task: str, preset: str, overrides, seed: int | None, lr: float) -> s
     words = ["nndl", task, "--preset", preset]
     for key, value in parse_overrides(overrides).items():
         if key != "lr":
-            flag = _FLAGS[task].get(key)
+            flag = get_task(task).cli_flags.get(key)  # the task command's own flag, else --set
             words += [flag, text(value)] if flag else ["--set", f"{key}={text(value)}"]
     words += ["--seed", str(seed)] if seed is not None else []
     return shlex.join(words + ["--set", f"lr={lr:.3g}"])

@@ -5,7 +5,7 @@ so a preset works as in ``nndl classify --preset``), the networks come from :mod
 and training is :func:`nndl.training.trainer.train`, so early stopping, NaN/inf detection and the lr
 schedules behave exactly as in the CLI. What scikit-learn adds is the data (``fit(X, y)``) and
 the cross-validation (``cross_val_score``, ``GridSearchCV``), which is why the config fields
-about data files and folds are not parameters here (see ``_NOT_PARAMETERS``).
+about data files and folds are not parameters here (see each estimator's ``_not_parameters``).
 
 Conventions followed, because meta-estimators and ``check_estimator`` rely on them:
 
@@ -39,6 +39,7 @@ from nndl.nn import augment
 from nndl.data.splits import stratified_split
 from nndl.base.errors import NndlError
 from nndl.nn.models import Standardized, build_classifier, build_regressor
+from nndl.tasks import classify as classify_task, regress as regress_task
 from nndl.training.threads import using_threads
 from nndl.training.trainer import autocast_on, pick_device, train
 
@@ -53,30 +54,6 @@ __all__ = ["NNRegressor", "NNClassifier", "NndlValueError", "FitDivergedError"]
 
 IMAGE_MODELS = tuple(k.name for k in MODEL_KINDS.values() if k.images_only)
 
-# Config fields that are not estimator parameters, and why (a test keeps this list complete).
-_NOT_PARAMETERS = {
-    "regress": {
-        "seed": "set by random_state",
-        "train_path": "the data come from fit(X, y)", "test_path": "the data come from fit(X, y)",
-        "x_cols": "the data come from fit(X, y)", "y_col": "the data come from fit(X, y)",
-        **{key: "cross-validation and search are scikit-learn's (cross_val_score, GridSearchCV)"
-           for key in ("folds", "final", "batched", "splitter", "group_col", "block_col", "search", "ensemble_top")},
-        "probe_inputs": "only used by the figures of an `nndl regress` run",
-        "reference": "a run's yardstick; fit scikit-learn's own estimators beside this one to compare",
-        "interval": "a run's prediction interval; predict returns the mean, as scikit-learn's regressors do",
-    },
-    "classify": {
-        "seed": "set by random_state",
-        "data": "the data come from fit(X, y)", "verify": "the data come from fit(X, y)",
-        "subset": "the data come from fit(X, y)", "test_subset": "the data come from fit(X, y)",
-        **{key: "the data come from fit(X, y)"
-           for key in ("dataset", "label_col", "image_size", "test_fraction", "test_data")},
-        "reference": "a run's baseline; compare estimators with scikit-learn's own tools (cross_val_score)",
-        "calibrate": "calibration is scikit-learn's (CalibratedClassifierCV)",
-        "search": "search is scikit-learn's (GridSearchCV, RandomizedSearchCV)",
-        "mirror_invariant": "an estimator's flip and tta_flip are the caller's own settings, applied as given",
-    },
-}
 # Estimator parameters that are not config fields.
 _OWN_PARAMETERS = ("preset", "random_state", "verbose", "warm_start")
 # Rows per prediction batch, every batch padded to it: small enough that padding one row costs little, large
@@ -182,8 +159,10 @@ def _augmenter(cfg, shape: tuple[int, ...], x: torch.Tensor):
 class _NNBase(BaseEstimator):
     """What both estimators share: config resolution, seeding, the call to ``training.train``."""
 
-    _task = ""  # "regress" | "classify"
+    _task = ""  # the task's name (nndl.tasks): its config and presets
     _train_task = ""  # "regression" | "classification", as training.train names them
+    # Config fields that are not estimator parameters, and why (a test keeps each table complete).
+    _not_parameters: dict[str, str] = {}
 
     # -- configuration -----------------------------------------------------------------
     def _continues(self) -> bool:
@@ -203,11 +182,11 @@ class _NNBase(BaseEstimator):
         except NndlError as e:  # the config's words for the CLI ("--set lr=x") read as the parameter here
             raise NndlValueError(f"{name}: {str(e).replace('--set ', '')}") from None
         defaults = config_mod.TASK_CONFIGS[self._task]()
-        unused = [key for key in _NOT_PARAMETERS[self._task]
+        unused = [key for key in self._not_parameters
                   if key != "seed" and getattr(cfg, key) != getattr(defaults, key)]
         if unused:
             raise NndlValueError(f"{name}: preset {self.preset!r} sets {', '.join(map(repr, unused))}, which {name} "
-                                 f"does not use ({_NOT_PARAMETERS[self._task][unused[0]]}); use another preset")
+                                 f"does not use ({self._not_parameters[unused[0]]}); use another preset")
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise NndlValueError(f"{name}: verbose = {self.verbose!r}: expected true or false")
         if not isinstance(self.warm_start, (bool, np.bool_)):
@@ -342,7 +321,17 @@ min_lr_factor, time_limit, device, threads
         As in every scikit-learn estimator.
     """
 
-    _task, _train_task = "regress", "regression"
+    _task, _train_task = regress_task.NAME, "regression"
+    _not_parameters = {
+        "seed": "set by random_state",
+        "train_path": "the data come from fit(X, y)", "test_path": "the data come from fit(X, y)",
+        "x_cols": "the data come from fit(X, y)", "y_col": "the data come from fit(X, y)",
+        **{key: "cross-validation and search are scikit-learn's (cross_val_score, GridSearchCV)"
+           for key in ("folds", "final", "batched", "splitter", "group_col", "block_col", "search", "ensemble_top")},
+        "probe_inputs": "only used by the figures of an `nndl regress` run",
+        "reference": "a run's yardstick; fit scikit-learn's own estimators beside this one to compare",
+        "interval": "a run's prediction interval; predict returns the mean, as scikit-learn's regressors do",
+    }
 
     def __init__(self, *, preset=None, hidden=None, activation=None, init=None, dropout=None, standardize=None,
                  optimizer=None, lr=None, momentum=None, nesterov=None, weight_decay=None, l1=None, epochs=None,
@@ -460,7 +449,18 @@ min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, amp_cp
         ``val_loss``/``val_acc`` with early stopping).
     """
 
-    _task, _train_task = "classify", "classification"
+    _task, _train_task = classify_task.NAME, "classification"
+    _not_parameters = {
+        "seed": "set by random_state",
+        "data": "the data come from fit(X, y)", "verify": "the data come from fit(X, y)",
+        "subset": "the data come from fit(X, y)", "test_subset": "the data come from fit(X, y)",
+        **{key: "the data come from fit(X, y)"
+           for key in ("dataset", "label_col", "image_size", "test_fraction", "test_data")},
+        "reference": "a run's baseline; compare estimators with scikit-learn's own tools (cross_val_score)",
+        "calibrate": "calibration is scikit-learn's (CalibratedClassifierCV)",
+        "search": "search is scikit-learn's (GridSearchCV, RandomizedSearchCV)",
+        "mirror_invariant": "an estimator's flip and tta_flip are the caller's own settings, applied as given",
+    }
 
     def __init__(self, *, preset=None, model=None, hidden=None, dropout=None, channels=None, activation=None,
                  init=None, optimizer=None, lr=None, momentum=None, nesterov=None, weight_decay=None, l1=None,

@@ -25,6 +25,7 @@ from nndl.base.model_kinds import MODEL_KINDS
 from nndl.nn.metrics import classification_metrics
 from nndl.nn.models import build_classifier
 from nndl.tasks.base import Setup, Task, run_task
+from nndl.tasks.classify import NAME
 from nndl.runfolder.files import read_json, save_model, write_history_csv, write_json
 from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
 from nndl.training.trainer import train as fit
@@ -321,7 +322,8 @@ class TrainedClassifier:
 class ClassificationTask(Task):
     """Classification of images or table rows: one model trained on a stratified split, tested once."""
 
-    name = "classify"
+    name = NAME
+    cli_flags = {"data": "--data", "label_col": "--label-col"}
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"
@@ -466,6 +468,26 @@ class ClassificationTask(Task):
 
     def warnings(self, metrics: dict, fitted: "TrainedClassifier") -> list[str]:
         return [fitted.result.stop_reason] if fitted.result.diverged else []
+
+    def check_model_meta(self, path: Path, payload: dict) -> None:
+        from nndl.tasks.classify import predict
+
+        predict.check_model_meta(path, payload)
+
+    def rebuild(self, payload: dict, path: Path, cfg, saved_config):
+        from nndl.tasks.classify import predict
+
+        return predict.rebuild(payload, path, cfg)
+
+    def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
+        from nndl.tasks.classify import predict
+
+        return predict.predict_files(run, files, top, json, table)
+
+    def export_module(self, run):
+        from nndl.tasks.classify import export
+
+        return export.export_module(run)
 
 
 TASK = ClassificationTask()

@@ -13,7 +13,7 @@ import torch
 
 from nndl.base import config as config_mod
 from nndl.nn import conformal, intervals as uncertainty
-from nndl.tasks.regress import reference
+from nndl.tasks.regress import NAME, reference
 from nndl.training.crossval import FoldResult, cross_validate, out_of_fold
 from nndl.training.threads import step_work, thread_policy
 from nndl.data.regression_table import RegressionData, read_csv, read_table
@@ -450,7 +450,8 @@ class RegressionTask(Task):
     """Regression of a target column on numeric columns: CV (any splitter), a final model or
     ensemble, the test MSE and the 90% interval's coverage."""
 
-    name = "regress"
+    name = NAME
+    cli_flags = {"train_path": "--train", "test_path": "--test", "x_cols": "--x-cols", "y_col": "--y-col"}
     val_metric, direction, test_metric = "val_mse", "minimize", "test_mse"
     default_preset = "seed"
     default_space = "regress_default.toml"
@@ -562,6 +563,26 @@ class RegressionTask(Task):
 
     def warnings(self, metrics: dict, fitted) -> list[str]:
         return list(metrics.get("stop_reasons", []))
+
+    def check_model_meta(self, path: Path, payload: dict) -> None:
+        from nndl.tasks.regress import predict
+
+        predict.check_model_meta(path, payload)
+
+    def rebuild(self, payload: dict, path: Path, cfg, saved_config):
+        from nndl.tasks.regress import predict
+
+        return predict.rebuild(payload, path, cfg, saved_config)
+
+    def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
+        from nndl.tasks.regress import predict
+
+        return predict.predict_files(run, files, top, json, table)
+
+    def export_module(self, run):
+        from nndl.tasks.regress import export
+
+        return export.export_module(run)
 
 
 TASK = RegressionTask()
