@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from nndl.base import config as config_mod
-from nndl.base.errors import function_argument, path_argument
+from nndl.base.errors import NndlError, function_argument, path_argument
 
 
 @dataclass
@@ -185,17 +185,17 @@ class Task(ABC):
     def rebuild(self, payload: dict, path: Path, cfg, saved_config: Callable[[dict], Any]) -> Any:
         """The model of a checked ``model.pt`` payload as a :class:`~nndl.tasks.predict_base.LoadedRun` (the
         task's subclass); ``cfg`` is the saved config, ``saved_config(values)`` makes one of other values."""
-        raise NotImplementedError(f"{self.name}: its runs cannot be loaded for predictions")
+        raise NndlError(f"{path}: runs of task {self.name} cannot be loaded for predictions")
 
     def predict_files(self, run, files: list, top: int, json: bool, table: bool) -> tuple[list[dict], str]:
         """The predictions of ``run`` (from :meth:`rebuild`) for the input ``files`` and their text: JSON with
         ``json``, a CSV table with ``table`` (the output goes to a ``.csv`` file); ``top`` classes per input."""
-        raise NotImplementedError(f"{self.name}: its runs cannot predict")
+        raise NndlError(f"{getattr(run, 'path', run)}: runs of task {self.name} cannot predict files")
 
     def export_module(self, run) -> tuple[Any, Any, str, dict]:
         """What :func:`nndl.tools.export.export` writes of ``run``: the module (eval mode), an example batch of
         two inputs, the output's name and the task's metadata (str -> str)."""
-        raise NotImplementedError(f"{self.name}: its runs cannot be exported")
+        raise NndlError(f"{getattr(run, 'path', run)}: runs of task {self.name} cannot be exported")
 
     def notes(self, metrics: dict, fitted) -> list[str]:
         """Lines printed once after a verbose run, before any warning (e.g. how a reference model did)."""
