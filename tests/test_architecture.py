@@ -84,3 +84,11 @@ def test_the_public_re_exports_hold_nothing_of_their_own():
         tree = ast.parse((PACKAGE / f"{name}.py").read_text())
         own = [type(n).__name__ for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         assert not own, f"nndl/{name}.py defines {own}: put them in its package and re-export"
+
+
+def test_the_config_machinery_names_no_task():
+    """base/config.py is the machinery and the registry; each task's config, presets and rules live in
+    tasks/NAME/config.py and register themselves (issue 20), so no task name is written there."""
+    text = (PACKAGE / "base" / "config.py").read_text()
+    for name in ("regress", "classify", "RegressConfig", "ClassifyConfig"):
+        assert name.lower() not in text.lower(), f"base/config.py names the task '{name}': move that line to tasks/"
