@@ -489,7 +489,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     preset : str, optional
         ``mlp``, ``cnn``, ``resnet``, ``fast``, or a ``.toml``/``.json`` preset file.
     overrides : dict or list of "key=value", optional
-        Config overrides (see :class:`nndl.base.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
+        Config overrides (see :class:`nndl.tasks.classify.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
     seed : int, optional
     out : str, optional
         Run folder (default: a new timestamped folder under ``runs/``).

@@ -565,7 +565,7 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
     preset : str, optional
         A preset name (``seed``, ``smooth``, ``auto``) or a ``.toml``/``.json`` preset file.
     overrides : dict or list of "key=value", optional
-        Config overrides (see :class:`nndl.base.config.RegressConfig`).
+        Config overrides (see :class:`nndl.tasks.regress.config.RegressConfig`).
     seed : int, optional
     out : str, optional
         Run folder (default: a new timestamped folder under ``runs/``).
