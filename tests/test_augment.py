@@ -13,6 +13,7 @@ from nndl.base import config
 from nndl.nn import augment
 from nndl.nn.augment import REGISTRY, MixedTargets, affine, augmenter, make_transform, random_flip, rotate, sample_beta, zoom_matrix
 from nndl.base.errors import NndlError
+from nndl.tasks.classify.config import ClassifyConfig
 
 from conftest import needs_fashion
 
@@ -59,7 +60,7 @@ def test_existing_augmentations_are_bit_identical_to_before_the_registry(kwargs,
 
 # ----------------------------------------------------------------------------- the registry and the config
 def test_every_registered_key_is_a_config_field_with_the_same_default_and_range():
-    fields = {f.name: f for f in dataclasses.fields(config.ClassifyConfig)}
+    fields = {f.name: f for f in dataclasses.fields(ClassifyConfig)}
     keys = augment.config_keys()
     assert list(REGISTRY) == ["flip", "translate", "rotate", "scale", "erase", "noise", "mixup", "cutmix"]
     for name, key in keys.items():
@@ -69,11 +70,11 @@ def test_every_registered_key_is_a_config_field_with_the_same_default_and_range(
             continue
         step = 1 if key.integer else 1e-3
         for ok in (key.low, key.high):
-            config.ClassifyConfig(**{name: type(key.default)(ok)})  # the ends of the range are valid
+            ClassifyConfig(**{name: type(key.default)(ok)})  # the ends of the range are valid
             augmenter({name: type(key.default)(ok)})
         for bad in (key.low - step, key.high + step):
             with pytest.raises(NndlError, match=f"config key '{name}'"):
-                config.ClassifyConfig(**{name: type(key.default)(bad)})
+                ClassifyConfig(**{name: type(key.default)(bad)})
             with pytest.raises(NndlError, match=f"config key '{name}'"):
                 augmenter({name: type(key.default)(bad)})
 
@@ -89,7 +90,7 @@ def test_cli_style_overrides_reach_the_new_keys():
 def test_unknown_setting_and_all_off():
     with pytest.raises(NndlError, match="unknown augmentation setting 'rotation'"):
         augmenter({"rotation": 10})
-    assert augmenter({}) is None and augmenter(augment.options(config.ClassifyConfig())) is None
+    assert augmenter({}) is None and augmenter(augment.options(ClassifyConfig())) is None
 
 
 # ----------------------------------------------------------------------------- each augmentation
@@ -247,7 +248,7 @@ def test_images_only_augmentations_are_refused_for_tables():
         with pytest.raises(NndlError, match=f"config key '{name}' = .*works on images only.*rows of 4 numbers"):
             augmenter(ON[name], input_shape=(4,))
         with pytest.raises(NndlError, match=f"config key '{name}'"):
-            augment.check_applies(augment.options(config.ClassifyConfig(**ON[name])), (4,))
+            augment.check_applies(augment.options(ClassifyConfig(**ON[name])), (4,))
         augment.check_applies(ON[name], (3, 8, 8))  # images: fine
     augment.check_applies({"noise": 0.1, "mixup": 0.2}, (4,))
     table = make_transform(noise=0.1, mixup=0.4, input_shape=(4,), mean=[0.0] * 4, std=[1.0] * 4)
@@ -260,7 +261,7 @@ def test_images_only_augmentations_are_refused_for_tables():
 def test_transform_for_builds_from_the_config_and_refuses_image_keys_on_a_table():
     from nndl.tasks.classify.task import transform_for
 
-    cfg = config.ClassifyConfig(rotate=10.0, mixup=0.2)
+    cfg = ClassifyConfig(rotate=10.0, mixup=0.2)
     t = transform_for(cfg, torch.device("cpu"))
     raw = torch.randint(0, 256, (16, 28, 28), dtype=torch.uint8, generator=gen(23))
     assert t(raw, gen(24)).shape == (16, 1, 28, 28) and t.mixes and t.mixed_targets(torch.zeros(16).long())
@@ -284,7 +285,7 @@ def test_training_uses_the_mixed_loss_once_per_step(monkeypatch):
     monkeypatch.setattr(MixedTargets, "cross_entropy", counting)
     x = torch.randint(0, 256, (100, 8, 8), dtype=torch.uint8, generator=gen(25))
     y = torch.randint(0, 3, (100,), generator=gen(26))
-    cfg = config.ClassifyConfig(epochs=2, batch_size=32, label_smoothing=0.1, mixup=0.4)
+    cfg = ClassifyConfig(epochs=2, batch_size=32, label_smoothing=0.1, mixup=0.4)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     res = train(model, x, y, cfg, task="classification", transform=make_transform(mixup=0.4), progress=False)
     assert calls == [0.1] * 8 and all(math.isfinite(r["train_loss"]) for r in res.history)

@@ -26,6 +26,7 @@ from nndl.data.regression_table import read_table
 from nndl.base.errors import NndlError
 from nndl.runfolder.files import RUN_MARKER, _protected_reason
 from nndl.search import load_space
+from nndl.tasks.regress.config import RegressConfig
 
 from conftest import FASHION_DIR, INTERRUPTED_CODES, ROOT, needs_fashion
 
@@ -156,7 +157,7 @@ def test_classify_subset_sizes_say_why(scratch, capsys, extra, expected):
                                     dict(hidden=[8, 0]), dict(momentum=-1.0), dict(time_limit=-3.0)])
 def test_python_configs_are_validated_when_built(kwargs):
     with pytest.raises(NndlError, match=next(iter(kwargs))):
-        config.RegressConfig(**kwargs)
+        RegressConfig(**kwargs)
 
 
 def test_settings_that_apply_are_accepted_and_presets_still_resolve():
@@ -426,7 +427,7 @@ field_values = st.one_of(st.integers(-3, 10 ** 6), st.floats(allow_nan=True), st
 
 
 @FUZZ
-@given(values=st.dictionaries(st.sampled_from(sorted(config.to_dict(config.RegressConfig()))), field_values,
+@given(values=st.dictionaries(st.sampled_from(sorted(config.to_dict(RegressConfig()))), field_values,
                               max_size=4))
 def test_fuzz_preset_values_give_a_valid_config_or_one_error(tmp_path, values):
     try:

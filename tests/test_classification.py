@@ -11,6 +11,7 @@ from nndl.base import config
 from nndl.nn.augment import make_transform, random_erase, random_flip, random_translate
 from nndl.data.fashion import load_fashion
 from nndl.runfolder.files import load_model_file, read_history_csv
+from nndl.tasks.classify.config import ClassifyConfig
 from nndl.training.trainer import TrainingInterrupted, evaluate
 
 from conftest import needs_fashion, run_cli
@@ -191,7 +192,7 @@ def test_val_accuracy_is_that_of_the_kept_epoch():
 
     rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.9}, {"epoch": 3, "val_acc": 0.7}]
     result = TrainResult(history=rows, best_epoch=2, best_metric=0.123)  # best_metric of another monitor
-    assert clf.kept_val_accuracy(config.ClassifyConfig(patience=1), result) == 0.9
-    assert clf.kept_val_accuracy(config.ClassifyConfig(), result) == 0.7
-    assert np.isnan(clf.kept_val_accuracy(config.ClassifyConfig(), TrainResult(history=[{"epoch": 1}])))
-    assert np.isnan(clf.kept_val_accuracy(config.ClassifyConfig(), TrainResult()))
+    assert clf.kept_val_accuracy(ClassifyConfig(patience=1), result) == 0.9
+    assert clf.kept_val_accuracy(ClassifyConfig(), result) == 0.7
+    assert np.isnan(clf.kept_val_accuracy(ClassifyConfig(), TrainResult(history=[{"epoch": 1}])))
+    assert np.isnan(clf.kept_val_accuracy(ClassifyConfig(), TrainResult()))

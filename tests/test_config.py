@@ -3,8 +3,10 @@ import json
 import pytest
 
 from nndl.base import config
-from nndl.base.config import PRESETS, RegressConfig, format_config, read_preset_file, resolve, to_dict
+from nndl.base.config import PRESETS, format_config, read_preset_file, resolve, to_dict
 from nndl.base.errors import NndlError
+from nndl.tasks.classify.config import ClassifyConfig
+from nndl.tasks.regress.config import RegressConfig
 
 
 def test_defaults_are_the_reference_seed_preset():
@@ -67,7 +69,7 @@ def test_model_registry_drives_builders_choices_and_what_applies():
     from nndl.nn.models import BUILDERS
 
     assert set(BUILDERS) == set(MODEL_KINDS)
-    assert config.field_choices(config.ClassifyConfig, "model") == list(MODEL_KINDS)
+    assert config.field_choices(ClassifyConfig, "model") == list(MODEL_KINDS)
     classify_cli = build_parser()._subparsers._group_actions[0].choices["classify"]
     model_arg = next(a for a in classify_cli._actions if "--model" in a.option_strings)
     assert list(model_arg.choices) == list(MODEL_KINDS)
@@ -75,7 +77,7 @@ def test_model_registry_drives_builders_choices_and_what_applies():
                "channels": [8, 8, 8]}
     assert set(changed) == set(MODEL_SETTINGS)
     for name, kind in MODEL_KINDS.items():
-        model = BUILDERS[name](config.ClassifyConfig(model=name, channels=[4, 8, 8], hidden=[8], dropout=[0.0]),
+        model = BUILDERS[name](ClassifyConfig(model=name, channels=[4, 8, 8], hidden=[8], dropout=[0.0]),
                                (1, 28, 28), 3)
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
         for key, value in changed.items():
@@ -84,3 +86,43 @@ def test_model_registry_drives_builders_choices_and_what_applies():
             else:
                 with pytest.raises(NndlError, match=f"'{key}' = .* does not apply"):
                     config.resolve("classify", None, {"model": name, key: value})
+
+
+def test_tasks_register_their_configs_and_a_new_task_plugs_in():
+    """Each task's config module registers its dataclass, presets and rules; the machinery reads only the
+    registry, so a task registered from outside gets resolve, presets, the rules and round trips."""
+    from dataclasses import dataclass
+
+    assert config.TASK_CONFIGS["regress"] is RegressConfig and config.TASK_CONFIGS["classify"] is ClassifyConfig
+    assert RegressConfig.__module__ == "nndl.tasks.regress.config"
+    assert ClassifyConfig.__module__ == "nndl.tasks.classify.config"
+
+    @dataclass
+    class ToyConfig(config.TrainConfig):
+        width: int = config._doc(4, "toy width")
+        extra: int = config._doc(0, "read only when width > 4")
+
+        def range_checks(self):
+            return [("width", self.width >= 1, "must be >= 1")]
+
+    def unused(cfg):
+        return {"extra": "only width > 4 reads it"} if cfg.get("width", 4) <= 4 else {}
+
+    def given(cfg, keys):
+        if "width" in keys and cfg.width == 3:
+            raise NndlError("config key 'width' = 3: toy says no")
+
+    config.register("toy", ToyConfig, {"big": {"width": 8, "extra": 2}}, unused, given)
+    try:
+        assert "toy" in config.TASK_CONFIGS and config.PRESETS["toy"] == {"big": {"width": 8, "extra": 2}}
+        cfg = resolve("toy", "big", ["epochs=2"])
+        assert (cfg.width, cfg.extra, cfg.epochs) == (8, 2, 2)
+        assert config.from_dict("toy", to_dict(cfg)) == cfg and config.field_names("toy") >= {"width", "lr"}
+        assert "big      width=8, extra=2" in config.describe_presets("toy")
+        assert config.unused_settings("toy", to_dict(resolve("toy")))["extra"] == "only width > 4 reads it"
+        for overrides, needle in [(["width=0"], "must be >= 1"), (["extra=1"], "does not apply"),
+                                  (["width=3"], "toy says no")]:
+            with pytest.raises(NndlError, match=needle):
+                resolve("toy", None, overrides)
+    finally:
+        config._REGISTERED.pop("toy")

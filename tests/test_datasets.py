@@ -358,7 +358,7 @@ def test_no_fashion_constants_outside_its_modules():
 def test_config_choices_are_the_registry():
     import dataclasses
 
-    from nndl.base.config import ClassifyConfig
+    from nndl.tasks.classify.config import ClassifyConfig
 
     field = next(f for f in dataclasses.fields(ClassifyConfig) if f.name == "dataset")
     assert set(field.metadata["choices"]) == {"auto", *datasets.REGISTRY}

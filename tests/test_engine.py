@@ -358,7 +358,7 @@ def test_lean_adam_is_bit_identical_to_torch_fused_adam(kind):
     including a parameter that gets no gradient (skipped by both)."""
     import torch
 
-    from nndl.base.config import RegressConfig
+    from nndl.tasks.regress.config import RegressConfig
     from nndl.training.trainer import LeanAdam, make_optimizer
 
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ from nndl.training.crossval import cross_validate, cross_validate_many
 from nndl.training.stacked import PerModelOptimizer, stack_key
 from nndl.base.errors import NndlError
 from nndl.tasks.regress.task import load_data, make_model_factory
+from nndl.tasks.regress.config import RegressConfig
 
 VARIANTS = [{"lr": 0.02},
             {"lr": 0.005, "weight_decay": 1e-3, "schedule": "cosine"},
@@ -46,7 +47,7 @@ def test_per_model_adam_matches_torch_adam():
     w = torch.randn(3, 4, 5, requires_grad=True)
     alone = [w[i].detach().clone().requires_grad_() for i in range(3)]
     lrs, decays = [0.1, 0.01, 0.0], [0.0, 0.1, 0.5]
-    stacked = PerModelOptimizer([w], config.RegressConfig(optimizer="adamw"), torch.tensor(decays))
+    stacked = PerModelOptimizer([w], RegressConfig(optimizer="adamw"), torch.tensor(decays))
     refs = [torch.optim.AdamW([p], lr=lr, weight_decay=wd) for p, lr, wd in zip(alone, lrs, decays)]
     for _ in range(5):
         target = torch.randn(4, 5)

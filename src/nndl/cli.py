@@ -177,7 +177,8 @@ def _add_classify(sub) -> None:
                                    "MNIST-format IDX folder, a folder of class subfolders of images (ROOT/CLASS/"
                                    "*.png, or ROOT/train/... + ROOT/test/...), or a CSV table with --label-col. "
                                    "Ctrl-C keeps the run at any moment; --resume continues it.")
-    from nndl.base.config import ClassifyConfig, field_choices  # the model registry (nndl.base.model_kinds) via the config
+    from nndl.base.config import field_choices
+    from nndl.tasks.classify.config import ClassifyConfig  # the model registry (nndl.base.model_kinds) via the config
 
     p.add_argument("--model", choices=field_choices(ClassifyConfig, "model"), help="network (default: the preset's)")
     p.add_argument("--data", help="dataset folder or .csv file (default: Fashion-MNIST from $NNDL_DATA, the Debian "

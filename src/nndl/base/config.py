@@ -1,6 +1,7 @@
-"""Dataclass configs, named presets and ``--set key=value`` overrides.
+"""Dataclass configs, named presets and ``--set key=value`` overrides: the machinery and the registry.
 
-One dataclass per task. A run's config is resolved in a fixed order --
+One dataclass per task, declared with its presets in the task's own package and registered here
+(:func:`register`); this module holds what every task shares. A run's config is resolved in a fixed order --
 defaults, then the preset, then ``--set`` overrides, then ``--seed`` -- validated,
 printed and saved as ``config.json`` in the run folder.
 """
@@ -8,17 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import math
 import re
 import sys
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nndl.base.errors import NndlError, text_argument
-from nndl.base.model_kinds import MODEL_KINDS, MODEL_SETTINGS, why_unused
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +45,7 @@ def _list(default, help=""):
 
 class _Checked:
     """Every config is type-checked and validated when it is built, in Python as from the CLI:
-    ``RegressConfig(epochs=-1)`` is the same one-line error as ``--set epochs=-1``."""
+    ``SomeTaskConfig(epochs=-1)`` is the same one-line error as ``--set epochs=-1``."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -71,179 +73,96 @@ class TrainConfig(_Checked):
     device: str = _doc("auto", "auto | cpu | cuda | cuda:N | mps")
     time_limit: float = _doc(0.0, "seconds of training after which a run stops (reason \"time limit\"); 0 = none")
 
-
-@dataclass
-class RegressConfig(TrainConfig):
-    """Regression of a target column on numeric input columns with K-fold CV."""
-
-    # "bundled:NAME" is a file shipped inside nndl (found wherever nndl is installed); test_path "" = no test set
-    train_path: str = "bundled:regression_train.csv"
-    test_path: str = "bundled:regression_test.csv"
-    x_cols: list[str] = _list([], "input columns by name (default: all but the last)")
-    y_col: str = _doc("", "target column by name (default: the last)")
-    hidden: list[int] = _list([128, 256], "hidden layer widths, any depth")
-    activation: str = _choice("sigmoid", ["sigmoid", "tanh", "relu", "gelu"])
-    init: str = _choice("default", ["default", "xavier", "kaiming"])
-    dropout: float = _doc(0.0, "dropout after each hidden layer")
-    folds: int = _doc(5, "K of the K-fold cross-validation")
-    final: str = _choice("refit", ["refit", "ensemble"], "refit on all data, or average the fold models")
-    batched: bool = _doc(True, "train the K fold models as one stacked model (same maths, fewer kernel launches)")
-    standardize: bool = _doc(False, "scale inputs/targets with training-set mean/std")
-    probe_inputs: list[float] = _list([-4.0, -2.0, 0.1, 2.5, 4.0], "inputs for activation profiles")
-    splitter: str = _choice("kfold", ["kfold", "blocked", "cluster"],
-                            "CV folds: shuffled, contiguous blocks of sorted x (block_col), or leave one "
-                            "cluster out (clusters split at gaps in x, or given by group_col)")
-    block_col: str = _doc("", "input column that splitter=blocked sorts along (time, position, ...); needed "
-                              "with several input columns, default the only one")
-    group_col: str = _doc("", "column of group labels for splitter=cluster (not an input); empty = find clusters in x")
-    search: str = _choice("none", ["none", "auto"], "auto: built-in search scored by the splitter's CV, "
-                                                     "then an ensemble of the best configs (preset auto)")
-    ensemble_top: int = _doc(4, "search=auto: configs in the final ensemble (each with its fold models)")
-    threads: int = _doc(0, "torch intra-op threads while training; 0 = 1 for tiny nets, else torch's default")
-    reference: str = _choice("auto", ["auto", "gp", "ridge", "none"],
-                             "baseline fitted beside the net (needs scikit-learn): auto = a Gaussian process for "
-                             "one input column, ridge for several; none = off (--no-reference)")
-    interval: str = _choice("model", ["model", "cv_plus"],
-                            "90% interval: model = members' spread plus noise; cv_plus = conformal CV+ from the "
-                            "fold models' held-out residuals (coverage >= 80% guaranteed, ~90% in practice, for "
-                            "exchangeable data; see docs/regression_vs_gp.md)")
-    lr: float = 0.02
-    weight_decay: float = 1e-5
-    epochs: int = 600
-    batch_size: int = 256
+    def range_checks(self) -> list[tuple[str, bool, str]]:
+        """A task's own ``(key, ok, why)`` range checks, run by :func:`validate` after the shared ones."""
+        return []
 
 
-@dataclass
-class ClassifyConfig(TrainConfig):
-    """Image or table classification (Fashion-MNIST by default; see :mod:`nndl.data`)."""
-
-    model: str = _choice("mlp", list(MODEL_KINDS), "network architecture (nndl.base.model_kinds; `nndl presets` lists them)")
-    data: str = _doc("", "dataset: an IDX folder, a folder of class subfolders of images, or a .csv table; "
-                         "empty = Fashion-MNIST from $NNDL_DATA, the Debian package, the cache")
-    dataset: str = _choice("auto", ["auto", "fashion_mnist", "idx", "image_folder", "csv_table"],
-                           "dataset kind (nndl.data); auto = detected from `data`")
-    label_col: str = _doc("", "csv_table: the class column (default: a column named 'label')")
-    image_size: int = _doc(32, "image_folder: images are resized to image_size x image_size pixels")
-    test_fraction: float = _doc(0.2, "image_folder/csv_table without a fixed test split: stratified test share "
-                                     "(0 with test_data)")
-    test_data: str = _doc("", "csv_table: a CSV test file with the training file's columns (--test); then no "
-                              "test split is drawn")
-    verify: bool = _doc(True, "check the official files' SHA-256")
-    subset: int = _doc(0, "use only the first N training images (stratified); 0 = all")
-    test_subset: int = _doc(0, "evaluate on the first N test images; 0 = all")
-    val_fraction: float = _doc(0.1, "stratified share of the training images held out for validation")
-    hidden: list[int] = _list([256, 128, 64], "MLP hidden layer widths")
-    dropout: list[float] = _list([0.2, 0.1, 0.1], "MLP dropout after each hidden layer, one rate per layer (these "
-                                                  "defaults are cut, or padded with 0, to fit another hidden)")
-    channels: list[int] = _list([16, 32, 64], "conv widths")
-    activation: str = _choice("relu", ["sigmoid", "tanh", "relu", "gelu"])
-    init: str = _choice("default", ["default", "xavier", "kaiming"])
-    label_smoothing: float = _doc(0.0, "cross-entropy label smoothing")
-    flip: bool = _doc(False, "random horizontal flip")
-    mirror_invariant: str = _choice("auto", ["auto", "yes", "no"],
-                                    "images: does a mirrored image keep its class? auto = the dataset says (Fashion-"
-                                    "MNIST yes; IDX and image folders no: digits, letters, text); a preset's flip / "
-                                    "tta_flip is switched off where it is not")
-    translate: int = _doc(0, "random translation of up to N pixels (pad + crop)")
-    erase: float = _doc(0.0, "probability of random erasing per image")
-    # More augmentations (nndl.nn.augment's registry, same ranges there); all off by default.
-    rotate: float = _doc(0.0, "random rotation of up to N degrees either way")
-    scale: float = _doc(0.0, "random zoom by a factor in [1-s, 1+s] at a random place (resized crop)")
-    noise: float = _doc(0.0, "Gaussian noise std, in normalised units")
-    mixup: float = _doc(0.0, "mixup with weights ~ Beta(a, a); 0 = off")
-    cutmix: float = _doc(0.0, "cutmix with box areas ~ Beta(a, a); 0 = off")
-    cutmix_prob: float = _doc(1.0, "share of images that get cutmix (the others get mixup if on)")
-    tta_flip: bool = _doc(False, "average logits of the image and its mirror at evaluation")
-    eval_batch_size: int = _doc(2048, "images per batch at evaluation")
-    calibrate: str = _choice("auto", ["auto", "temperature", "none"],
-                             "temperature: divide the logits by a temperature T in [0.25, 4] fitted on the "
-                             "validation split (folded into model.pt); auto = for models with scaled logits (fast)")
-    search: str = _choice("none", ["none", "auto"], "auto: score a few recipes that fit the data kind by stratified "
-                                                     "3-fold CV on the training split, then train the best "
-                                                     "(preset auto; nndl.tasks.classify.auto)")
-    reference: str = _choice("auto", ["auto", "logistic", "hgb", "none"],
-                             "baseline fitted beside the network on the same split (nndl.tasks.classify.reference): auto = "
-                             "logistic regression when scikit-learn is installed; hgb = gradient boosting (tables)")
-    amp: bool = _doc(True, "bf16 autocast on CUDA (see amp_cpu for CPUs)")
-    amp_cpu: bool = _doc(False, "bf16 autocast on a CPU with native bf16 (AVX-512 BF16 or AMX; fp32 on other CPUs): "
-                                "~2x faster convolutions, slightly different numbers")
-    compile: bool = _doc(False, "torch.compile the model (start-up cost reported separately)")
-    threads: int = _doc(0, "torch intra-op threads on CPU; 0 = torch's default")
-    lr: float = 1e-3
-    epochs: int = 20
-    batch_size: int = 256
+# The task registry: each task's config module (nndl.tasks.NAME.config) registers its dataclass,
+# its named presets and its "does not apply" rules on import. Base code reads it by task name only.
+TASK_PACKAGE = "nndl.tasks"  # imports every task's config module
 
 
-TASK_CONFIGS = {"regress": RegressConfig, "classify": ClassifyConfig}
+@dataclass(frozen=True)
+class TaskConfig:
+    """What :func:`register` records for one task."""
 
-# Presets are small dicts of overrides on top of the task's defaults.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "regress": {
-        # The reference notebook's network and training, unchanged.
-        "seed": {},
-        # Chosen by bench/regress_presets.py (96 configs, 5-fold CV on the training set only): the
-        # top five by validation MSE are within noise of each other; this one has the smallest
-        # fold-to-fold spread. GELU + standardised inputs/targets + stronger L2 fill the gaps smoothly.
-        "smooth": {"activation": "gelu", "lr": 0.005, "weight_decay": 1e-3, "standardize": True},
-        # A built-in search (nndl.tasks.regress.task.AUTO_SPACE: smooth activations x widths/depths x L2 x lr, on
-        # standardised x/y) scored by blocked CV, whose held-out blocks are gaps in miniature; the final
-        # model is the ensemble of the best configs' fold models, with a calibrated 90% interval.
-        # Chosen by bench/regression_suite.py (generated gap problems), not on one test set.
-        "auto": {"search": "auto", "splitter": "blocked", "final": "ensemble", "standardize": True},
-    },
-    "classify": {
-        "mlp": {"model": "mlp", "epochs": 20},
-        # A built-in search over recipes for the data kind (tables: MLP widths, L2, lr; images: the MLP,
-        # the reference CNN, with shifts, with flips where mirroring keeps the classes), scored by 3-fold
-        # CV on the training split; the run trains the winner (nndl.tasks.classify.auto).
-        "auto": {"search": "auto"},
-        # The reference network and optimiser (Adam 1e-3, batch 256); cosine decay and random
-        # flips curb the overfitting that a constant lr shows after epoch ~7 (90.3% -> see README).
-        "cnn": {"model": "cnn", "epochs": 15, "schedule": "cosine", "flip": True},
-        # Strongest preset that trains on 2 CPU cores in well under an hour: the reference CNN
-        # at 2x/4x width with flip + shift augmentation, label smoothing, one-cycle AdamW and flip TTA.
-        "wide": {"model": "cnn", "channels": [32, 64, 128], "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
-                 "schedule": "onecycle", "epochs": 20, "batch_size": 256, "label_smoothing": 0.1, "flip": True,
-                 "translate": 2, "tta_flip": True},
-        "resnet": {"model": "resnet", "channels": [32, 64, 128], "optimizer": "sgd", "nesterov": True,
-                   "lr": 0.1, "weight_decay": 5e-4, "schedule": "onecycle", "epochs": 30, "batch_size": 256,
-                   "label_smoothing": 0.1, "flip": True, "translate": 2, "erase": 0.3, "tta_flip": True},
-        # Time-to-accuracy on CPU: the reference CNN with a 4-epoch one-cycle AdamW schedule,
-        # label smoothing and flip test-time augmentation (ideas from CIFAR-10 speed runs), no
-        # validation split (all 60k images train).
-        "fast": {"model": "cnn", "optimizer": "adamw", "lr": 4e-3, "weight_decay": 5e-2, "schedule": "onecycle",
-                 "epochs": 4, "batch_size": 256, "label_smoothing": 0.1, "flip": True, "tta_flip": True,
-                 "val_fraction": 0.0},
-        # Time-to-91% on CPU (issue 14): the lite network (stride-2 stem, no layer at full resolution:
-        # 2/3 of the reference CNN's multiply-adds) at 16/32/64, 3 one-cycle epochs at batch 64 (more steps
-        # per second of training beat 128/256/512 here) with lr 8e-3, label smoothing, flips + flip TTA,
-        # and bf16 autocast where the CPU computes bf16 natively (amp_cpu; fp32 on other CPUs, where
-        # this recipe needs ~1.0-1.3 typical-loop epochs: bench/speed_interleaved.py --fp32). Chosen on 2 AMD EPYC cores against 4 epochs
-        # at 128, batch 32/48, lr 6e-3 and wider nets (README, Speed).
-        "speed": {"model": "lite", "channels": [16, 32, 64], "optimizer": "adamw", "lr": 8e-3, "weight_decay": 5e-2,
-                  "schedule": "onecycle", "epochs": 3, "batch_size": 64, "label_smoothing": 0.1, "flip": True,
-                  "tta_flip": True, "val_fraction": 0.0, "amp_cpu": True},
-        # Time-to-93.5% on CPU (issue 14): the lite network with a second conv at 1/4 resolution (lite4;
-        # depth where maps are 7x7 beat width: 93.41% vs lite 48/96/192's 93.27% in 20 epochs), AdamW
-        # one-cycle at batch 256, label smoothing, flips + 2-pixel shifts, flip TTA, bf16 where native.
-        "accurate": {"model": "lite4", "channels": [32, 64, 128], "optimizer": "adamw", "lr": 3e-3,
-                     "weight_decay": 5e-2, "schedule": "onecycle", "epochs": 26, "batch_size": 256,
-                     "label_smoothing": 0.1, "flip": True, "translate": 2, "tta_flip": True, "val_fraction": 0.0,
-                     "amp_cpu": True},
-        # Best accuracy within ~250 typical-loop epochs on CPU (issue 14), and the GPU record recipe:
-        # accurate's network at twice the width, 40 epochs, plus random erasing (longer training
-        # overfits without it).
-        "record": {"model": "lite4", "channels": [64, 128, 256], "optimizer": "adamw", "lr": 3e-3,
-                   "weight_decay": 5e-2, "schedule": "onecycle", "epochs": 40, "batch_size": 256,
-                   "label_smoothing": 0.1, "flip": True, "translate": 2, "erase": 0.25, "tta_flip": True,
-                   "val_fraction": 0.0, "amp_cpu": True},
-    },
-}
+    cls: type
+    presets: dict[str, dict[str, Any]]
+    # saved config dict -> {key: why the run never read it}, beyond the shared rules of unused_settings
+    not_applicable: Callable[[dict], dict[str, str]] | None = None
+    # (built config, keys the user gave) -> None, raising NndlError for a combination that cannot apply
+    check_given: Callable[[Any, dict], None] | None = None
+
+
+_REGISTERED: dict[str, TaskConfig] = {}
+
+
+def register(name: str, cls: type, presets: dict[str, dict[str, Any]],
+             not_applicable: Callable[[dict], dict[str, str]] | None = None,
+             check_given: Callable[[Any, dict], None] | None = None) -> None:
+    """Declare task ``name``'s config dataclass, its named presets and its "does not apply" rules.
+
+    Parameters
+    ----------
+    name : str
+        The task name (``nndl NAME``, ``resolve(NAME, ...)``).
+    cls : type
+        A :class:`TrainConfig` dataclass; its ``range_checks`` are part of :func:`validate`.
+    presets : dict
+        Preset name -> overrides of the defaults; the first is listed first by ``nndl presets``.
+    not_applicable : callable, optional
+        ``config dict -> {key: reason}``: task keys a run with that config never reads
+        (see :func:`unused_settings`).
+    check_given : callable, optional
+        ``(cfg, given keys) -> None``, raising :class:`NndlError` for given values that cannot apply.
+    """
+    _REGISTERED[name] = TaskConfig(cls, presets, not_applicable, check_given)
+
+
+def registered() -> dict[str, TaskConfig]:
+    """Every registered task's :class:`TaskConfig`, by name.
+
+    The task configs live above this layer, so a process that has not imported them yet (a
+    report or a run folder opened on its own) gets them here: the task package is imported by
+    name the first time, as :mod:`nndl.tasks` loads each task's module by name.
+    """
+    if TASK_PACKAGE not in sys.modules:
+        importlib.import_module(TASK_PACKAGE)
+    return _REGISTERED
+
+
+class _View(Mapping):
+    """A read-only task name -> ``TaskConfig.<part>`` mapping over :func:`registered`."""
+
+    def __init__(self, part: str) -> None:
+        self._part = part
+
+    def __getitem__(self, task: str):
+        return getattr(registered()[task], self._part)
+
+    def __iter__(self):
+        return iter(registered())
+
+    def __len__(self) -> int:
+        return len(registered())
+
+
+# task name -> config dataclass, and task name -> {preset name -> overrides}
+TASK_CONFIGS: Mapping[str, type] = _View("cls")
+PRESETS: Mapping[str, dict[str, dict[str, Any]]] = _View("presets")
+
 
 
 def field_choices(cls, name: str) -> list[str]:
     """The allowed values of a choice field (e.g. the classifier models), as the CLI offers them."""
     return list(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
+
+
+def field_default(cls, name: str) -> Any:
+    """The default value of field ``name`` of the config dataclass ``cls`` (a fresh list for a list)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
 def field_names(task: str) -> set[str]:
@@ -352,37 +271,7 @@ def validate(cfg) -> None:
               ("seed", 0 <= cfg.seed < SEED_LIMIT, "must be in 0 .. 2**63 - 1"),
               ("warmup_epochs", 0 <= cfg.warmup_epochs <= cfg.epochs, "must be between 0 and epochs"),
               ("min_lr_factor", 0 <= cfg.min_lr_factor <= 1, "must be in [0, 1]")]
-    if isinstance(cfg, RegressConfig):
-        checks += [("folds", cfg.folds >= 2, "must be >= 2"), ("hidden", all(h >= 1 for h in cfg.hidden), "sizes must be >= 1"),
-                   ("dropout", 0 <= cfg.dropout < 1, "must be in [0, 1)"),
-                   ("ensemble_top", cfg.ensemble_top >= 1, "must be >= 1"), ("threads", cfg.threads >= 0, "must be >= 0")]
-    if isinstance(cfg, ClassifyConfig):
-        checks += [("val_fraction", 0 <= cfg.val_fraction < 1, "must be in [0, 1)"),
-                   # early stopping watches the validation accuracy: without a split there is none to watch
-                   ("patience", cfg.patience == 0 or cfg.val_fraction > 0,
-                    "needs a validation split to watch; set val_fraction > 0 (e.g. 0.1), or patience=0"),
-                   ("calibrate", cfg.calibrate != "temperature" or cfg.val_fraction > 0,
-                    "fits the temperature on the validation split; set val_fraction > 0 (e.g. 0.1), or calibrate=none"),
-                   ("test_fraction", 0 < cfg.test_fraction < 1 or (cfg.test_fraction == 0 and cfg.test_data),
-                    "must be in (0, 1); 0 only with a test file (--test FILE.csv, or test_data=FILE.csv)"),
-                   ("image_size", 8 <= cfg.image_size <= 512, "must be in 8..512 pixels"),
-                   ("dropout", all(0 <= d < 1 for d in cfg.dropout), "values must be in [0, 1)"),
-                   ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),
-                   ("erase", 0 <= cfg.erase <= 1, "must be in [0, 1]"),
-                   ("translate", 0 <= cfg.translate <= 8, "must be in 0..8"),
-                   ("rotate", 0 <= cfg.rotate <= 180, "must be in [0, 180]"),
-                   ("scale", 0 <= cfg.scale <= 0.9, "must be in [0, 0.9]"),
-                   ("noise", 0 <= cfg.noise <= 3, "must be in [0, 3]"),
-                   ("mixup", 0 <= cfg.mixup <= 10, "must be in [0, 10]"),
-                   ("cutmix", 0 <= cfg.cutmix <= 10, "must be in [0, 10]"),
-                   ("cutmix_prob", 0 <= cfg.cutmix_prob <= 1, "must be in [0, 1]"),
-                   ("subset", cfg.subset >= 0, "must be >= 0 (0 = all images)"),
-                   ("test_subset", cfg.test_subset >= 0, "must be >= 0 (0 = all test images)"),
-                   ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
-                   ("hidden", bool(cfg.hidden) and all(h >= 1 for h in cfg.hidden), "needs sizes >= 1"),
-                   ("channels", "channels" not in MODEL_KINDS[cfg.model].reads
-                    or (len(cfg.channels) == 3 and all(c >= 1 for c in cfg.channels)),
-                    "needs three widths >= 1")]
+    checks += cfg.range_checks()
     for key, ok, why in checks:
         if not ok:
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r}: {why}")
@@ -394,10 +283,9 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
 
     The report lists only what a run used; ``config.json`` keeps everything. The
     rules mirror what the training code reads: SGD alone reads ``momentum`` and
-    ``nesterov``; a constant schedule never decays to ``min_lr_factor``; only the
-    classifiers whose :data:`~nndl.base.model_kinds.MODEL_KINDS` entry lists a model setting read it
-    (the MLP ``hidden``/``dropout``/``activation``/``init``, the CNNs ``channels``); ``amp`` is
-    bf16 autocast on CUDA only, ``amp_cpu`` on CPUs only.
+    ``nesterov``; a constant schedule never decays to ``min_lr_factor``; ``amp`` is
+    bf16 autocast on CUDA only, ``amp_cpu`` on CPUs only. Each task adds its own rules
+    (``not_applicable`` of :func:`register`, e.g. model settings a model never reads).
     """
     out: dict[str, str] = {}
     opt = config.get("optimizer")
@@ -407,17 +295,9 @@ def unused_settings(task: str, config: dict, device: str = "") -> dict[str, str]
         out["nesterov"] = "needs momentum > 0"
     if config.get("schedule") == "constant":
         out["min_lr_factor"] = "the constant schedule does not decay"
-    if task == "regress" and config.get("search", "none") != "auto":
-        out["ensemble_top"] = f"only search=auto builds an ensemble of the best configs (search {config.get('search')})"
-    if task == "regress" and config.get("splitter", "kfold") != "cluster":
-        out["group_col"] = f"only splitter=cluster reads group labels (splitter {config.get('splitter')})"
-    if task == "regress" and config.get("splitter", "kfold") != "blocked":
-        out["block_col"] = f"only splitter=blocked sorts along a column (splitter {config.get('splitter')})"
-    model = config.get("model")
-    if task == "classify" and model in MODEL_KINDS:  # the registry says which settings each model reads
-        for key in MODEL_SETTINGS:
-            if key not in MODEL_KINDS[model].reads:
-                out[key] = why_unused(model, key)
+    entry = registered().get(task)
+    if entry is not None and entry.not_applicable is not None:  # the task's own rules
+        out.update(entry.not_applicable(config))
     if "amp" in config and device and not device.startswith("cuda"):
         out["amp"] = f"bf16 autocast runs on CUDA only (device {device}; amp_cpu is the CPU's setting)"
     if config.get("amp_cpu") and device and not device.startswith("cpu"):
@@ -429,8 +309,8 @@ def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
     """Refuse, in one line, a setting the user gave that this config would never read.
 
     Only keys given explicitly (by a preset file or ``--set``/overrides) whose value differs
-    from the task's default are refused: ``--set hidden=64`` for a CNN or ``--set momentum=0.5``
-    under Adam would otherwise be ignored in silence. ``amp`` and ``amp_cpu`` depend on the device
+    from the task's default are refused: ``--set momentum=0.5`` under Adam, or a setting the
+    chosen model never reads, would otherwise be ignored in silence. ``amp`` and ``amp_cpu`` depend on the device
     (and the CPU) at run time and are only left out of the report. The rules are
     :func:`unused_settings`, shared with the report.
     """
@@ -442,11 +322,9 @@ def check_applies(task: str, cfg, given: dict[str, Any]) -> None:
         if key in unused and getattr(cfg, key) != defaults.get(key):
             raise NndlError(f"config key '{key}' = {getattr(cfg, key)!r} does not apply: {unused[key]}; "
                             f"remove it or change the setting it depends on")
-    if task == "classify" and "dropout" in given and len(cfg.dropout) != len(cfg.hidden):
-        # the MLP would cut the list or pad it with 0: rates the user wrote would be dropped or missing
-        rates = ",".join([f"{cfg.dropout[0]:g}"] * len(cfg.hidden)) if cfg.dropout else "0"
-        raise NndlError(f"config key 'dropout' = {cfg.dropout!r}: one rate per hidden layer, but hidden = "
-                        f"{cfg.hidden!r} has {len(cfg.hidden)}; give {len(cfg.hidden)} rates, e.g. dropout={rates}")
+    check_given = registered()[task].check_given
+    if check_given is not None:  # the task's own combinations (e.g. one value per layer)
+        check_given(cfg, given)
 
 
 def read_preset_file(path: str | Path) -> dict[str, Any]:
@@ -498,7 +376,8 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
 
     Parameters
     ----------
-    task : {"regress", "classify"}
+    task : str
+        A registered task name (see :func:`register`).
     preset : str, optional
         A preset name from :data:`PRESETS` or a path to a ``.toml``/``.json`` preset file.
     overrides : dict or list of "key=value" strings, optional
@@ -508,7 +387,8 @@ def resolve(task: str, preset: str | None = None, overrides: dict[str, Any] | li
 
     Returns
     -------
-    RegressConfig or ClassifyConfig
+    TrainConfig
+        The task's config dataclass.
     """
     cls = TASK_CONFIGS[task]
     values: dict[str, Any] = {}

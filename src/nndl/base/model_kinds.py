@@ -1,7 +1,7 @@
 """The classifier registry: each network's name, what it is, and which config settings it reads.
 
 This is the one list of models. It drives the ``model`` choices of
-:class:`~nndl.base.config.ClassifyConfig` (and so ``nndl classify --model``), the "does not
+:class:`~nndl.tasks.classify.config.ClassifyConfig` (and so ``nndl classify --model``), the "does not
 apply" check (``--set hidden=64`` for a CNN is refused because only the models listing
 ``hidden`` read it), the listing of ``nndl presets``, whether a model can read table rows,
 and -- through :func:`nndl.nn.models.build_classifier` -- which builder makes it. It imports no

@@ -130,12 +130,12 @@ def load(cfg) -> Dataset:
 def check_applies(kind: str, cfg) -> None:
     """Refuse, in one line, a dataset setting (of :data:`DATASET_SETTINGS`) that the ``kind`` of data never
     reads but that differs from its default (``image_size`` or ``label_col`` for Fashion-MNIST, ...)."""
-    from nndl.base.config import ClassifyConfig
+    from nndl.base.config import field_default
 
-    defaults, reads = ClassifyConfig(), module(kind).READS
+    reads = module(kind).READS
     for key in DATASET_SETTINGS:
         value = getattr(cfg, key)
-        if key not in reads and value != getattr(defaults, key):
+        if key not in reads and value != field_default(type(cfg), key):  # the default of cfg's own config class
             users = ", ".join(name for name in REGISTRY if key in module(name).READS)
             raise NndlError(f"config key '{key}' = {value!r} does not apply to {kind} data (only to {users}); "
                             "remove it")

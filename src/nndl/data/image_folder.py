@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nndl.base.config import ClassifyConfig
+from nndl.base.config import field_default
 from nndl.base.errors import NndlError
 from nndl.data import Dataset, check_classes, pixel_stats, stratified_test_split
 
@@ -197,7 +197,7 @@ def load(cfg) -> Dataset:
         raise NndlError(f"{root}: {len(names)} class folder{'s' if len(names) != 1 else ''}; a classifier needs at "
                         "least two (ROOT/CLASS_A/*.png, ROOT/CLASS_B/*.png, ...)")
     if test_dirs is not None:
-        if cfg.test_fraction != ClassifyConfig().test_fraction:  # given, yet the fixed split decides
+        if cfg.test_fraction != field_default(type(cfg), "test_fraction"):  # given, yet the fixed split decides
             raise NndlError(f"config key 'test_fraction' = {cfg.test_fraction!r} does not apply: {root} has its own "
                             f"test split ({root / 'test'}); remove it")
         extra = [d.name for d in test_dirs if d.name not in names]

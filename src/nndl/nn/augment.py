@@ -22,7 +22,7 @@ Table rows (``(N, F)``, already standardised) take only the augmentations not
 marked ``images_only`` (noise, mixup); asking for another is refused in one line.
 
 Adding an augmentation is one function decorated with :func:`register` here,
-plus its config field (same range) in :class:`nndl.base.config.ClassifyConfig`.
+plus its config field (same range) in :class:`nndl.tasks.classify.config.ClassifyConfig`.
 """
 from __future__ import annotations
 

@@ -277,7 +277,7 @@ def _lite4(cfg, shape, classes):
 
 
 def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, num_classes: int = _CLASSES) -> nn.Module:
-    """The classifier named by ``cfg.model`` (a :class:`~nndl.base.config.ClassifyConfig`), from :data:`BUILDERS`.
+    """The classifier named by ``cfg.model`` (a :class:`~nndl.tasks.classify.config.ClassifyConfig`), from :data:`BUILDERS`.
 
     ``input_shape`` is (channels, height, width) of one image (the MLP sees it flattened; a table
     of F features is ``(1, 1, F)``) and ``num_classes`` the number of logits; the defaults are
@@ -289,7 +289,7 @@ def build_classifier(cfg, input_shape: tuple[int, int, int] = _FASHION_SHAPE, nu
 
 
 def build_regressor(cfg, in_features: int) -> MLP:
-    """The regression MLP described by a :class:`~nndl.base.config.RegressConfig`."""
+    """The regression MLP described by a :class:`~nndl.tasks.regress.config.RegressConfig`."""
     return MLP(in_features, cfg.hidden, 1, cfg.activation, cfg.dropout, cfg.init)
 
 

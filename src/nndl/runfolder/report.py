@@ -154,18 +154,12 @@ def check_run_dir(run_dir: str | Path) -> Path:
 
 def _config_defaults(task: str) -> dict[str, Any]:
     """Default values of the task's config fields, to flag what a run changed."""
-    from nndl.base.config import TASK_CONFIGS
+    from nndl.base.config import TASK_CONFIGS, field_default
 
-    cls = TASK_CONFIGS.get(task)
+    cls = TASK_CONFIGS.get(task)  # the registry (filled by nndl.tasks, imported on first use)
     if cls is None:
         return {}
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
-    return out
+    return {f.name: field_default(cls, f.name) for f in dataclasses.fields(cls)}
 
 
 # ----------------------------------------------------------------------------- templates

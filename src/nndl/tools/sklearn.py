@@ -292,7 +292,7 @@ class NNRegressor(RegressorMixin, _NNBase):
         An ``nndl regress`` preset (``seed``, ``smooth``) or a ``.toml``/``.json`` preset file;
         parameters left at ``None`` take their value from it (or nndl's defaults).
     hidden, activation, init, dropout, standardize
-        The network (see :class:`nndl.base.config.RegressConfig`). ``standardize=True`` scales inputs
+        The network (see :class:`nndl.tasks.regress.config.RegressConfig`). ``standardize=True`` scales inputs
         and the target with the training data's mean and std inside the model.
     optimizer, lr, momentum, nesterov, weight_decay, l1, epochs, batch_size, schedule, warmup_epochs, \
 min_lr_factor, time_limit, device, threads
@@ -310,7 +310,7 @@ min_lr_factor, time_limit, device, threads
     ----------
     model_ : torch.nn.Module
         The fitted network (on the CPU; takes float inputs shaped ``(n, n_features_in_)``).
-    config_ : nndl.base.config.RegressConfig
+    config_ : nndl.tasks.regress.config.RegressConfig
         The resolved config of the last fit.
     history_ : list of dict
         One row per epoch trained (``train_loss``, ``lr``, ``seconds``), over all warm starts.
@@ -416,7 +416,7 @@ class NNClassifier(ClassifierMixin, _NNBase):
         The MLP takes any number of features. The image models take ``X`` as ``(n, C, H, W)``,
         ``(n, H, W)`` or ``(n, H*W)`` with a square ``H*W``; ``cnn`` needs at least 12x12 pixels.
     hidden, dropout, channels, activation, init
-        The network (see :class:`nndl.base.config.ClassifyConfig`).
+        The network (see :class:`nndl.tasks.classify.config.ClassifyConfig`).
     optimizer, lr, momentum, nesterov, weight_decay, l1, epochs, batch_size, schedule, warmup_epochs, \
 min_lr_factor, label_smoothing, time_limit, device, eval_batch_size, amp, amp_cpu, compile, threads
         Training, as in ``nndl classify`` (``threads`` is restored after each fit; ``amp_cpu`` is bf16

@@ -26,6 +26,7 @@ from nndl.nn.metrics import classification_metrics
 from nndl.nn.models import build_classifier
 from nndl.tasks.base import Setup, Task, run_task
 from nndl.tasks.classify import NAME
+from nndl.tasks.classify.config import ClassifyConfig
 from nndl.runfolder.files import read_json, save_model, write_history_csv, write_json
 from nndl.training.trainer import ModelOptions, autocast_on, evaluate, load_checkpoint, pick_device
 from nndl.training.trainer import train as fit
@@ -510,7 +511,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
     preset : str, optional
         ``mlp``, ``cnn``, ``resnet``, ``fast``, or a ``.toml``/``.json`` preset file.
     overrides : dict or list of "key=value", optional
-        Config overrides (see :class:`nndl.base.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
+        Config overrides (see :class:`nndl.tasks.classify.config.ClassifyConfig`), e.g. ``{"epochs": 5}``.
     seed : int, optional
     out : str, optional
         Run folder (default: a new timestamped folder under ``runs/``).
@@ -553,7 +554,7 @@ def classify(preset: str | None = "mlp", overrides: dict[str, Any] | list[str] |
             raise NndlError(f"--resume {resume}: continues the run in its own folder; drop "
                             f"{'--out' if out is not None else '--overwrite'}")
         cfg = _resume_config(resume, overrides, seed, echo)
-        if not isinstance(cfg, config_mod.ClassifyConfig):
+        if not isinstance(cfg, ClassifyConfig):
             return cfg  # a finished run: nothing to do
     else:
         cfg = config_mod.resolve("classify", preset, overrides, seed)

@@ -24,7 +24,7 @@ from nndl.base.errors import NndlError
 from nndl.nn.intervals import coverage, z_value
 
 # The config's ``reference`` choices (auto, gp, ridge, none) are declared with the other settings in
-# nndl.base.config; ``auto`` is a GP for one input column up to GP_MAX_ROWS rows, else ridge (:func:`choose`).
+# nndl.tasks.regress.config; ``auto`` is a GP for one input column up to GP_MAX_ROWS rows, else ridge (:func:`choose`).
 #: Above this many training rows ``auto`` fits ridge: a GP's fit grows as rows cubed (on one busy core,
 #: 5 restarts: ~1.4 s at 300 rows and ~5 s at 500, and the run refits it on each CV fold as well).
 GP_MAX_ROWS = 500

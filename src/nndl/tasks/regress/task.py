@@ -612,7 +612,7 @@ def regress(train: str | None = None, test: str | None = None, preset: str | Non
         Default: the reference notebook's net (``seed``) for one input column, :data:`TABLE_RECIPE`
         for several.
     overrides : dict or list of "key=value", optional
-        Config overrides (see :class:`nndl.base.config.RegressConfig`).
+        Config overrides (see :class:`nndl.tasks.regress.config.RegressConfig`).
     seed : int, optional
     out : str, optional
         Run folder (default: a new timestamped folder under ``runs/``).
