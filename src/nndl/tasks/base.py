@@ -222,8 +222,8 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
         one nndl made may be replaced.
     resume_dir : Path, optional
         Continue the interrupted run in this folder (its config.json is kept as it is).
-    callbacks : CallbackList
-        Receive the run events and every model's training events.
+    callbacks : CallbackList, optional
+        Receive the run events and every model's training events (default: none).
 
     Raises
     ------
@@ -232,7 +232,10 @@ def run_task(task: Task, cfg, *, data=None, out: str | Path | None = None, overw
     """
     from nndl.runfolder.files import new_run_dir, seal, write_json
 
+    from nndl.training.callbacks import CallbackList
+
     out = path_argument(out, "out")  # the Python API's wrong types: one line before any work
+    callbacks = callbacks if callbacks is not None else CallbackList([])
     echo = function_argument(echo, "echo") or (lambda s: None)
     with task.threads(cfg):
         loaded = task.load(cfg, data)  # every input problem surfaces before anything is written
