@@ -15,7 +15,14 @@ The step is a forward and a backward pass (no optimiser) of N = 9 SmallCNNs (16/
 The table gives the median milliseconds per step over ``--repeats`` timings of ``--steps`` steps
 and the ratio to the loop; the JSON goes to ``--out``.
 
+``--cv`` adds the end-to-end row: the ``cnn`` preset's grid lr x weight decay (3 x 3) cross-validated
+(3-fold) on a ``--subset`` of Fashion-MNIST for ``--epochs``, once one by one (the task's
+``cross_validate`` per config) and once as one stack of all 27 fold models (``cross_validate_stacked``,
+what ``nndl tune classify --batch-trials 9`` runs): seconds of each, and how far each fold model's
+validation accuracy and loss and each config's CV score lie apart.
+
     PYTHONPATH=src .venv/bin/python bench/cnn_stack_speed.py [--models 9] [--batch 128] [--steps 10]
+    PYTHONPATH=src .venv/bin/python bench/cnn_stack_speed.py --cv [--subset 2000] [--epochs 2]
 """
 from __future__ import annotations
 
@@ -88,6 +95,34 @@ def make_steps(n: int, batch: int):
             "grouped (cl, 3 per pass)": grouped_step(True, 3), "grouped (cl, 2 per pass)": grouped_step(True, 2)}
 
 
+def cv_row(subset: int, epochs: int, folds: int = 3) -> dict:
+    """The cnn preset's 3 x 3 grid cross-validated one by one and stacked: seconds and agreement."""
+    from nndl.base import config as config_mod
+    from nndl.tasks.classify.task import TASK, load_dataset
+
+    grid = [{"lr": lr, "weight_decay": wd} for lr in (3e-4, 1e-3, 3e-3) for wd in (0.0, 1e-4, 1e-3)]
+    cfgs = [config_mod.resolve("classify", "cnn", {"subset": subset, "epochs": epochs, "reference": "none", **g}, 0)
+            for g in grid]
+    ds = load_dataset(cfgs[0])
+    t0 = time.perf_counter()
+    alone = [TASK.cross_validate(c, ds, folds) for c in cfgs]
+    t_alone = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stacked = TASK.cross_validate_stacked(cfgs, ds, folds)
+    t_stacked = time.perf_counter() - t0
+    acc = [abs(s["val_accuracy"] - a["val_accuracy"]) for ss, aa in zip(stacked, alone) for s, a in zip(ss, aa)]
+    loss = [abs(s["val_loss"] / a["val_loss"] - 1) for ss, aa in zip(stacked, alone) for s, a in zip(ss, aa)]
+    mean = lambda fs: sum(f["score"] for f in fs) / len(fs)  # noqa: E731
+    cv = [abs(mean(ss) - mean(aa)) for ss, aa in zip(stacked, alone)]
+    rank = lambda runs: sorted(range(len(runs)), key=lambda i: -mean(runs[i]))  # noqa: E731
+    return {"grid": grid, "subset": subset, "epochs": epochs, "folds": folds, "fold_models": len(acc),
+            "seconds_one_by_one": t_alone, "seconds_stacked": t_stacked, "speedup": t_alone / t_stacked,
+            "max_abs_val_accuracy_diff": max(acc), "fold_models_with_equal_val_accuracy": sum(a == 0 for a in acc),
+            "max_rel_val_loss_diff": max(loss), "max_abs_cv_score_diff": max(cv),
+            "same_ranking": rank(stacked) == rank(alone), "cv_scores_one_by_one": [mean(a) for a in alone],
+            "cv_scores_stacked": [mean(s) for s in stacked]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=9)
@@ -95,9 +130,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cv", action="store_true", help="also the cnn preset's 3x3 grid, 3-fold, stacked vs one by one")
+    ap.add_argument("--subset", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--no-steps", action="store_true", help="skip the step timings (with --cv)")
     ap.add_argument("--out", default="bench/results/cnn_stack_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    out = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    if not args.no_steps:
+        out.update(step_table(args))
+    if args.cv:
+        row = cv_row(args.subset, args.epochs)
+        out["cv"] = {**row, "threads": args.threads}
+        print(f"cnn preset, lr x weight decay 3x3, 3-fold, {args.subset} images, {args.epochs} epochs, "
+              f"{args.threads} thread(s): one by one {row['seconds_one_by_one']:.1f} s, stacked "
+              f"{row['seconds_stacked']:.1f} s ({row['speedup']:.2f}x); fold val accuracy max |diff| "
+              f"{row['max_abs_val_accuracy_diff']:.4f} ({row['fold_models_with_equal_val_accuracy']}/"
+              f"{row['fold_models']} equal), CV score max |diff| {row['max_abs_cv_score_diff']:.4f}, "
+              f"same ranking: {row['same_ranking']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+
+def step_table(args) -> dict:
+    """The per-step timings of the four ways, printed as a table."""
     rows = {}
     for name, step in make_steps(args.models, args.batch).items():
         rows[name] = timed(step, args.steps, args.repeats)
@@ -114,8 +171,7 @@ def main() -> None:
         out["hardware"] = hardware()
     except Exception:  # the bench runs without it
         pass
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -54,6 +54,23 @@ def groupable(model: nn.Module) -> str | None:
     return None
 
 
+@torch.no_grad()
+def models_per_pass(model: nn.Module, image_shape: tuple[int, ...], batch: int, limit_mb: float = 31.0) -> int:
+    """How many models a CPU pass of :class:`GroupedCNN` should hold: as many as keep the largest float32
+    activation of a ``batch`` under ``limit_mb`` (at least one).
+
+    glibc serves allocations above 32 MB with fresh mmaps, so larger activations fault in new pages
+    at every step; below it the allocator reuses its memory (bench/cnn_stack_speed.py: 9 models in
+    one pass 1.35x the loop's time per step, 2 or 3 per pass 0.97-0.99x)."""
+    h, largest = torch.zeros(1, *image_shape), 0
+    for layer in _layers(model.features):
+        if isinstance(layer, nn.BatchNorm2d):  # shape-preserving; run in training mode it would move the stats
+            continue
+        h = copy.deepcopy(layer).float().cpu()(h) if isinstance(layer, nn.Conv2d) else layer(h)
+        largest = max(largest, h.numel())
+    return max(1, int(limit_mb * 2 ** 20 // (4 * largest * batch)))
+
+
 def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.detach() for t in tensors]).contiguous()
 
@@ -69,8 +86,7 @@ class GroupedCNN(nn.Module):
         Run the convolutions on channels-last batches (oneDNN's and cuDNN's native layout).
     chunk : int
         Models per grouped pass (0: all at once). On CPU a few models per pass keep each activation
-        tensor under glibc's 32 MB mmap limit, where every step's allocations would fault in fresh
-        pages (bench/cnn_stack_speed.py measures it).
+        tensor under glibc's 32 MB mmap limit (:func:`models_per_pass`).
     """
 
     def __init__(self, models: list[nn.Module], channels_last: bool = False, chunk: int = 0):

@@ -14,6 +14,9 @@ stack keeps one pair of generators per distinct ``(seed, n)`` (folds of unequal 
 their own). A model whose fold has fewer batches than the longest sits out the last steps of
 an epoch: it takes no optimiser step there (its Adam moments and step count stay as they were),
 so its trajectory is the one-by-one trajectory, up to float rounding (batched vs single matmuls).
+
+CNN classifiers (nndl's cnn, lite, lite4 and fast networks) go to :mod:`nndl.training.stacked_cnn`
+(grouped convolutions, per-model batch norm, each model's augmentation from its own generator).
 """
 from __future__ import annotations
 
@@ -273,7 +276,7 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
 
     Parameters
     ----------
-    models : list of MLP
+    models : list of MLP (or of one CNN kind)
         Freshly initialised (each as its one-by-one run would initialise it), one shape.
     x, y : Tensor
         All rows any model uses: float inputs ``(N, D)`` and int64 labels ``(N,)``, on the device.

@@ -30,7 +30,7 @@ from torch import nn
 
 from nndl.base.errors import NndlError
 from nndl.base.progress import progress_bar
-from nndl.nn.stacked_cnn import GroupedCNN, groupable
+from nndl.nn.stacked_cnn import GroupedCNN, groupable, models_per_pass
 from nndl.training.callbacks import TrainState
 from nndl.training.engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs
 from nndl.training.stacked_classify import StackOptimizer
@@ -112,7 +112,7 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
     transform : callable
         The one-by-one run's ``transform(batch, generator or None)`` (normalisation, augmentation).
     chunk : int, optional
-        Models per grouped pass (default: 3 on CPU, all on other devices; see :class:`GroupedCNN`).
+        Models per grouped pass (default: :func:`models_per_pass` on CPU, all on other devices).
 
     Returns
     -------
@@ -123,8 +123,9 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
         why = cnn_blocker(m, c)
         if why:
             raise NndlError(f"model {i + 1} of the stack does not stack: {why}; train it one by one")
-    net = GroupedCNN(models, channels_last=dev.type in ("cpu", "cuda"),
-                     chunk=(3 if dev.type == "cpu" else 0) if chunk is None else chunk).to(dev)
+    if chunk is None:
+        chunk = models_per_pass(models[0], tuple(images.shape[1:]), base.batch_size) if dev.type == "cpu" else 0
+    net = GroupedCNN(models, channels_last=dev.type in ("cpu", "cuda"), chunk=chunk).to(dev)
     lengths = [len(mb.train_idx) for mb in members]
     bs = base.batch_size
     n_batches = [math.ceil(n / bs) for n in lengths]
