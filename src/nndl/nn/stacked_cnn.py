@@ -131,13 +131,13 @@ class GroupedCNN(nn.Module):
         """Logits ``(M, B, classes)`` of images ``x`` ``(M, B, C, H, W)``: one batch per model.
 
         ``models`` (M indices) runs only those models (their parameters gathered, their BN running
-        statistics written back in training mode); None: all N, in order, ``chunk`` models per pass
-        (slices of the stacked tensors are views: no copies). In training mode batch norm uses each
+        statistics written back in training mode); None: all N, in order (slices of the stacked
+        tensors are views: no copies). Either way ``chunk`` models per pass. In training mode batch norm uses each
         model's batch statistics and updates its running statistics, as ``nn.BatchNorm2d`` does.
         """
-        if models is not None:
-            return self._run(x, models)
         step = self.chunk or self.n
+        if models is not None:
+            return torch.cat([self._run(x[a:a + step], models[a:a + step]) for a in range(0, len(models), step)])
         return torch.cat([self._run(x[a:a + step], slice(a, a + step)) for a in range(0, self.n, step)])
 
     def _run(self, x: torch.Tensor, models) -> torch.Tensor:

@@ -123,9 +123,13 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
         why = cnn_blocker(m, c)
         if why:
             raise NndlError(f"model {i + 1} of the stack does not stack: {why}; train it one by one")
-    if chunk is None:
-        chunk = models_per_pass(models[0], tuple(images.shape[1:]), base.batch_size) if dev.type == "cpu" else 0
-    net = GroupedCNN(models, channels_last=dev.type in ("cpu", "cuda"), chunk=chunk).to(dev)
+    def per_pass(rows: int) -> int:
+        if chunk is not None:
+            return chunk
+        return models_per_pass(models[0], tuple(images.shape[1:]), rows) if dev.type == "cpu" else 0
+
+    train_chunk, eval_chunk = per_pass(base.batch_size), per_pass(max(1, base.eval_batch_size))
+    net = GroupedCNN(models, channels_last=dev.type in ("cpu", "cuda"), chunk=train_chunk).to(dev)
     lengths = [len(mb.train_idx) for mb in members]
     bs = base.batch_size
     n_batches = [math.ceil(n / bs) for n in lengths]
@@ -192,6 +196,7 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
     def validate() -> tuple[list[float], list[float]]:
         """Each live validated model's validation loss (no smoothing) and accuracy, in eval mode."""
         net.eval()
+        net.chunk = eval_chunk  # evaluation batches are larger: fewer models per pass
         ids = [i for i in range(k) if has_val[i] and policy.alive[i]]
         loss_sum, right = {i: torch.zeros((), device=dev) for i in ids}, {i: torch.zeros((), device=dev) for i in ids}
         chunk_rows = max(1, base.eval_batch_size)
@@ -211,6 +216,7 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
                     loss_sum[i] += ce[j].sum()
                     right[i] += (out[j].argmax(-1) == ys[j]).sum()
         net.train()
+        net.chunk = train_chunk
         vl, va = [math.nan] * k, [math.nan] * k
         for i in ids:
             n = len(val_rows[i])
