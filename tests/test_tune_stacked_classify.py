@@ -69,7 +69,7 @@ def test_unstackable_configs_fall_back_to_one_by_one(wine, monkeypatch):
     mlps = configs(wine, GRID[:2])
     noisy = configs(wine, [{"lr": 0.01}], noise=0.1)[0]  # augmentation: draws per batch, never stacked
     wider = configs(wine, [{"lr": 0.01}], hidden=[64, 16])[0]  # another network: a stack of its own
-    cnn = config_mod.resolve("classify", "cnn", {}, 0)
+    cnn = config_mod.resolve("classify", "resnet", {}, 0)  # residual blocks: no grouped stack
     assert stack_key(noisy) is None and stack_key(cnn) is None and stack_key(mlps[0]) == stack_key(mlps[1])
     assert stack_key(wider) is not None and stack_key(wider) != stack_key(mlps[0])
     assert classify_task.stack_blocker(noisy) == "noise=0.1"

@@ -14,6 +14,9 @@ stack keeps one pair of generators per distinct ``(seed, n)`` (folds of unequal 
 their own). A model whose fold has fewer batches than the longest sits out the last steps of
 an epoch: it takes no optimiser step there (its Adam moments and step count stay as they were),
 so its trajectory is the one-by-one trajectory, up to float rounding (batched vs single matmuls).
+
+CNN classifiers (nndl's cnn, lite, lite4 and fast networks) go to :mod:`nndl.training.stacked_cnn`
+(grouped convolutions, per-model batch norm, each model's augmentation from its own generator).
 """
 from __future__ import annotations
 
@@ -75,8 +78,8 @@ def classify_stack_key(cfg) -> tuple:
 
 
 def _shape(model: nn.Module) -> str:
-    if not isinstance(model, MLP):
-        return type(model).__name__
+    if not isinstance(model, MLP):  # a CNN: its class and every tensor's shape
+        return type(model).__name__ + " " + ",".join("x".join(map(str, t.shape)) for t in model.state_dict().values())
     sizes = [model.layers[0].in_features] + [layer.out_features for layer in model.layers]
     drops = [d.p for d in model.drops]
     return "-".join(map(str, sizes)) + f" {type(model.act).__name__}" + (f" dropout {drops}" if any(drops) else "")
@@ -89,11 +92,16 @@ def check_stackable(models: list[nn.Module], cfgs: list, members: list[Member]) 
     if not len(models) == len(cfgs) == len(members):
         raise NndlError(f"stacked training needs one config and one member per model: got {len(models)} models, "
                         f"{len(cfgs)} configs, {len(members)} members")
+    from nndl.nn.stacked_cnn import groupable
+
     first = _shape(models[0])
+    mlp = isinstance(models[0], MLP)
     for i, m in enumerate(models):
-        if not isinstance(m, MLP):
-            raise NndlError(f"stacked classifier training takes MLPs (nndl.nn.models.MLP); model {i + 1} is a "
-                            f"{type(m).__name__}: train it one by one")
+        why = None if isinstance(m, MLP) else groupable(m)
+        if why or isinstance(m, MLP) != mlp:
+            raise NndlError(f"stacked classifier training takes MLPs (nndl.nn.models.MLP) or CNNs of the cnn, lite, "
+                            f"lite4 or fast kind; model {i + 1} is a {type(m).__name__}"
+                            f"{f' ({why})' if why else ''}: train it one by one")
         if _shape(m) != first:
             raise NndlError(f"stacked training needs models of one shape: model {i + 1} is {_shape(m)}, model 1 "
                             f"is {first}; train them in separate stacks")
@@ -103,10 +111,15 @@ def check_stackable(models: list[nn.Module], cfgs: list, members: list[Member]) 
             field = next(a for a, b in zip(keys[0], key) if a != b)[0]
             raise NndlError(f"config key '{field}' differs between model 1 and model {i + 1}: a stack may differ "
                             f"only in {', '.join(sorted(CLASSIFY_PER_MODEL_FIELDS))}")
-    on = [k for k in _UNSTACKABLE_ON if getattr(cfgs[0], k, False)]
-    if on:
+    from nndl.training.stacked_cnn import UNSTACKABLE_ON
+
+    on = [k for k in (_UNSTACKABLE_ON if mlp else UNSTACKABLE_ON) if getattr(cfgs[0], k, False)]
+    if on and mlp:
         raise NndlError(f"config key '{on[0]}' = {getattr(cfgs[0], on[0])!r}: stacked training has no augmentation, "
                         "test-time flip or compilation; turn it off or train one by one")
+    if on:
+        raise NndlError(f"config key '{on[0]}' = {getattr(cfgs[0], on[0])!r}: a CNN stack has no mixup/cutmix "
+                        "(mixed targets), test-time flip or compilation; turn it off or train one by one")
     for i, mb in enumerate(members):
         if len(mb.train_idx) == 0:
             raise NndlError(f"model {i + 1} of the stack has no training rows")
@@ -253,12 +266,17 @@ def _per_model_ce(logits: torch.Tensor, target: torch.Tensor, w: torch.Tensor,
 
 
 def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, members: list[Member],
-                              cfgs: list, *, progress: bool = False, callbacks=None) -> list[TrainResult]:
-    """Train MLP classifiers of one shape at once; copy each one's kept weights back into ``models``.
+                              cfgs: list, *, progress: bool = False, callbacks=None,
+                              transform=None) -> list[TrainResult]:
+    """Train MLP (or CNN) classifiers of one shape at once; copy each one's kept weights back into ``models``.
+
+    CNNs (the ``cnn``, ``lite``, ``lite4`` and ``fast`` models) train as one grouped network:
+    :func:`nndl.training.stacked_cnn.train_stacked_cnns`, with ``x`` the raw images and
+    ``transform`` the one-by-one run's input transform (normalisation and augmentation).
 
     Parameters
     ----------
-    models : list of MLP
+    models : list of MLP (or of one CNN kind)
         Freshly initialised (each as its one-by-one run would initialise it), one shape.
     x, y : Tensor
         All rows any model uses: float inputs ``(N, D)`` and int64 labels ``(N,)``, on the device.
@@ -279,6 +297,11 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
     included). Without validation rows, ``best_epoch`` is the last epoch, as there.
     """
     check_stackable(models, cfgs, members)
+    if not isinstance(models[0], MLP):
+        from nndl.training.stacked_cnn import train_stacked_cnns
+
+        return train_stacked_cnns(models, x, y, members, cfgs, transform=transform or (lambda xb, gen: xb.float()),
+                                  progress=progress, callbacks=callbacks)
     k, dev, base = len(models), x.device, cfgs[0]
     x = x.reshape(len(x), -1).float()
     stack = StackedMLP(models).to(dev)

@@ -328,7 +328,7 @@ class ClassificationTask(Task):
     resume_command = "nndl classify --resume {run_dir}"  # a Ctrl-C at any moment keeps the run for it
     val_metric, direction, test_metric = "val_accuracy", "maximize", "test_accuracy"
     default_preset = "mlp"
-    stacked_trials = True  # --batch-trials: MLP trials of one network train as one stack (stack_key)
+    stacked_trials = True  # --batch-trials: MLP or CNN trials of one network train as one stack (stack_key)
     key_metrics = ("test_accuracy", "val_accuracy", "test_loss", "epochs", "best_epoch", "train_seconds",
                    "parameters", "model")
     main_figures = ("losses", "confusion_matrix")
@@ -381,9 +381,9 @@ class ClassificationTask(Task):
 
     def cross_validate_stacked(self, cfgs: list, data: Dataset | FashionData | None = None,
                                folds: int | None = None) -> list[list[dict]]:
-        """K-fold scores of each config: those sharing a :func:`stack_key` (MLPs without augmentation,
-        one seed and epoch count) train all their folds as one stack; a config without a key (a CNN,
-        augmentation, ...) is cross-validated one by one, as :meth:`cross_validate` does it."""
+        """K-fold scores of each config: those sharing a :func:`stack_key` (one network, seed and epoch
+        count; see :func:`stack_blocker`) train all their folds as one stack; a config without a key (a
+        ResNet, an MLP with augmentation, ...) is cross-validated one by one, as :meth:`cross_validate` does it."""
         if any(c.search == "auto" for c in cfgs):
             return [self.cross_validate(c, data, folds) for c in cfgs]  # its one-line refusal
         data = read_dataset(cfgs[0], data)  # read once for every group
@@ -695,15 +695,18 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
 def stack_blocker(cfg) -> str | None:
     """Why ``cfg``'s folds cannot train in a classifier stack (:mod:`nndl.training.stacked_classify`), or None.
 
-    The stack is a batched MLP without augmentation, test-time flip, compilation or autocast: those
-    draw from torch's global generator per batch or change the arithmetic, so a stack would not
-    reproduce the one-by-one numbers.
+    The MLP stack is a batched MLP without augmentation, test-time flip, compilation or autocast:
+    those draw from torch's global generator per batch or change the arithmetic, so a stack would
+    not reproduce the one-by-one numbers. The CNN stack (:mod:`nndl.training.stacked_cnn`: the cnn,
+    lite, lite4 and fast networks) draws each model's augmentation from its own generator, as the
+    one-by-one run does, and refuses only mixup/cutmix, test-time flip, compilation and autocast.
     """
     from nndl.training.stacked_classify import _UNSTACKABLE_ON
+    from nndl.training.stacked_cnn import STACKABLE_CNNS, UNSTACKABLE_ON
 
-    if cfg.model != "mlp":
-        return f"model={cfg.model} (only the MLP stacks)"
-    on = [k for k in _UNSTACKABLE_ON if getattr(cfg, k, False)]
+    if cfg.model not in ("mlp", *STACKABLE_CNNS):
+        return f"model={cfg.model} (only the MLP and the {', '.join(STACKABLE_CNNS)} CNNs stack)"
+    on = [k for k in (_UNSTACKABLE_ON if cfg.model == "mlp" else UNSTACKABLE_ON) if getattr(cfg, k, False)]
     if on:
         return f"{on[0]}={getattr(cfg, on[0])!r}"
     if autocast_on(cfg, pick_device(cfg.device)):
@@ -731,9 +734,10 @@ def cross_validate_stacked_classifiers(cfgs: list, data: Dataset | FashionData |
     """:func:`cross_validate_classifier` of every config in ``cfgs``, all their folds trained as one stack.
 
     Each fold model starts from the weights and seeds :func:`cross_validate_classifier` gives it and
-    trains on the same rows (:func:`nndl.training.stacked_classify.train_stacked_classifiers`); the
-    inputs are normalised once, up front, by the same transform (it is elementwise, so this is the
-    arithmetic of the one-by-one batches). The configs must share a :func:`stack_key`.
+    trains on the same rows (:func:`nndl.training.stacked_classify.train_stacked_classifiers`). An
+    MLP stack's inputs are normalised once, up front, by the same transform (it is elementwise, so
+    this is the arithmetic of the one-by-one batches); a CNN stack applies the transform, with its
+    augmentation, to each model's batches. The configs must share a :func:`stack_key`.
 
     Returns
     -------
@@ -752,8 +756,12 @@ def cross_validate_stacked_classifiers(cfgs: list, data: Dataset | FashionData |
     device = pick_device(cfg.device)
     data = load_dataset(cfg, data)
     images, labels = _cv_rows(cfg, data, device)
-    with torch.no_grad():
-        x = transform_for(cfg, device, data)(images, None).reshape(len(images), -1)
+    transform = transform_for(cfg, device, data)
+    if cfg.model == "mlp":  # normalised once: the MLP stack sees flat rows, without augmentation
+        with torch.no_grad():
+            x, transform = transform(images, None).reshape(len(images), -1), None
+    else:  # the CNN stack transforms (augments) each model's batches as its one-by-one run does
+        x = images
     splits = stratified_kfold(folds, cfg.seed)(images, labels)
     models, members, per_model = [], [], []
     for c in cfgs:
@@ -762,7 +770,7 @@ def cross_validate_stacked_classifiers(cfgs: list, data: Dataset | FashionData |
             models.append(classifier_on(c, device, data))
             members.append(Member(tr.to(device), va.to(device)))
             per_model.append(c)
-    results = train_stacked_classifiers(models, x, labels, members, per_model)
+    results = train_stacked_classifiers(models, x, labels, members, per_model, transform=transform)
     records = [_fold_record(c, r) for c, r in zip(per_model, results)]
     k = len(splits)
     return [records[j * k:(j + 1) * k] for j in range(len(cfgs))]
