@@ -41,6 +41,20 @@ GRID = [{"lr": 0.003, "epochs": 3},
 pytestmark = [needs_fashion, pytest.mark.usefixtures("one_thread")]
 
 
+@pytest.fixture(autouse=True)
+def cnn_stacks_on_cpu(monkeypatch):
+    """CNN configs stack on CPU only when asked (they are no faster there): these tests check the stack."""
+    monkeypatch.setattr(classify_task, "CNN_STACKS_ON_CPU", True)
+
+
+def test_on_cpu_cnn_configs_train_one_by_one_by_default(monkeypatch):
+    monkeypatch.setattr(classify_task, "CNN_STACKS_ON_CPU", False)
+    cfg = config_mod.resolve("classify", "cnn", {"device": "cpu"})
+    assert classify_task.stack_key(cfg) is None
+    assert classify_task.stack_blocker(cfg).startswith("model=cnn on CPU (a stack of CNNs is no faster there")
+    assert classify_task.stack_key(config_mod.resolve("classify", "mlp", {"device": "cpu"})) is not None
+
+
 @pytest.fixture(scope="module")
 def fashion():
     from nndl.data.fashion import load_fashion
