@@ -324,121 +324,143 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg, *
     -------
     TrainResult
     """
-    device = x_train.device
-    n = len(x_train)
-    if n == 0:
+    if len(x_train) == 0:
         raise NndlError("training set is empty")
-    classify = task == "classification"
-    options = options if options is not None else ModelOptions.of(cfg, device)
-    amp, smoothing, tta = options.amp, float(options.label_smoothing), options.tta_flip
-    monitor_higher = classify
-    has_val = x_val is not None and len(x_val) > 0
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    return _Training(model, x_train, y_train, cfg, task, x_val, y_val, transform, checkpoint_path, progress, desc,
+                     echo, callbacks, fold, options).run(resume)
 
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    optimizer = make_optimizer(model.parameters(), cfg, resumable=bool(checkpoint_path))
-    result = TrainResult(best_metric=-math.inf if monitor_higher else math.inf)
-    # best weights, patience, NaN rollback, time limit and stop reasons: the engine's one policy
-    policy = StopPolicy(ModuleWeights(model), patience=[cfg.patience], epochs=[cfg.epochs], lr=[cfg.lr],
-                        higher=monitor_higher, validated=has_val, time_limit=cfg.time_limit)
-    start_epoch, step = 0, 0
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    saved = None  # the epochs the checkpoint on disk holds (None: none written)
 
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
-        start_epoch, step, finished = _restore(checkpoint_path, model, optimizer, generator, policy, result)
-        if finished:  # interrupted after training (while testing, drawing, ...): nothing to train
-            return result
-        saved = start_epoch
+class _Training:
+    """One :func:`train` call: its state as attributes and the engine's hooks as methods.
 
-    train_model = model
-    if options.compile:
-        train_model, result.compile_seconds = _compiled(model, x_train[: cfg.batch_size], y_train[: cfg.batch_size],
-                                                        task, transform)
+    The engine owns the loops (:func:`~nndl.training.engine.run_epochs` calls :meth:`train_epoch`
+    and :meth:`save_checkpoint`; :func:`~nndl.training.engine.train_steps` calls :meth:`batch_loss`);
+    this class holds what one model's training needs between those calls.
+    """
 
-    # a live loss is a host sync: free on CPU, a stall on a GPU
-    bar = ProgressBar(echo, live_loss=device.type == "cpu") if progress else None
-    say = echo or (bar.say if bar is not None else (lambda s: None))
-    state = TrainState(task, cfg, model=model, fold=fold, desc=desc, history=result.history,
-                       steps_per_epoch=steps_per_epoch)
-    state.epoch = start_epoch
-    events = Events(CallbackList([bar, callbacks] if bar is not None else callbacks), [state])
-    events.train_begin()
+    def __init__(self, model, x_train, y_train, cfg, task, x_val, y_val, transform, checkpoint_path, progress, desc,
+                 echo, callbacks, fold, options):
+        self.model, self.x_train, self.y_train, self.cfg, self.task = model, x_train, y_train, cfg, task
+        self.x_val, self.y_val, self.transform = x_val, y_val, transform
+        self.device = x_train.device
+        self.n = len(x_train)
+        self.classify = task == "classification"
+        self.options = options if options is not None else ModelOptions.of(cfg, self.device)
+        self.has_val = x_val is not None and len(x_val) > 0
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(cfg.warmup_epochs * self.steps_per_epoch)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.optimizer = make_optimizer(model.parameters(), cfg, resumable=bool(checkpoint_path))
+        self.result = TrainResult(best_metric=-math.inf if self.classify else math.inf)
+        # best weights, patience, NaN rollback, time limit and stop reasons: the engine's one policy
+        self.policy = StopPolicy(ModuleWeights(model), patience=[cfg.patience], epochs=[cfg.epochs], lr=[cfg.lr],
+                                 higher=self.classify, validated=self.has_val, time_limit=cfg.time_limit)
+        self.step = 0
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.saved = None  # the epochs the checkpoint on disk holds (None: none written)
+        self.train_model = model
+        self.correct = torch.zeros((), device=self.device)  # right training predictions of the epoch
+        self.progress, self.echo, self.callbacks, self.fold, self.desc = progress, echo, callbacks, fold, desc
 
-    def lr_at(at: int) -> list[float]:
-        return [cfg.lr * lr_factor(at, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_factor)]
+    def run(self, resume: bool) -> TrainResult:
+        """Train from the start, or from the checkpoint when ``resume`` and one exists."""
+        cfg, result, start_epoch = self.cfg, self.result, 0
+        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+            start_epoch, self.step, finished = _restore(self.checkpoint_path, self.model, self.optimizer,
+                                                        self.generator, self.policy, result)
+            if finished:  # interrupted after training (while testing, drawing, ...): nothing to train
+                return result
+            self.saved = start_epoch
+        if self.options.compile:
+            self.train_model, result.compile_seconds = _compiled(self.model, self.x_train[: cfg.batch_size],
+                                                                 self.y_train[: cfg.batch_size], self.task,
+                                                                 self.transform)
+        # after the restore: the state reads the history the checkpoint brought back
+        # a live loss is a host sync: free on CPU, a stall on a GPU
+        self.bar = ProgressBar(self.echo, live_loss=self.device.type == "cpu") if self.progress else None
+        self.say = self.echo or (self.bar.say if self.bar is not None else (lambda s: None))
+        self.state = TrainState(self.task, cfg, model=self.model, fold=self.fold, desc=self.desc,
+                                history=result.history, steps_per_epoch=self.steps_per_epoch)
+        callbacks = [self.bar, self.callbacks] if self.bar is not None else self.callbacks
+        self.events = Events(CallbackList(callbacks), [self.state])
+        self.state.epoch = start_epoch
+        self.events.train_begin()
+        monitor = "val_acc" if self.classify else "val_loss"
+        try:
+            # the engine's epoch loop: NaN rollback, events, best weights, patience, checkpoint, time limit
+            run_epochs(self.policy, self.events, [result], start_epoch=start_epoch, max_epochs=cfg.epochs,
+                       train_epoch=self.train_epoch,
+                       monitor=(lambda row: row[monitor]) if self.has_val else (lambda row: None),
+                       after_epoch=self.save_checkpoint, say=self.say)
+            if self.checkpoint_path is not None:  # the final weights and the outcome: a resume trains nothing
+                finished = {key: getattr(result, key) for key in FINISHED_FIELDS}
+                atomic_torch_save({**_checkpoint(self.model, self.optimizer, self.generator, self.policy, result,
+                                                 len(result.history), self.step), "finished": finished},
+                                  self.checkpoint_path)
+        except KeyboardInterrupt:
+            epoch = max(self.state.epoch, start_epoch + 1)  # the 1-based epoch that was running
+            held = f"the checkpoint holds epoch {self.saved}" if self.saved is not None else "no checkpoint was written"
+            raise TrainingInterrupted(f"interrupted during epoch {epoch}; {held}", epoch=epoch,
+                                      saved=self.saved) from None
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return result
 
-    def set_lr(lrs: list[float]) -> None:
-        for group in optimizer.param_groups:
+    def lr_at(self, at: int) -> list[float]:
+        cfg = self.cfg
+        return [cfg.lr * lr_factor(at, self.total_steps, self.warmup_steps, cfg.schedule, cfg.min_lr_factor)]
+
+    def set_lr(self, lrs: list[float]) -> None:
+        for group in self.optimizer.param_groups:
             group["lr"] = lrs[0]
 
-    correct = torch.zeros((), device=device)  # right training predictions of the epoch (classification)
-
-    def batch_loss(idx: torch.Tensor):
+    def batch_loss(self, idx: torch.Tensor):
         """The forward pass of one batch: its loss (N = 1), the objective with the L1 term, its rows."""
-        nonlocal correct
-        xb, yb = x_train[idx], y_train[idx]
+        xb, yb = self.x_train[idx], self.y_train[idx]
+        transform, options = self.transform, self.options
         if transform is not None:
-            xb = transform(xb, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = train_model(xb)
+            xb = transform(xb, self.generator)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.amp):
+            out = self.train_model(xb)
         # mixup/cutmix: the transform mixed the inputs; its MixedTargets hold both labels and the weight
         mixed = transform.mixed_targets(yb) if getattr(transform, "mixes", False) else None
-        loss = loss_fn(task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
-        if classify:
-            correct += (out.detach().argmax(1) == yb).sum()
-        objective = loss + cfg.l1 * l1_penalty(model) if cfg.l1 > 0 else loss
+        smoothing = float(options.label_smoothing)
+        loss = loss_fn(self.task, out, yb, smoothing) if mixed is None else mixed.cross_entropy(out, smoothing)
+        if self.classify:
+            self.correct += (out.detach().argmax(1) == yb).sum()
+        objective = loss + self.cfg.l1 * l1_penalty(self.model) if self.cfg.l1 > 0 else loss
         return loss.reshape(1), objective, len(idx)
 
-    def train_epoch(epoch: int) -> list[dict]:
+    def train_epoch(self, epoch: int) -> list[dict]:
         """One epoch of optimiser steps (the engine's step loop), then the evaluation: the history row."""
-        nonlocal step, correct
+        n, options = self.n, self.options
         t0 = time.perf_counter()
-        model.train()
-        correct = torch.zeros((), device=device)
-        step, loss_sum, (lr,) = train_steps(step, rows=n, batch_size=cfg.batch_size, generator=generator, n_models=1,
-                                           lr_at=lr_at, set_lr=set_lr, batch_loss=batch_loss, optimizer=optimizer,
-                                           events=events)
+        self.model.train()
+        self.correct = torch.zeros((), device=self.device)
+        self.step, loss_sum, (lr,) = train_steps(self.step, rows=n, batch_size=self.cfg.batch_size,
+                                                 generator=self.generator, n_models=1, lr_at=self.lr_at,
+                                                 set_lr=self.set_lr, batch_loss=self.batch_loss,
+                                                 optimizer=self.optimizer, events=self.events)
         row = {"epoch": epoch + 1, "train_loss": loss_sum[0].item() / n}
-        if classify:
-            row["train_acc"] = correct.item() / n
+        if self.classify:
+            row["train_acc"] = self.correct.item() / n
         train_done = time.perf_counter()
-        if has_val:
-            ev = evaluate(train_model, x_val, y_val, task, batch_size=options.eval_batch_size,
-                          transform=transform, tta_flip=tta, amp=amp)
+        if self.has_val:
+            ev = evaluate(self.train_model, self.x_val, self.y_val, self.task, batch_size=options.eval_batch_size,
+                          transform=self.transform, tta_flip=options.tta_flip, amp=options.amp)
             row["val_loss"] = ev["loss"]
-            if classify:
+            if self.classify:
                 row["val_acc"] = ev["accuracy"]
         row["lr"] = lr
         row["seconds"] = time.perf_counter() - t0  # training + evaluation of this epoch
         row["eval_seconds"] = time.perf_counter() - train_done
         return [row]
 
-    def save_checkpoint(epoch: int) -> None:
-        nonlocal saved
-        if checkpoint_path is not None:
-            atomic_torch_save(_checkpoint(model, optimizer, generator, policy, result, epoch + 1, step),
-                              checkpoint_path)
-            saved = epoch + 1
-
-    monitor = "val_acc" if classify else "val_loss"
-    try:
-        # the engine's epoch loop: NaN rollback, events, best weights, patience, checkpoint, time limit
-        run_epochs(policy, events, [result], start_epoch=start_epoch, max_epochs=cfg.epochs, train_epoch=train_epoch,
-                   monitor=(lambda row: row[monitor]) if has_val else (lambda row: None), after_epoch=save_checkpoint,
-                   say=say)
-        if checkpoint_path is not None:  # the final weights and the outcome: a resume from here trains nothing
-            finished = {key: getattr(result, key) for key in FINISHED_FIELDS}
-            atomic_torch_save({**_checkpoint(model, optimizer, generator, policy, result, len(result.history), step),
-                               "finished": finished}, checkpoint_path)
-    except KeyboardInterrupt:
-        epoch = max(state.epoch, start_epoch + 1)  # the 1-based epoch that was running
-        held = f"the checkpoint holds epoch {saved}" if saved is not None else "no checkpoint was written"
-        raise TrainingInterrupted(f"interrupted during epoch {epoch}; {held}", epoch=epoch, saved=saved) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    return result
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint_path is not None:
+            atomic_torch_save(_checkpoint(self.model, self.optimizer, self.generator, self.policy, self.result,
+                                          epoch + 1, self.step), self.checkpoint_path)
+            self.saved = epoch + 1
