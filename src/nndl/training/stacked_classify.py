@@ -459,12 +459,20 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
         return rows_out
 
     last_lr = [0.0] * k
+    return run_stack(policy, events, bar, results, cfgs, train_epoch, models,
+                     lambda: stack.unstack(models[0]), has_val)
+
+
+def run_stack(policy, events, bar, results: list, cfgs: list, train_epoch, models: list, unstack, has_val: list):
+    """The epochs of a classifier stack (the engine's loop, watching each model's validation accuracy),
+    then each trained model's weights back into ``models``; ``unstack()`` returns the trained models
+    (called after the last epoch)."""
     try:
         run_epochs(policy, events, results, start_epoch=0, max_epochs=max(c.epochs for c in cfgs),
                    train_epoch=train_epoch, monitor=lambda row: row.get("val_acc"))
     finally:
         bar.close()
-    for i, (model, trained) in enumerate(zip(models, stack.unstack(models[0]))):
+    for i, (model, trained) in enumerate(zip(models, unstack())):
         model.load_state_dict(trained.state_dict())
         if not has_val[i] and results[i].history:  # as train() without validation: the last epoch is kept
             results[i].best_epoch, results[i].best_metric = len(results[i].history), math.nan

@@ -32,8 +32,8 @@ from nndl.base.errors import NndlError
 from nndl.base.progress import progress_bar
 from nndl.nn.stacked_cnn import GroupedCNN, groupable, models_per_pass
 from nndl.training.callbacks import TrainState
-from nndl.training.engine import Events, StackWeights, StopPolicy, lr_factor, run_epochs
-from nndl.training.stacked_classify import StackOptimizer
+from nndl.training.engine import Events, StackWeights, StopPolicy, lr_factor
+from nndl.training.stacked_classify import StackOptimizer, run_stack
 from nndl.training.trainer import TrainResult
 
 # The classify models whose networks GroupedCNN stacks (feature Sequentials and a linear head; the ResNet's
@@ -276,13 +276,5 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
             rows_out.append(row)
         return rows_out
 
-    try:
-        run_epochs(policy, events, results, start_epoch=0, max_epochs=max(c.epochs for c in cfgs),
-                   train_epoch=train_epoch, monitor=lambda row: row.get("val_acc"))
-    finally:
-        bar.close()
-    for i, (model, trained) in enumerate(zip(models, net.unstack(models[0]))):
-        model.load_state_dict(trained.state_dict())
-        if not has_val[i] and results[i].history:  # as train() without validation: the last epoch is kept
-            results[i].best_epoch, results[i].best_metric = len(results[i].history), math.nan
-    return results
+    return run_stack(policy, events, bar, results, cfgs, train_epoch, models,
+                     lambda: net.unstack(models[0]), has_val)
