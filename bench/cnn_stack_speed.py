@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -39,18 +39,13 @@ import torch.nn.functional as F
 from nndl.nn.models import SmallCNN
 from nndl.nn.stacked_cnn import GroupedCNN
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_layout import median_step_seconds  # noqa: E402 - the bench scripts' one step timer
+
 
 def timed(step, steps: int, repeats: int) -> float:
     """Median milliseconds per call of ``step`` (after 2 warm-up calls: oneDNN primitive caches)."""
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - t0) / steps * 1000)
-    return statistics.median(times)
+    return median_step_seconds(step, steps, repeats, warmup=2) * 1000
 
 
 def make_steps(n: int, batch: int):

@@ -38,14 +38,19 @@ def seconds_per_epoch(layout: torch.memory_format, batch: int, steps: int, compi
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):  # warm-up (oneDNN primitive caches, compilation)
+    return median_step_seconds(step, steps, repeats, warmup=3) * 60000 / batch  # warm-up: oneDNN caches, compile
+
+
+def median_step_seconds(step, steps: int, repeats: int, warmup: int) -> float:
+    """Median over ``repeats`` of the seconds per call of ``step`` (``steps`` calls each), after ``warmup`` calls."""
+    for _ in range(warmup):
         step()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
-        times.append((time.perf_counter() - t0) / steps * 60000 / batch)
+        times.append((time.perf_counter() - t0) / steps)
     return statistics.median(times)
 
 

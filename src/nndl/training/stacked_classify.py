@@ -334,15 +334,8 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
                  for c, nb in zip(cfgs, n_batches)]
     steps = [0] * k  # each model's optimiser steps so far (its lr schedule's position)
 
-    results = [TrainResult(best_metric=-math.inf) for _ in range(k)]
-    policy = StopPolicy(StackWeights(params), patience=[c.patience for c in cfgs], epochs=[c.epochs for c in cfgs],
-                        lr=[c.lr for c in cfgs], higher=True, validated=any(has_val), time_limit=base.time_limit)
-    states = [StackMemberState("classification", c, stack, i, fold=i + 1, desc=f"model {i + 1}/{k}",
-                               history=res.history) for i, (c, res) in enumerate(zip(cfgs, results))]
-    events = Events(callbacks, states)
-    events.train_begin()
-    bar = progress_bar(total=max(c.epochs for c in cfgs), desc=f"{k} classifiers (stacked)", leave=False,
-                       enabled=progress, dynamic_ncols=True)
+    results, policy, events, bar = start_stack(cfgs, StackWeights(params), StackMemberState, stack, any(has_val),
+                                               base.time_limit, callbacks, progress, "classifiers")
 
     def inputs(idx: torch.Tensor) -> torch.Tensor:
         xb = x[idx]  # (K, B, D)
@@ -445,22 +438,48 @@ def train_stacked_classifiers(models: list[nn.Module], x: torch.Tensor, y: torch
         now = time.perf_counter()
         if progress:
             bar.update(1)
-        rows_out: list[dict | None] = []
-        for i in range(k):
-            if policy.stopped[i]:
-                rows_out.append(None)
-                continue
-            row = {"epoch": epoch + 1, "train_loss": values[0][i], "train_acc": values[1][i]}
-            if has_val[i]:
-                row["val_loss"], row["val_acc"] = values[2][i], values[3][i]
-            # the stack's seconds shared out evenly
-            row.update(lr=last_lr[i], seconds=(now - t0) / k, eval_seconds=(now - train_done) / k)
-            rows_out.append(row)
-        return rows_out
+        return epoch_rows(epoch, policy.stopped, values, has_val, last_lr, (now - t0) / k, (now - train_done) / k)
 
     last_lr = [0.0] * k
     return run_stack(policy, events, bar, results, cfgs, train_epoch, models,
                      lambda: stack.unstack(models[0]), has_val)
+
+
+def start_stack(cfgs: list, weights, member_state, net, validated: bool, time_limit: float, callbacks,
+                progress: bool, what: str):
+    """A classifier stack's results, stop policy (higher validation accuracy is better), events (begun)
+    and epoch bar; ``member_state`` is the callbacks' view of one model of ``net``."""
+    k = len(cfgs)
+    results = [TrainResult(best_metric=-math.inf) for _ in range(k)]
+    policy = StopPolicy(weights, patience=[c.patience for c in cfgs], epochs=[c.epochs for c in cfgs],
+                        lr=[c.lr for c in cfgs], higher=True, validated=validated, time_limit=time_limit)
+    states = [member_state("classification", c, net, i, fold=i + 1, desc=f"model {i + 1}/{k}", history=res.history)
+              for i, (c, res) in enumerate(zip(cfgs, results))]
+    events = Events(callbacks, states)
+    events.train_begin()
+    bar = progress_bar(total=max(c.epochs for c in cfgs), desc=f"{k} {what} (stacked)", leave=False,
+                       enabled=progress, dynamic_ncols=True)
+    return results, policy, events, bar
+
+
+def epoch_rows(epoch: int, stopped: list[bool], values: list[list[float]], has_val: list[bool], last_lr: list[float],
+               seconds: float, eval_seconds: float) -> list[dict | None]:
+    """Each model's history row of a stack's epoch (None for a model that has stopped).
+
+    ``values`` holds four lists, one value per model: train loss, train accuracy, val loss, val
+    accuracy. The stack's seconds are shared out evenly.
+    """
+    rows: list[dict | None] = []
+    for i, done in enumerate(stopped):
+        if done:
+            rows.append(None)
+            continue
+        row = {"epoch": epoch + 1, "train_loss": values[0][i], "train_acc": values[1][i]}
+        if has_val[i]:
+            row["val_loss"], row["val_acc"] = values[2][i], values[3][i]
+        row.update(lr=last_lr[i], seconds=seconds, eval_seconds=eval_seconds)
+        rows.append(row)
+    return rows
 
 
 def run_stack(policy, events, bar, results: list, cfgs: list, train_epoch, models: list, unstack, has_val: list):

@@ -29,11 +29,10 @@ import torch
 from torch import nn
 
 from nndl.base.errors import NndlError
-from nndl.base.progress import progress_bar
 from nndl.nn.stacked_cnn import GroupedCNN, groupable, models_per_pass
 from nndl.training.callbacks import TrainState
-from nndl.training.engine import Events, StackWeights, StopPolicy, lr_factor
-from nndl.training.stacked_classify import StackOptimizer, run_stack
+from nndl.training.engine import StackWeights, lr_factor
+from nndl.training.stacked_classify import StackOptimizer, epoch_rows, run_stack, start_stack
 from nndl.training.trainer import TrainResult
 
 # The classify models whose networks GroupedCNN stacks (feature Sequentials and a linear head; the ResNet's
@@ -152,16 +151,8 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
     steps = [0] * k
     last_lr = [0.0] * k
 
-    results = [TrainResult(best_metric=-math.inf) for _ in range(k)]
-    policy = StopPolicy(StackWeights(params + buffers), patience=[c.patience for c in cfgs],
-                        epochs=[c.epochs for c in cfgs], lr=[c.lr for c in cfgs], higher=True,
-                        validated=any(has_val), time_limit=base.time_limit)
-    states = [GroupedMemberState("classification", c, net, i, fold=i + 1, desc=f"model {i + 1}/{k}",
-                                 history=res.history) for i, (c, res) in enumerate(zip(cfgs, results))]
-    events = Events(callbacks, states)
-    events.train_begin()
-    bar = progress_bar(total=max(c.epochs for c in cfgs), desc=f"{k} CNNs (stacked)", leave=False,
-                       enabled=progress, dynamic_ncols=True)
+    results, policy, events, bar = start_stack(cfgs, StackWeights(params + buffers), GroupedMemberState, net,
+                                               any(has_val), base.time_limit, callbacks, progress, "CNNs")
 
     def batch_inputs(order: list, b: int, active: list[bool]) -> dict[int, torch.Tensor]:
         """Batch ``b`` of each active model, transformed (augmented) as its one-by-one run does it."""
@@ -264,17 +255,9 @@ def train_stacked_cnns(models: list[nn.Module], images: torch.Tensor, y: torch.T
         now = time.perf_counter()
         if progress:
             bar.update(1)
-        rows_out: list[dict | None] = []
-        for i in range(k):
-            if policy.stopped[i]:
-                rows_out.append(None)
-                continue
-            row = {"epoch": epoch + 1, "train_loss": values[0][i] / lengths[i], "train_acc": values[1][i] / lengths[i]}
-            if has_val[i]:
-                row["val_loss"], row["val_acc"] = val_loss[i], val_acc[i]
-            row.update(lr=last_lr[i], seconds=(now - t0) / k, eval_seconds=(now - train_done) / k)
-            rows_out.append(row)
-        return rows_out
+        per_row = [[v / n for v, n in zip(values[0], lengths)], [v / n for v, n in zip(values[1], lengths)],
+                   val_loss, val_acc]
+        return epoch_rows(epoch, policy.stopped, per_row, has_val, last_lr, (now - t0) / k, (now - train_done) / k)
 
     return run_stack(policy, events, bar, results, cfgs, train_epoch, models,
                      lambda: net.unstack(models[0]), has_val)
