@@ -687,8 +687,12 @@ def cross_validate_classifier(cfg, data: Dataset | FashionData | None = None, fo
             on_fold(i, out[-1]["val_accuracy"])
         return fold.result.diverged  # a diverged fold already decides the trial
 
-    cross_validate(make_model, images, labels, cfg, splitter=lambda x, y: [all_folds(x, y)[i] for i in chosen],
-                   task="classification", transform=transform, progress=progress, on_fold=scored)
+    def chosen_folds(x, y) -> list:
+        splits = all_folds(x, y)  # the split once, then the folds asked for
+        return [splits[i] for i in chosen]
+
+    cross_validate(make_model, images, labels, cfg, splitter=chosen_folds, task="classification",
+                   transform=transform, progress=progress, on_fold=scored)
     return out
 
 
